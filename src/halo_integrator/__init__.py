@@ -1,0 +1,3 @@
+"""halo-integrator: turn mailboxes into help-desk tickets."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from halo_integrator.cli import main
+
+main()

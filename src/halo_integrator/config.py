@@ -1,0 +1,451 @@
+"""The TOML config file, read into frozen dataclasses and written back atomically.
+
+Every key is declared by a dataclass field below; an unknown key or a bad value is a :class:`ConfigError`
+naming the file, the key path (``mailboxes[2].incoming.after_import``) and what is allowed. Paths inside the
+file (database, folders, CA files) are relative to the file. The config never holds a secret: those live in
+the keyring (see :mod:`halo_integrator.keystore`).
+
+The file is found from ``--config``, then ``$INTEGRATOR_CONFIG``, then ``./integrator.toml``, then the user
+config dir (``click.get_app_dir("halo-integrator")``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import tempfile
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from halo_integrator.errors import ConfigError
+
+CONFIG_NAME = "integrator.toml"
+APP_NAME = "halo-integrator"
+
+CONNECTIONS = ("imap", "pop3", "ews", "microsoft365", "google", "folder")
+AFTER_IMPORT = ("move_to_deleted", "delete", "move_to_folder", "mark_read")
+SECURITY = ("ssl", "starttls", "none")
+AUTH = ("password", "oauth2")
+OUTGOING_METHODS = ("smtp", "microsoft365", "google", "none")
+LEVELS = ("none", "read", "modify", "owner")
+ENTITIES = ("agent", "team", "department")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,63}$")
+
+
+def _choices(*allowed: str) -> dict[str, Any]:
+    return {"choices": allowed}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Services:
+    incoming: bool = True
+    outgoing: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecretsSettings:
+    # a keyring backend class path such as "keyrings.cryptfile.cryptfile.CryptFileKeyring"; "" = keyring's choice
+    backend: str = ""
+    # where the cryptfile backend's master key is read from (a 0600 file); or $INTEGRATOR_KEYRING_KEY
+    master_key_file: str = ""
+    # plaintext storage is an explicit, warned opt-in
+    allow_plaintext: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogSettings:
+    keep_days: int = 90
+    file: str = ""  # optional rotating diagnostic log for scheduled runs
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConfigSettings:
+    track_changes: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Agent:
+    name: str
+    email: str = ""
+    teams: tuple[str, ...] = ()
+    departments: tuple[str, ...] = ()
+    admin: bool = False
+    os_user: str = ""
+    signature: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccessLine:
+    entity: str = field(metadata=_choices(*ENTITIES))
+    name: str
+    level: str = field(metadata=_choices(*LEVELS))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Credential:
+    """How one instance reaches the server account behind a mailbox. The secret itself is in the keyring."""
+
+    name: str = "default"
+    instance: str = ""  # "" serves every instance
+    host: str = ""
+    port: int = 0  # 0 = the protocol's default for the security chosen
+    security: str = field(default="ssl", metadata=_choices(*SECURITY))
+    username: str = ""
+    auth: str = field(default="password", metadata=_choices(*AUTH))
+    ca_file: str = ""
+    tls_verify: bool = True
+    timeout: float = 60.0  # seconds, for connect and for every read
+    # cloud connections (microsoft365, google, ews)
+    tenant_id: str = ""
+    client_id: str = ""
+    authority: str = ""
+    endpoint: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Incoming:
+    log_new_tickets: bool = True
+    update_existing: bool = True
+    after_import: str = field(default="move_to_deleted", metadata=_choices(*AFTER_IMPORT))
+    acknowledge_new_tickets: bool = True
+    folder: str = ""  # the folder read; "" = INBOX (IMAP) / the whole path (folder connector)
+    deleted_folder: str = ""  # "" = found by \Trash attribute, then by the usual names
+    move_folder: str = ""  # for after_import = "move_to_folder"
+    quarantine_folder: str = "Quarantine"
+    ticket_tag: str = "[#{id}]"  # how the ticket number appears in subjects
+    search_body_for_tag: bool = False
+    max_email_mb: float = 50.0
+    batch_size: int = 100
+    batch_mb: float = 20.0
+    only_after_uid: int = 0  # the "only new" watermark recorded by `mailbox add --only-new`
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outgoing:
+    method: str = field(default="none", metadata=_choices(*OUTGOING_METHODS))
+    host: str = ""
+    port: int = 0
+    security: str = field(default="starttls", metadata=_choices(*SECURITY))
+    username: str = ""
+    auth: str = field(default="password", metadata=_choices(*AUTH))
+    ca_file: str = ""
+    tls_verify: bool = True
+    timeout: float = 60.0
+    message_group: str = "Default"
+    signature: str = ""
+    send_restrictions: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    signature_overrides: dict[str, str] = field(default_factory=dict)
+    ack_limit_per_hour: int = 10
+
+
+@dataclass(frozen=True, kw_only=True)
+class Mailbox:
+    name: str
+    address: str = ""
+    connection: str = field(metadata=_choices(*CONNECTIONS))
+    path: str = ""  # folder connection: a directory of .eml files or a Maildir, relative to the config file
+    incoming: Incoming = field(default_factory=Incoming)
+    outgoing: Outgoing = field(default_factory=Outgoing)
+    credentials: tuple[Credential, ...] = ()
+    access: tuple[AccessLine, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    instance: str = ""
+    database: str = "integrator.db"
+    services: Services = field(default_factory=Services)
+    secrets: SecretsSettings = field(default_factory=SecretsSettings)
+    logs: LogSettings = field(default_factory=LogSettings)
+    config: ConfigSettings = field(default_factory=ConfigSettings)
+    agents: tuple[Agent, ...] = ()
+    mailboxes: tuple[Mailbox, ...] = ()
+    # where the file was read from; not a key in the file
+    path: Path = field(default=Path(CONFIG_NAME), metadata={"internal": True})
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, relative: str) -> Path:
+        """A path from the file, relative to the file's directory."""
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    @property
+    def database_path(self) -> Path:
+        return self.resolve(self.database)
+
+    def mailbox(self, name: str) -> Mailbox:
+        for mb in self.mailboxes:
+            if mb.name.casefold() == name.casefold():
+                return mb
+        known = ", ".join(m.name for m in self.mailboxes) or "none"
+        raise ConfigError(f"No mailbox named {name!r} in {self.path} (mailboxes: {known}).")
+
+    def credentials_for(self, mailbox: Mailbox, instance: str | None = None) -> list[Credential]:
+        """The credentials this instance uses for a mailbox (DESIGN contract 7)."""
+        inst = self.instance if instance is None else instance
+        return [c for c in mailbox.credentials if not c.instance or c.instance == inst]
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def find_config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Where the config is: --config, $INTEGRATOR_CONFIG, ./integrator.toml, the user config dir."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("INTEGRATOR_CONFIG")
+    if env:
+        return Path(env)
+    local = Path.cwd() / CONFIG_NAME
+    if local.exists():
+        return local
+    import click
+
+    return Path(click.get_app_dir(APP_NAME)) / CONFIG_NAME
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a config file."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"No config file at {p}. Create one with `integrator init`, or name one with --config "
+            f"or $INTEGRATOR_CONFIG."
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"Cannot read the config file {p}: {exc.strerror or exc}.") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p} is not UTF-8 text; save it as UTF-8.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p} is not valid TOML: {exc}.") from None
+    return from_dict(data, p)
+
+
+def from_dict(data: dict[str, Any], path: Path) -> Config:
+    cfg = _build(Config, data, path, "")
+    cfg = dataclasses.replace(cfg, path=path.resolve())
+    _check(cfg)
+    return cfg
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "a whole number"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    if origin is tuple:
+        return "a list"
+    if origin is dict:
+        return "a table"
+    if dataclasses.is_dataclass(tp):
+        return "a table"
+    return str(tp)
+
+
+def _build(cls: Any, data: Any, path: Path, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: {where or 'the file'} must be a table.")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise ConfigError(
+            f"{path}: unknown key {key!r}. Allowed here: {', '.join(sorted(fields))}."
+        )
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        key = f"{where}.{name}" if where else name
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{path}: {key} is required.")
+            continue
+        kwargs[name] = _value(hints[name], data[name], path, key, f)
+    return cls(**kwargs)
+
+
+def _value(tp: Any, value: Any, path: Path, key: str, f: dataclasses.Field[Any] | None) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is types.UnionType or origin is typing.Union:
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        origin = typing.get_origin(tp)
+    bad = ConfigError(f"{path}: {key} must be {_type_name(tp)}, not {value!r}.")
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path, key)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise bad
+        (item_tp, _) = (*typing.get_args(tp), None)[:2]
+        return tuple(_value(item_tp, v, path, f"{key}[{i}]", None) for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        _, val_tp = typing.get_args(tp)
+        return {str(k): _value(val_tp, v, path, f"{key}.{k}", None) for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        if value < 0:
+            raise ConfigError(f"{path}: {key} must not be negative, not {value}.")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad
+        if value < 0:
+            raise ConfigError(f"{path}: {key} must not be negative, not {value}.")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        choices = f.metadata.get("choices") if f is not None else None
+        if choices and value not in choices:
+            raise ConfigError(f"{path}: {key} is {value!r}; allowed: {', '.join(choices)}.")
+        return value
+    raise bad  # pragma: no cover - every declared type is handled above
+
+
+def _check(cfg: Config) -> None:
+    """Rules that span keys."""
+    p = cfg.path
+    seen: set[str] = set()
+    for i, mb in enumerate(cfg.mailboxes):
+        where = f"mailboxes[{i}]"
+        if not NAME_RE.match(mb.name):
+            raise ConfigError(
+                f"{p}: {where}.name {mb.name!r} must start with a letter or digit and use only letters, "
+                "digits, spaces, '.', '_' and '-' (at most 64)."
+            )
+        if mb.name.casefold() in seen:
+            raise ConfigError(f"{p}: {where}.name {mb.name!r} is used by another mailbox; names must be unique.")
+        seen.add(mb.name.casefold())
+        if mb.connection == "folder":
+            if not mb.path:
+                raise ConfigError(f"{p}: {where}.path is required for a folder mailbox (a directory of .eml files).")
+        elif not mb.credentials:
+            raise ConfigError(
+                f"{p}: {where} ({mb.name}) has no [[mailboxes.credentials]]; a {mb.connection} mailbox needs "
+                "at least one. Add one with `integrator mailbox add` or `integrator credentials add`."
+            )
+        if mb.incoming.after_import == "move_to_folder" and not mb.incoming.move_folder:
+            raise ConfigError(
+                f"{p}: {where}.incoming.move_folder is required when after_import = \"move_to_folder\"."
+            )
+        if "{id}" not in mb.incoming.ticket_tag:
+            raise ConfigError(
+                f"{p}: {where}.incoming.ticket_tag {mb.incoming.ticket_tag!r} must contain {{id}}, e.g. \"[#{{id}}]\"."
+            )
+        if mb.incoming.batch_size < 1:
+            raise ConfigError(f"{p}: {where}.incoming.batch_size must be at least 1.")
+        names: set[str] = set()
+        for j, cred in enumerate(mb.credentials):
+            if not NAME_RE.match(cred.name):
+                raise ConfigError(f"{p}: {where}.credentials[{j}].name {cred.name!r} is not a valid name.")
+            if cred.name in names:
+                raise ConfigError(f"{p}: {where}.credentials[{j}].name {cred.name!r} is used twice in this mailbox.")
+            names.add(cred.name)
+            if mb.connection in ("imap", "pop3") and not cred.host:
+                raise ConfigError(f"{p}: {where}.credentials[{j}].host is required for a {mb.connection} mailbox.")
+    agents: set[str] = set()
+    for i, agent in enumerate(cfg.agents):
+        if agent.name.casefold() in agents:
+            raise ConfigError(f"{p}: agents[{i}].name {agent.name!r} is used twice.")
+        agents.add(agent.name.casefold())
+
+
+# --------------------------------------------------------------------------------------------- writing
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """The config as TOML-ready data, leaving out values equal to their defaults."""
+    return _dump(cfg)
+
+
+def _dump(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(obj):
+            if f.metadata.get("internal"):
+                continue
+            value = getattr(obj, f.name)
+            default = (
+                f.default
+                if f.default is not dataclasses.MISSING
+                else (f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+            )
+            if value == default:
+                continue
+            out[f.name] = _dump(value)
+        return out
+    if isinstance(obj, tuple):
+        return [_dump(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _dump(v) for k, v in obj.items()}
+    return obj
+
+
+def write_text_atomic(path: Path, text: str, *, backup: bool = True, mode: int = 0o600) -> None:
+    """Write a file through a temporary file and a rename, keeping the old one as ``.bak``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o777)
+            if backup:
+                shutil.copy2(path, path.with_name(path.name + ".bak"))
+        else:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save(cfg: Config, path: Path | None = None) -> None:
+    """Validate and write the config atomically (temp file + rename), keeping a ``.bak``."""
+    import tomli_w
+
+    target = path or cfg.path
+    data = to_dict(cfg)
+    from_dict(data, target)  # never write what we could not read back
+    write_text_atomic(target, tomli_w.dumps(data))
+
+
+def replace_mailbox(cfg: Config, mailbox: Mailbox) -> Config:
+    """A copy of the config with the mailbox of that name replaced (or added at the end)."""
+    out = []
+    found = False
+    for mb in cfg.mailboxes:
+        if mb.name.casefold() == mailbox.name.casefold():
+            out.append(mailbox)
+            found = True
+        else:
+            out.append(mb)
+    if not found:
+        out.append(mailbox)
+    return dataclasses.replace(cfg, mailboxes=tuple(out))

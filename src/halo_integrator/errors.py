@@ -1,0 +1,64 @@
+"""The one exception family. Only the CLI turns these into exit codes (see DESIGN, contract 4).
+
+Every message says what happened and what to do next; none ever contains a secret.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_CONFIG = 3
+EXIT_SECRET = 4
+EXIT_PARTIAL = 5
+EXIT_LOCKED = 75
+
+
+class IntegratorError(Exception):
+    """Base of every error the integrator raises on purpose."""
+
+    exit_code = EXIT_ERROR
+
+
+class ConfigError(IntegratorError):
+    """The config file is missing, unreadable or invalid."""
+
+    exit_code = EXIT_CONFIG
+
+
+class SecretError(IntegratorError):
+    """A secret is missing, or no keyring backend is usable, or the server refused the credentials."""
+
+    exit_code = EXIT_SECRET
+
+
+class ConnectError(IntegratorError):
+    """The server cannot be reached: DNS, TCP, TLS, timeout."""
+
+
+class RetrievalError(IntegratorError):
+    """Listing or fetching messages failed after the connection was made."""
+
+
+class DisposeError(IntegratorError):
+    """Moving or deleting an imported message on the server failed."""
+
+
+class StoreError(IntegratorError):
+    """The ticket store cannot be opened or written (locked, full disk, corrupt)."""
+
+
+class OutgoingError(IntegratorError):
+    """Composing or sending an email failed."""
+
+
+class AccessDenied(IntegratorError):
+    """The acting agent lacks the access level a command needs."""
+
+    exit_code = EXIT_USAGE
+
+
+class LockHeld(IntegratorError):
+    """Another run holds the lock file."""
+
+    exit_code = EXIT_LOCKED

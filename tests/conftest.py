@@ -1,0 +1,32 @@
+"""Shared fixtures. Nothing here touches the real home, keyring or network."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = (REPO / ".." / "shared" / "corpus").resolve()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point HOME, the XDG dirs and the integrator's own variables at a fresh temporary directory."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    for var in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME"):
+        monkeypatch.setenv(var, str(home / var.lower()))
+    for var in list(os.environ):
+        if var.startswith("INTEGRATOR_"):
+            monkeypatch.delenv(var, raising=False)
+    monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
+    monkeypatch.setenv("NO_COLOR", "1")
+    return home
+
+
+def corpus_or_skip() -> Path:
+    if not (CORPUS / "INDEX.tsv").exists():
+        pytest.skip(f"the shared email corpus is not at {CORPUS}; these tests read it from ../shared/corpus")
+    return CORPUS
