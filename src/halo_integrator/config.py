@@ -144,6 +144,59 @@ class Outgoing:
     ack_limit_per_hour: int = 10
 
 
+PLACEHOLDERS = (
+    "ticket_id",
+    "subject",
+    "requester_name",
+    "requester_email",
+    "agent_name",
+    "mailbox_name",
+    "mailbox_address",
+    "body",
+    "status",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MessageTemplate:
+    subject: str
+    body: str
+
+
+def _default_group_templates() -> dict[str, MessageTemplate]:
+    return {
+        "new_ticket": MessageTemplate(
+            subject="{subject}",
+            body=(
+                "Hello {requester_name},\n\nThank you for your email. We have logged it as ticket {ticket_id} "
+                "and will be in touch.\n\nPlease keep the ticket number in the subject when you reply."
+            ),
+        ),
+        "agent_reply": MessageTemplate(subject="{subject}", body="{body}"),
+        "ticket_closed": MessageTemplate(
+            subject="{subject}",
+            body="Hello {requester_name},\n\nTicket {ticket_id} is now closed. Reply to this email to reopen it.",
+        ),
+    }
+
+
+TEMPLATE_KINDS = ("new_ticket", "agent_reply", "ticket_closed")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MessageGroup:
+    """A named set of email templates; each mailbox names its group in ``outgoing.message_group``."""
+
+    name: str
+    templates: dict[str, MessageTemplate] = field(default_factory=_default_group_templates)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutgoingDefaults:
+    mailbox: str = ""  # the mailbox that sends mail no mailbox owns (alerts, test emails)
+    admins: tuple[str, ...] = ()  # addresses that receive alerts
+
+
 @dataclass(frozen=True, kw_only=True)
 class Mailbox:
     name: str
@@ -164,6 +217,8 @@ class Config:
     secrets: SecretsSettings = field(default_factory=SecretsSettings)
     logs: LogSettings = field(default_factory=LogSettings)
     config: ConfigSettings = field(default_factory=ConfigSettings)
+    outgoing: OutgoingDefaults = field(default_factory=OutgoingDefaults)
+    message_groups: tuple[MessageGroup, ...] = ()
     agents: tuple[Agent, ...] = ()
     mailboxes: tuple[Mailbox, ...] = ()
     # where the file was read from; not a key in the file
@@ -188,6 +243,14 @@ class Config:
                 return mb
         known = ", ".join(m.name for m in self.mailboxes) or "none"
         raise ConfigError(f"No mailbox named {name!r} in {self.path} (mailboxes: {known}).")
+
+    def message_group(self, name: str) -> MessageGroup:
+        for group in self.message_groups:
+            if group.name == name:
+                return group
+        if name == "Default":
+            return MessageGroup(name="Default")
+        raise ConfigError(f"No message group named {name!r} in {self.path}.")
 
     def credentials_for(self, mailbox: Mailbox, instance: str | None = None) -> list[Credential]:
         """The credentials this instance uses for a mailbox (DESIGN contract 7)."""
@@ -367,6 +430,31 @@ def _check(cfg: Config) -> None:
             names.add(cred.name)
             if mb.connection in ("imap", "pop3") and not cred.host:
                 raise ConfigError(f"{p}: {where}.credentials[{j}].host is required for a {mb.connection} mailbox.")
+    import string
+
+    for i, group in enumerate(cfg.message_groups):
+        for kind, tmpl in group.templates.items():
+            where = f"message_groups[{i}].templates.{kind}"
+            if kind not in TEMPLATE_KINDS:
+                raise ConfigError(f"{p}: {where} is not a template kind; allowed: {', '.join(TEMPLATE_KINDS)}.")
+            for part, text in (("subject", tmpl.subject), ("body", tmpl.body)):
+                try:
+                    fields = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
+                except ValueError as exc:
+                    raise ConfigError(f"{p}: {where}.{part} is not a valid template: {exc}.") from None
+                for name in fields:
+                    if name not in PLACEHOLDERS:
+                        raise ConfigError(
+                            f"{p}: {where}.{part} uses the unknown placeholder {{{name}}}; "
+                            f"allowed: {', '.join('{' + x + '}' for x in PLACEHOLDERS)}."
+                        )
+    groups = {"Default"} | {g.name for g in cfg.message_groups}
+    for i, mb in enumerate(cfg.mailboxes):
+        if mb.outgoing.message_group not in groups:
+            raise ConfigError(
+                f"{p}: mailboxes[{i}].outgoing.message_group {mb.outgoing.message_group!r} is not defined; "
+                f"defined: {', '.join(sorted(groups))}."
+            )
     agents: set[str] = set()
     for i, agent in enumerate(cfg.agents):
         if agent.name.casefold() in agents:
