@@ -1,0 +1,172 @@
+"""`integrator run` (the scheduled pass) and `integrator import MAILBOX` (the "Import emails" button)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from halo_integrator.cli import output
+from halo_integrator.cli.app import App
+
+if TYPE_CHECKING:
+    from halo_integrator.config import Credential, Mailbox
+    from halo_integrator.importer import RunResult
+
+
+def secrets_factory(app: App) -> Callable[[Mailbox, Credential | None], Callable[[str], str]]:
+    """Secrets for connectors, from the keystore; `run` never prompts."""
+
+    def factory(mailbox: Mailbox, credential: Credential | None) -> Callable[[str], str]:
+        if credential is None:
+
+            def none(kind: str) -> str:
+                raise KeyError(kind)
+
+            return none
+        from halo_integrator.keystore import Keystore
+
+        keystore = Keystore(app.config.secrets, base_dir=app.config.base_dir, interactive=False)
+        return keystore.lookup(mailbox.name, credential.name)
+
+    return factory
+
+
+def _execute(
+    app: App, names: Sequence[str], *, dry_run: bool, limit: int | None, as_json: bool
+) -> RunResult:
+    from halo_integrator.importer import Importer
+    from halo_integrator.lock import RunLock
+
+    cfg = app.config
+    for name in names:
+        cfg.mailbox(name)  # unknown names fail before anything starts
+    store = app.store()
+    progress = None
+    bar: Any = None
+    if output.is_terminal() and not as_json:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            console=output.console(stderr=True), transient=True,
+        )
+        tasks: dict[str, Any] = {}
+
+        def progress(mailbox: str, done: int, total: int) -> None:
+            if mailbox not in tasks:
+                tasks[mailbox] = bar.add_task(mailbox, total=total)
+            bar.update(tasks[mailbox], completed=done, total=total)
+
+    importer = Importer(
+        cfg, store, secrets=secrets_factory(app), instance=app.instance, dry_run=dry_run, limit=limit,
+        progress=progress,
+    )
+    if dry_run:
+        result = importer.run(names)
+    else:
+        with RunLock(cfg.database_path):
+            if bar is not None:
+                with bar:
+                    result = importer.run(names)
+            else:
+                result = importer.run(names)
+    return result
+
+
+def _render(result: RunResult, *, as_json: bool, dry_run: bool, verbose: bool) -> None:
+    if as_json:
+        rows: list[dict[str, Any]] = []
+        for m in result.mailboxes:
+            row = m.as_dict()
+            if dry_run:
+                row["decisions"] = m.decisions
+            rows.append(row)
+        for name, why in result.skipped:
+            rows.append({"mailbox": name, "credential": None, "skipped": why})
+        output.print_json(rows)
+        return
+    if result.incoming_disabled:
+        output.warn(
+            "The incoming service is off ([services] incoming = false), so this run imported nothing. "
+            "Set it to true to import email."
+        )
+        return
+    for name, why in result.skipped:
+        output.warn(f"{name}: skipped, {why}.")
+    for m in result.mailboxes:
+        if m.error:
+            output.error(f"{m.mailbox}{'/' + m.credential if m.credential else ''}: {m.error}")
+    if dry_run:
+        output.table(
+            "Dry run: nothing was changed",
+            ["Mailbox", "Email", "From", "Subject", "Would be", "Ticket", "Why"],
+            [
+                [d["mailbox"], d.get("source_id", ""), output.short(d.get("sender"), 30),
+                 output.short(d.get("subject"), 40), d.get("outcome"), d.get("ticket_id") or "",
+                 output.short(d.get("reason"), 70)]
+                for m in result.mailboxes for d in m.decisions
+            ],
+        )
+    interactive = output.is_terminal()
+    if interactive or verbose or dry_run:
+        output.table(
+            None,
+            ["Mailbox", "Credential", "Fetched", "Created", "Updated", "Ignored", "Duplicates", "Errors",
+             "Quarantined", "Disposed", "Seconds"],
+            [
+                [m.mailbox, m.credential or "-", m.fetched, m.created, m.updated, m.ignored, m.duplicates,
+                 m.errors, m.quarantined, m.disposed, f"{m.seconds:.2f}"]
+                for m in result.mailboxes
+            ],
+        )
+    failed = sum(m.errors for m in result.mailboxes)
+    if failed:
+        output.warn(f"{failed} email(s) could not be imported; see `integrator logs --status error`.")
+
+
+EXAMPLE_RUN = """
+\b
+Examples:
+  integrator run                       # every mailbox (what cron runs)
+  integrator run --mailbox Support --dry-run
+  integrator run --json | jq '.[] | select(.errors > 0)'
+"""
+
+
+@click.command(epilog=EXAMPLE_RUN)
+@click.option("--mailbox", "-m", "mailboxes", multiple=True, metavar="NAME", help="Only this mailbox (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Fetch and decide, but change nothing here or on the server.")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N new emails per mailbox.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary per mailbox.")
+@click.pass_obj
+def run(app: App, mailboxes: tuple[str, ...], dry_run: bool, limit: int | None, as_json: bool) -> None:
+    """One scheduled pass over all mailboxes: import new email into tickets.
+
+    Each email is committed to the ticket store before it is moved to Deleted Items, so a crash loses
+    nothing and imports nothing twice. Quiet on success when not on a terminal (cron).
+    """
+    result = _execute(app, mailboxes, dry_run=dry_run, limit=limit, as_json=as_json)
+    _render(result, as_json=as_json, dry_run=dry_run, verbose=False)
+    click.get_current_context().exit(result.exit_code)
+
+
+EXAMPLE_IMPORT = """
+\b
+Example:
+  integrator import Support --limit 10
+"""
+
+
+@click.command("import", epilog=EXAMPLE_IMPORT)
+@click.argument("mailbox")
+@click.option("--dry-run", is_flag=True, help="Fetch and decide, but change nothing.")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N new emails.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@click.pass_obj
+def import_(app: App, mailbox: str, dry_run: bool, limit: int | None, as_json: bool) -> None:
+    """Import one mailbox now (the "Import emails" button), and show what happened."""
+    result = _execute(app, [mailbox], dry_run=dry_run, limit=limit, as_json=as_json)
+    _render(result, as_json=as_json, dry_run=dry_run, verbose=True)
+    click.get_current_context().exit(result.exit_code)

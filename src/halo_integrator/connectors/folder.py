@@ -1,0 +1,209 @@
+"""The ``folder`` connector: a directory of ``.eml`` files, or a Maildir (``new/`` and ``cur/``).
+
+The embedded default that needs no server, and the simplest example of the connector contract.
+
+* ``source_id`` is the file's path relative to the mailbox folder (``new/1700000000.M1.host`` or
+  ``ticket.eml``). Maildir flags after ``:2,`` are left out so that a file renamed by a mail client keeps its id.
+* "Deleted Items" is a folder beside the mailbox folder: ``incoming.deleted_folder``, default
+  ``<path>/../<name> Deleted Items`` for a plain directory and ``<maildir>/.Trash`` for a Maildir. Files move
+  there only in :meth:`dispose`, after the commit; a name already taken there gets a numbered suffix, so
+  nothing is overwritten.
+* ``delete`` removes the file; ``move_to_folder`` moves it to ``incoming.move_folder``; ``mark_read`` moves a
+  Maildir file from ``new/`` to ``cur/`` with the ``S`` flag, and leaves a plain file where it is (the importer
+  remembers it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from halo_integrator.connectors.base import Check, Connector, TestReport
+from halo_integrator.errors import DisposeError, RetrievalError
+
+log = logging.getLogger(__name__)
+
+SKIP_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+EMAIL_SUFFIXES = {".eml", ".msg", ".txt", ".box", ".mbox", ""}
+
+
+class FolderConnector(Connector):
+    kind = "folder"
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        rel = self.mailbox.incoming.folder or self.mailbox.path
+        self.root = self.config.resolve(rel)
+        self.maildir = (self.root / "new").is_dir() or (self.root / "cur").is_dir()
+        self._paths: dict[str, Path] = {}
+
+    # lifecycle -------------------------------------------------------------------------------------
+    def open(self) -> None:
+        if not self.root.exists():
+            raise RetrievalError(
+                f"Mailbox {self.mailbox.name!r}: the folder {self.root} does not exist. Create it or fix "
+                f"`path` in the config."
+            )
+        if not self.root.is_dir():
+            raise RetrievalError(f"Mailbox {self.mailbox.name!r}: {self.root} is not a folder.")
+        if not os.access(self.root, os.R_OK | os.X_OK):
+            raise RetrievalError(
+                f"Mailbox {self.mailbox.name!r}: cannot read the folder {self.root}. Give this user read access."
+            )
+
+    def close(self) -> None:
+        self._paths.clear()
+
+    # reading ---------------------------------------------------------------------------------------
+    @property
+    def deleted_dir(self) -> Path:
+        if self.mailbox.incoming.deleted_folder:
+            return self.config.resolve(self.mailbox.incoming.deleted_folder)
+        if self.maildir:
+            return self.root / ".Trash"
+        return self.root.parent / f"{self.root.name} Deleted Items"
+
+    def _candidates(self) -> list[Path]:
+        if self.maildir:
+            dirs = [self.root / "new", self.root / "cur"]
+        else:
+            dirs = [self.root]
+        found: list[Path] = []
+        for d in dirs:
+            try:
+                entries = list(os.scandir(d))
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise RetrievalError(f"Mailbox {self.mailbox.name!r}: cannot list {d}: {exc.strerror}.") from None
+            for entry in entries:
+                if entry.name.startswith(".") or entry.name in SKIP_NAMES:
+                    continue
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                if not self.maildir and Path(entry.name).suffix.lower() not in EMAIL_SUFFIXES:
+                    continue
+                if self.maildir and d.name == "cur" and self.mailbox.incoming.after_import == "mark_read":
+                    # already read in a mail client or by us
+                    flags = entry.name.partition(":2,")[2]
+                    if "S" in flags:
+                        continue
+                found.append(Path(entry.path))
+        return found
+
+    def _source_id(self, path: Path) -> str:
+        rel = path.relative_to(self.root).as_posix()
+        return rel.partition(":2,")[0] if self.maildir else rel
+
+    def list_ids(self) -> list[str]:
+        paths = self._candidates()
+
+        def age(p: Path) -> tuple[float, str]:
+            try:
+                return (p.stat().st_mtime, p.name)
+            except OSError:
+                return (0.0, p.name)
+
+        paths.sort(key=age)
+        ids = []
+        self._paths = {}
+        for p in paths:
+            sid = self._source_id(p)
+            self._paths[sid] = p
+            ids.append(sid)
+        return ids
+
+    def _path(self, source_id: str) -> Path | None:
+        path = self._paths.get(source_id)
+        if path is not None and path.exists():
+            return path
+        self.list_ids()
+        return self._paths.get(source_id)
+
+    def fetch(self, ids: Sequence[str]) -> Iterator[tuple[str, bytes]]:
+        for source_id in ids:
+            path = self._path(source_id)
+            if path is None:
+                log.info("%s: %s vanished before it was read", self.mailbox.name, source_id)
+                continue
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise RetrievalError(
+                    f"Mailbox {self.mailbox.name!r}: cannot read {path}: {exc.strerror}. Give this user read access."
+                ) from None
+            yield source_id, data
+
+    # writing ---------------------------------------------------------------------------------------
+    def dispose(self, ids: Sequence[str]) -> None:
+        action = self.mailbox.incoming.after_import
+        for source_id in ids:
+            path = self._path(source_id)
+            if path is None:
+                continue  # already gone: disposal is done
+            try:
+                if action == "delete":
+                    path.unlink()
+                elif action == "move_to_deleted":
+                    _move_unique(path, self.deleted_dir)
+                elif action == "move_to_folder":
+                    _move_unique(path, self.config.resolve(self.mailbox.incoming.move_folder))
+                elif action == "mark_read" and self.maildir:
+                    name = path.name.partition(":2,")
+                    flags = "".join(sorted(set(name[2]) | {"S"}))
+                    path.rename(self.root / "cur" / f"{name[0]}:2,{flags}")
+            except OSError as exc:
+                raise DisposeError(
+                    f"Mailbox {self.mailbox.name!r}: imported {source_id} but could not {action.replace('_', ' ')} "
+                    f"it ({exc.strerror or exc}). It stays where it is and is not imported again."
+                ) from None
+            self._paths.pop(source_id, None)
+
+    def quarantine(self, ids: Sequence[str]) -> None:
+        target = self.root.parent / f"{self.root.name} {self.mailbox.incoming.quarantine_folder}"
+        for source_id in ids:
+            path = self._path(source_id)
+            if path is not None:
+                try:
+                    _move_unique(path, target)
+                except OSError as exc:
+                    log.warning("could not move %s to %s: %s", path, target, exc)
+
+    # diagnostics -----------------------------------------------------------------------------------
+    def test(self) -> TestReport:
+        report = TestReport(folder=str(self.root), deleted_folder=str(self.deleted_dir))
+        try:
+            self.open()
+            ids = self.list_ids()
+        except RetrievalError as exc:
+            report.checks.append(Check(name="folder", ok=False, detail=str(exc), fix="Fix `path` in the config."))
+            return report
+        kind = "Maildir" if self.maildir else "folder of .eml files"
+        report.checks.append(Check(name="folder", ok=True, detail=f"{self.root} is a readable {kind}"))
+        report.message_count = len(ids)
+        writable = os.access(self.root if not self.maildir else self.root / "new", os.W_OK)
+        report.checks.append(
+            Check(
+                name="dispose",
+                ok=writable or self.mailbox.incoming.after_import == "mark_read",
+                detail="files can be moved after import" if writable else f"{self.root} is not writable",
+                fix="Give this user write access so imported emails can be moved to Deleted Items.",
+            )
+        )
+        return report
+
+
+def _move_unique(path: Path, target_dir: Path) -> Path:
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / path.name
+    n = 1
+    while target.exists():
+        target = target_dir / f"{path.stem}.{n}{path.suffix}"
+        n += 1
+    shutil.move(path, target)  # a rename on one file system, copy + delete across file systems
+    return target

@@ -1,0 +1,596 @@
+"""One pass over the mailboxes: list, fetch, parse, decide, commit, then dispose (DESIGN contracts 1-5).
+
+For each mailbox and each credential of this instance::
+
+    ids = connector.list_ids()
+    ids already committed       → dispose of them again if needed and log `duplicate` (a crash came between
+                                  commit and dispose), or skip them silently when they were disposed with
+                                  after_import = "mark_read"
+    new ids, in batches         → fetch → parse (both cores) → one transaction per batch, one savepoint per
+                                  email: ticket + action + attachments + raw message + inbound-log row + seen
+                                → connector.dispose(committed ids) → mark them disposed
+
+Nothing on the server changes before the commit. One bad email is logged with its raw bytes and retried on
+the next run; after 3 failed runs it is quarantined and the run goes on. One failing mailbox is reported
+and the others go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from halo_integrator import matching
+from halo_integrator.connectors import make_connector
+from halo_integrator.connectors.base import Connector, MemoryState, StateView
+from halo_integrator.errors import (
+    EXIT_CONFIG,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_SECRET,
+    ConfigError,
+    DisposeError,
+    IntegratorError,
+    SecretError,
+    StoreError,
+)
+from halo_integrator.mail import ParsedEmail, parse
+from halo_integrator.store import Store, StoredRaw, compress_raw, now
+
+if TYPE_CHECKING:
+    from halo_integrator.config import Config, Credential, Mailbox
+
+log = logging.getLogger(__name__)
+
+QUARANTINE_AFTER_RUNS = 3
+PARALLEL_MIN_BATCH = 24  # below this, a process pool costs more than it saves
+SecretsFactory = Callable[["Mailbox", "Credential | None"], Callable[[str], str]]
+Progress = Callable[[str, int, int], None]
+
+
+# ------------------------------------------------------------------------------------- preparation
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """An email parsed and its raw bytes compressed, ready to store (built in a worker process)."""
+
+    email: ParsedEmail
+    raw: StoredRaw
+
+
+def prepare(raw: bytes) -> Prepared:
+    """Parse and compress one raw email. Runs in worker processes, so it must be a top-level function."""
+    sha, compressed = compress_raw(raw)
+    return Prepared(email=parse(raw), raw=StoredRaw(sha256=sha, compressed=compressed, size=len(raw)))
+
+
+def _pool() -> Executor | None:
+    cpus = os.cpu_count() or 1
+    if cpus < 2 or os.environ.get("INTEGRATOR_WORKERS") == "1":
+        return None
+    import multiprocessing
+
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    workers = int(os.environ.get("INTEGRATOR_WORKERS") or cpus)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
+
+
+# ------------------------------------------------------------------------------------------ results
+
+
+@dataclass
+class MailboxResult:
+    mailbox: str
+    credential: str
+    fetched: int = 0
+    created: int = 0
+    updated: int = 0
+    ignored: int = 0
+    duplicates: int = 0
+    errors: int = 0
+    disposed: int = 0
+    quarantined: int = 0
+    seconds: float = 0.0
+    error: str = ""
+    error_kind: str = ""  # "config" | "secret" | "connect" | "store" | "dispose" | ...
+    started_at: str = field(default_factory=now)
+    decisions: list[dict[str, Any]] = field(default_factory=list)  # dry runs only
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {
+            "mailbox": self.mailbox,
+            "credential": self.credential,
+            "fetched": self.fetched,
+            "created": self.created,
+            "updated": self.updated,
+            "ignored": self.ignored,
+            "duplicates": self.duplicates,
+            "errors": self.errors,
+            "quarantined": self.quarantined,
+            "disposed": self.disposed,
+            "seconds": round(self.seconds, 3),
+            "error": self.error or None,
+        }
+        return out
+
+
+@dataclass
+class RunResult:
+    mailboxes: list[MailboxResult] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (mailbox, why)
+    incoming_disabled: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        kinds = {m.error_kind for m in self.mailboxes if m.error}
+        if "config" in kinds:
+            return EXIT_CONFIG
+        if "secret" in kinds:
+            return EXIT_SECRET
+        if kinds or any(m.errors for m in self.mailboxes):
+            return EXIT_PARTIAL
+        return EXIT_OK
+
+
+def _error_kind(exc: BaseException) -> str:
+    if isinstance(exc, ConfigError):
+        return "config"
+    if isinstance(exc, SecretError):
+        return "secret"
+    if isinstance(exc, StoreError):
+        return "store"
+    if isinstance(exc, DisposeError):
+        return "dispose"
+    return type(exc).__name__.removesuffix("Error").lower() or "error"
+
+
+# ---------------------------------------------------------------------------------------- the run
+
+
+class DryRunState:
+    """Reads the connector's stored state, keeps writes in memory (a dry run changes nothing)."""
+
+    def __init__(self, inner: StateView) -> None:
+        self.inner = inner
+        self.mem = MemoryState()
+
+    def get(self, key: str) -> str | None:
+        value = self.mem.get(key)
+        return value if value is not None else self.inner.get(key)
+
+    def set(self, key: str, value: str) -> None:
+        self.mem.set(key, value)
+
+
+class Importer:
+    """Runs imports for a config against a store. Library-level; the CLI only renders its results."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        *,
+        secrets: SecretsFactory,
+        instance: str | None = None,
+        dry_run: bool = False,
+        limit: int | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.secrets = secrets
+        self.instance = config.instance if instance is None else instance
+        self.dry_run = dry_run
+        self.limit = limit
+        self.progress = progress
+        self.run_id: int | None = None
+        self._executor: Executor | None = None
+        self._executor_made = False
+
+    # --------------------------------------------------------------------------------- top level
+    def run(self, mailbox_names: Sequence[str] = ()) -> RunResult:
+        result = RunResult()
+        if mailbox_names:
+            mailboxes = [self.config.mailbox(n) for n in mailbox_names]
+        else:
+            mailboxes = list(self.config.mailboxes)
+        if not self.config.services.incoming:
+            result.incoming_disabled = True
+            return result
+        if not self.dry_run:
+            self.run_id = self.store.start_run(instance=self.instance, dry_run=False)
+        try:
+            for mailbox in mailboxes:
+                pairs: list[Credential | None]
+                if mailbox.connection == "folder":
+                    pairs = [None]
+                else:
+                    pairs = list(self.config.credentials_for(mailbox, self.instance))
+                    if not pairs:
+                        why = (
+                            f"no credential for instance {self.instance!r}"
+                            if self.instance
+                            else "no credential without an instance"
+                        )
+                        result.skipped.append((mailbox.name, why))
+                        if not self.dry_run:
+                            with self.store.transaction():
+                                self.store.log_inbound(
+                                    mailbox=mailbox.name,
+                                    credential="",
+                                    status="ignored",
+                                    detail=f"Mailbox skipped: {why}; this instance processes no mail from it.",
+                                    run_id=self.run_id,
+                                )
+                        continue
+                for credential in pairs:
+                    res = self.import_mailbox(mailbox, credential)
+                    result.mailboxes.append(res)
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(cancel_futures=True)
+            if self.run_id is not None:
+                self.store.finish_run(self.run_id, result.exit_code)
+                self.store.prune_logs(self.config.logs.keep_days)
+        return result
+
+    def import_mailbox(self, mailbox: Mailbox, credential: Credential | None) -> MailboxResult:
+        cred_name = credential.name if credential else ""
+        res = MailboxResult(mailbox=mailbox.name, credential=cred_name)
+        start = time.perf_counter()
+        state: StateView = self.store.state_view(mailbox.name, cred_name)
+        if self.dry_run:
+            state = DryRunState(state)
+        try:
+            connector = make_connector(
+                mailbox,
+                credential,
+                config=self.config,
+                secrets=self.secrets(mailbox, credential),
+                state=state,
+            )
+            with connector:
+                self._import(connector, mailbox, cred_name, res)
+        except IntegratorError as exc:
+            res.error = str(exc)
+            res.error_kind = _error_kind(exc)
+            log.error("%s: %s", mailbox.name, exc)
+        except Exception as exc:  # a bug must not stop the other mailboxes
+            res.error = f"Unexpected {type(exc).__name__}: {exc}. Please report this with `integrator logs`."
+            res.error_kind = "internal"
+            log.exception("%s: unexpected error", mailbox.name)
+        res.seconds = time.perf_counter() - start
+        if not self.dry_run and self.run_id is not None:
+            try:
+                self.store.record_mailbox_run(self.run_id, {**res.as_dict(), "started_at": res.started_at})
+            except StoreError as exc:
+                log.error("could not record the run of %s: %s", mailbox.name, exc)
+        return res
+
+    # ---------------------------------------------------------------------------------- one mailbox
+    def _import(self, conn: Connector, mailbox: Mailbox, cred: str, res: MailboxResult) -> None:
+        ids = conn.list_ids()
+        known = self.store.seen_states(mailbox.name, cred, ids)
+        if known:
+            self._finish_known(conn, mailbox, cred, ids, known, res)
+        new_ids = [i for i in ids if i not in known]
+        if self.limit is not None:
+            new_ids = new_ids[: self.limit]
+        total = len(new_ids)
+        done = 0
+        batch_size = max(1, mailbox.incoming.batch_size)
+        for start in range(0, total, batch_size):
+            chunk = new_ids[start : start + batch_size]
+            committed: list[str] = []
+            quarantine: list[str] = []
+            raws = list(conn.fetch(chunk))
+            res.fetched += len(raws)
+            if self.dry_run:
+                for source_id, prepared in self._prepare_all(raws):
+                    res.decisions.append(self._dry_decision(mailbox, source_id, prepared))
+                done += len(chunk)
+                if self.progress:
+                    self.progress(mailbox.name, done, total)
+                continue
+            with self.store.transaction():
+                for source_id, prepared in self._prepare_all(raws):
+                    outcome = self._store_one(mailbox, cred, source_id, prepared, res)
+                    if outcome == "quarantine":
+                        quarantine.append(source_id)
+                    elif outcome == "committed":
+                        committed.append(source_id)
+            del raws
+            if committed:
+                conn.dispose(committed)
+                self.store.mark_disposed(mailbox.name, cred, committed)
+                res.disposed += len(committed)
+            if quarantine:
+                try:
+                    conn.quarantine(quarantine)
+                except IntegratorError as exc:
+                    log.warning("%s: could not move quarantined emails: %s", mailbox.name, exc)
+            done += len(chunk)
+            if self.progress:
+                self.progress(mailbox.name, done, total)
+
+    def _finish_known(
+        self,
+        conn: Connector,
+        mailbox: Mailbox,
+        cred: str,
+        ids: Sequence[str],
+        known: dict[str, str],
+        res: MailboxResult,
+    ) -> None:
+        """Messages already committed but still listed: finish their disposal (never import them again)."""
+        redo = []
+        for source_id in ids:
+            state = known.get(source_id)
+            if state is None or state == "quarantined":
+                continue
+            if state == "disposed" and mailbox.incoming.after_import == "mark_read":
+                continue  # still on the server by design
+            redo.append(source_id)
+        if not redo:
+            return
+        res.duplicates += len(redo)
+        if self.dry_run:
+            for source_id in redo:
+                res.decisions.append(
+                    {"mailbox": mailbox.name, "source_id": source_id, "outcome": "duplicate",
+                     "reason": "already imported; the server copy would be disposed of"}
+                )
+            return
+        with self.store.transaction():
+            for source_id in redo:
+                entry = self.store.seen_entry(mailbox.name, cred, source_id) or {}
+                self.store.log_inbound(
+                    mailbox=mailbox.name,
+                    credential=cred,
+                    source_id=source_id,
+                    status="duplicate",
+                    ticket_id=entry.get("ticket_id"),
+                    detail=f"Already imported (inbound log #{entry.get('log_id')}); finishing the disposal "
+                    f"({mailbox.incoming.after_import}) that an earlier run did not complete.",
+                    run_id=self.run_id,
+                )
+        conn.dispose(redo)
+        self.store.mark_disposed(mailbox.name, cred, redo)
+        res.disposed += len(redo)
+
+    def _prepare_all(self, raws: list[tuple[str, bytes]]) -> Iterator[tuple[str, Prepared]]:
+        if len(raws) >= PARALLEL_MIN_BATCH:
+            if not self._executor_made:
+                self._executor_made = True
+                self._executor = _pool()
+            if self._executor is not None:
+                results = self._executor.map(prepare, [r for _, r in raws], chunksize=4)
+                for (source_id, _), prepared in zip(raws, results, strict=True):
+                    yield source_id, prepared
+                return
+        for source_id, raw in raws:
+            yield source_id, prepare(raw)
+
+    # ---------------------------------------------------------------------------------- decisions
+    def decide(self, mailbox: Mailbox, email: ParsedEmail, raw_size: int) -> dict[str, Any]:
+        """What to do with one email, and why. Reads the store, never writes it."""
+        inc = mailbox.incoming
+        decision: dict[str, Any] = {"loop": None, "thread": None, "outcome": "", "reason": ""}
+        if raw_size == 0:
+            decision.update(outcome="ignored", reason="The file is empty: there is no email to import.")
+            return decision
+        if raw_size > inc.max_email_mb * 1024 * 1024:
+            decision.update(
+                outcome="quarantined",
+                reason=f"The email is {raw_size / 1048576:.1f} MB, over this mailbox's limit of "
+                f"{inc.max_email_mb:g} MB (incoming.max_email_mb); kept raw in the store.",
+            )
+            return decision
+        dup = self.store.find_by_fingerprint(email.fingerprint)
+        if dup:
+            decision.update(
+                outcome="duplicate",
+                ticket_id=dup[0],
+                reason=f"The same email (Message-ID and content) is already ticket {dup[0]}'s action {dup[1]}.",
+            )
+            return decision
+        evidence = self.find_thread(mailbox, email)
+        decision["thread"] = evidence.as_dict()
+        loop = email.bounce and f"bounce: {email.bounce}" or email.auto_reply and f"auto-reply: {email.auto_reply}"
+        decision["loop"] = loop or None
+        if evidence.ticket_id is not None:
+            if email.bounce or email.auto_reply:
+                decision.update(
+                    outcome="bounce" if email.bounce else "auto_reply",
+                    ticket_id=evidence.ticket_id,
+                    reason=f"{loop}; added to ticket {evidence.ticket_id} ({evidence.detail}) without reopening "
+                    "it or acknowledging.",
+                )
+            elif not inc.update_existing:
+                decision.update(outcome="ignored", reason="Updates to existing tickets are off for this mailbox.")
+            else:
+                decision.update(outcome="updated", ticket_id=evidence.ticket_id, reason=evidence.detail)
+            return decision
+        if email.bounce or email.auto_reply:
+            decision.update(
+                outcome="bounce" if email.bounce else "auto_reply",
+                reason=f"{loop}; it matches no ticket, so it opens none (kept in the store).",
+            )
+            return decision
+        if not inc.log_new_tickets:
+            decision.update(
+                outcome="ignored",
+                reason="It matches no ticket and this mailbox does not log new tickets (incoming.log_new_tickets).",
+            )
+            return decision
+        decision.update(outcome="created", reason=evidence.detail)
+        return decision
+
+    def find_thread(self, mailbox: Mailbox, email: ParsedEmail) -> matching.ThreadEvidence:
+        tag = mailbox.incoming.ticket_tag
+        missing: list[int] = []
+        sources = [("subject_tag", email.subject)]
+        if mailbox.incoming.search_body_for_tag:
+            sources.append(("body_tag", email.text_body[:20000]))
+        for how, text in sources:
+            for number in matching.find_ticket_numbers(text, tag):
+                if self.store.ticket_status(number) is not None:
+                    where = "subject" if how == "subject_tag" else "body"
+                    return matching.ThreadEvidence(
+                        number, how, f"ticket tag {matching.format_tag(tag, number)} in the {where}"
+                    )
+                missing.append(number)
+        if email.in_reply_to:
+            hit = self.store.ticket_for_message_ids(email.in_reply_to)
+            if hit:
+                return matching.ThreadEvidence(hit[0], "in_reply_to", f"In-Reply-To <{hit[1]}> is on ticket {hit[0]}")
+        if email.references:
+            hit = self.store.ticket_for_message_ids(reversed(email.references))
+            if hit:
+                return matching.ThreadEvidence(hit[0], "references", f"References <{hit[1]}> is on ticket {hit[0]}")
+        detail = "no ticket tag, In-Reply-To or References matched a ticket"
+        if missing:
+            detail = f"the tag names ticket {missing[0]}, which does not exist; {detail}"
+        return matching.ThreadEvidence(None, "none", detail)
+
+    def _dry_decision(self, mailbox: Mailbox, source_id: str, prepared: Prepared) -> dict[str, Any]:
+        decision = self.decide(mailbox, prepared.email, prepared.raw.size)
+        return {
+            "mailbox": mailbox.name,
+            "source_id": source_id,
+            "subject": prepared.email.subject,
+            "sender": str(prepared.email.sender),
+            "message_id": prepared.email.message_id,
+            **decision,
+        }
+
+    # ------------------------------------------------------------------------------------- storing
+    def _store_one(
+        self, mailbox: Mailbox, cred: str, source_id: str, prepared: Prepared, res: MailboxResult
+    ) -> str:
+        """Store one email inside the batch transaction. Returns committed | quarantine | failed."""
+        email = prepared.email
+        try:
+            with self.store.transaction():
+                raw_id = self.store.save_raw(prepared.raw)
+                decision = self.decide(mailbox, email, prepared.raw.size)
+                outcome = decision["outcome"]
+                if outcome == "quarantined":
+                    log_id = self.store.log_inbound(
+                        mailbox=mailbox.name, credential=cred, source_id=source_id, status="quarantined",
+                        email=email, raw_id=raw_id, detail=decision["reason"], decision=decision, run_id=self.run_id,
+                    )
+                    self.store.mark_seen(mailbox.name, cred, source_id, "quarantined", log_id=log_id)
+                    res.quarantined += 1
+                    return "quarantine"
+                ticket_id, action_id = self._apply(mailbox, email, raw_id, decision)
+                status = outcome
+                log_id = self.store.log_inbound(
+                    mailbox=mailbox.name, credential=cred, source_id=source_id, status=status, email=email,
+                    ticket_id=ticket_id, action_id=action_id, raw_id=raw_id, detail=decision["reason"],
+                    decision=decision, run_id=self.run_id,
+                )
+                self.store.mark_seen(mailbox.name, cred, source_id, "committed", log_id=log_id, ticket_id=ticket_id)
+                self.store.clear_failure(mailbox.name, cred, source_id)
+        except StoreError as exc:
+            if _is_fatal_store_error(exc):
+                raise
+            return self._failed(mailbox, cred, source_id, prepared, str(exc), res)
+        except Exception as exc:  # one bad email never blocks the mailbox
+            log.exception("%s: could not store %s", mailbox.name, source_id)
+            return self._failed(mailbox, cred, source_id, prepared, f"{type(exc).__name__}: {exc}", res)
+        if outcome == "created":
+            res.created += 1
+        elif outcome == "updated":
+            res.updated += 1
+        elif outcome == "duplicate":
+            res.duplicates += 1
+        else:
+            res.ignored += 1
+        return "committed"
+
+    def _apply(
+        self, mailbox: Mailbox, email: ParsedEmail, raw_id: int, decision: dict[str, Any]
+    ) -> tuple[int | None, int | None]:
+        """Create or update the ticket a decision names; returns (ticket_id, action_id)."""
+        outcome = decision["outcome"]
+        stamp = now()
+        if outcome == "created":
+            ticket_id = self.store.create_ticket(
+                subject=matching.clean_subject(email.subject, mailbox.incoming.ticket_tag),
+                mailbox=mailbox.name,
+                requester_name=email.sender.name,
+                requester_email=email.sender.address,
+                time=stamp,
+            )
+            decision["ticket_id"] = ticket_id
+        elif outcome in ("updated", "auto_reply", "bounce") and decision.get("ticket_id") is not None:
+            ticket_id = int(decision["ticket_id"])
+            reopen = outcome == "updated" and self.store.ticket_status(ticket_id) == "closed"
+            self.store.touch_ticket(ticket_id, stamp, status="open" if reopen else None)
+            if reopen:
+                decision["reason"] += "; the ticket was closed and is reopened"
+        else:
+            return (decision.get("ticket_id"), None)
+        action_id = self.store.add_email_action(
+            ticket_id=ticket_id, kind="email_in", mailbox=mailbox.name, email=email, raw_id=raw_id, time=stamp
+        )
+        return ticket_id, action_id
+
+    def _failed(
+        self, mailbox: Mailbox, cred: str, source_id: str, prepared: Prepared, error: str, res: MailboxResult
+    ) -> str:
+        """Record a failure outside the rolled-back savepoint; quarantine after 3 failed runs."""
+        with self.store.transaction():
+            raw_id = self.store.save_raw(prepared.raw)
+            attempts = self.store.record_failure(mailbox.name, cred, source_id, error, self.run_id, raw_id)
+            if attempts >= QUARANTINE_AFTER_RUNS:
+                log_id = self.store.log_inbound(
+                    mailbox=mailbox.name, credential=cred, source_id=source_id, status="quarantined",
+                    email=prepared.email, raw_id=raw_id, run_id=self.run_id,
+                    detail=f"Failed {attempts} runs in a row ({error}); quarantined with its raw bytes kept. "
+                    "`integrator quarantine retry` tries again after a fix.",
+                )
+                self.store.mark_seen(mailbox.name, cred, source_id, "quarantined", log_id=log_id)
+                res.quarantined += 1
+                return "quarantine"
+            self.store.log_inbound(
+                mailbox=mailbox.name, credential=cred, source_id=source_id, status="error", email=prepared.email,
+                raw_id=raw_id, run_id=self.run_id,
+                detail=f"Could not import ({error}); failed run {attempts} of {QUARANTINE_AFTER_RUNS}, it stays "
+                "in the mailbox and is tried again next run.",
+            )
+        res.errors += 1
+        return "failed"
+
+
+def _is_fatal_store_error(exc: StoreError) -> bool:
+    text = str(exc).lower()
+    return any(word in text for word in ("locked", "full", "damaged", "cannot write"))
+
+
+def since_to_iso(value: str) -> str:
+    """``"2h"``, ``"3d"``, ``"45m"``, ``"1w"`` or a date / datetime → the stored time format."""
+    v = value.strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    if v and v[-1] in units and v[:-1].isdigit():
+        moment = datetime.now(UTC) - timedelta(seconds=int(v[:-1]) * units[v[-1]])
+    else:
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ConfigError(
+                f"--since {value!r} is neither a duration (45m, 2h, 3d, 1w) nor a date (2026-11-27 or "
+                "2026-11-27T09:30)."
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.astimezone()
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

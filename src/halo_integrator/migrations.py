@@ -1,0 +1,217 @@
+"""Schema changes, named and append-only: never edit a migration that has shipped; add a new one.
+
+Each migration runs once, in order, inside the transaction that records it in ``_migrations``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlite_utils import Database
+
+Migration = Callable[[Database], None]
+MIGRATIONS: list[tuple[str, Migration]] = []
+
+
+def migration(fn: Migration) -> Migration:
+    MIGRATIONS.append((fn.__name__, fn))
+    return fn
+
+
+def _script(db: Database, sql: str) -> None:
+    """Run several statements inside the caller's transaction (``executescript`` would commit first)."""
+    for statement in sql.split(";\n"):
+        if statement.strip():
+            db.execute(statement)
+
+
+@migration
+def m001_initial(db: Database) -> None:
+    _script(
+        db,
+        """
+        CREATE TABLE tickets (
+            id INTEGER PRIMARY KEY,
+            subject TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'open',
+            mailbox TEXT NOT NULL,
+            requester_name TEXT NOT NULL DEFAULT '',
+            requester_email TEXT NOT NULL DEFAULT '',
+            type TEXT NOT NULL DEFAULT '',
+            priority TEXT NOT NULL DEFAULT '',
+            category TEXT NOT NULL DEFAULT '',
+            team TEXT NOT NULL DEFAULT '',
+            agent TEXT NOT NULL DEFAULT '',
+            linked_ticket_id INTEGER REFERENCES tickets(id),
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX idx_tickets_updated ON tickets(updated_at);
+
+        -- the raw bytes of every email we imported or could not import, zlib-compressed, once per sha256
+        CREATE TABLE raw_messages (
+            id INTEGER PRIMARY KEY,
+            sha256 TEXT NOT NULL UNIQUE,
+            size INTEGER NOT NULL,
+            data BLOB NOT NULL
+        );
+
+        -- one row per email in or out (and per note)
+        CREATE TABLE actions (
+            id INTEGER PRIMARY KEY,
+            ticket_id INTEGER NOT NULL REFERENCES tickets(id),
+            kind TEXT NOT NULL,
+            mailbox TEXT NOT NULL,
+            message_id TEXT,
+            fingerprint TEXT,
+            from_name TEXT NOT NULL DEFAULT '',
+            from_address TEXT NOT NULL DEFAULT '',
+            to_json TEXT NOT NULL DEFAULT '[]',
+            cc_json TEXT NOT NULL DEFAULT '[]',
+            subject TEXT NOT NULL DEFAULT '',
+            date TEXT,
+            body_text TEXT NOT NULL DEFAULT '',
+            body_html TEXT,
+            in_reply_to TEXT,
+            references_json TEXT NOT NULL DEFAULT '[]',
+            raw_id INTEGER REFERENCES raw_messages(id),
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX idx_actions_ticket ON actions(ticket_id);
+        CREATE INDEX idx_actions_message_id ON actions(message_id);
+        CREATE INDEX idx_actions_fingerprint ON actions(fingerprint);
+
+        -- attachment contents, stored once per sha256
+        CREATE TABLE blobs (
+            sha256 TEXT PRIMARY KEY,
+            size INTEGER NOT NULL,
+            data BLOB NOT NULL
+        );
+        CREATE TABLE attachments (
+            id INTEGER PRIMARY KEY,
+            action_id INTEGER NOT NULL REFERENCES actions(id),
+            filename TEXT NOT NULL,
+            content_type TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            sha256 TEXT NOT NULL REFERENCES blobs(sha256),
+            content_id TEXT,
+            inline INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX idx_attachments_action ON attachments(action_id);
+
+        CREATE TABLE inbound_log (
+            id INTEGER PRIMARY KEY,
+            time TEXT NOT NULL,
+            run_id INTEGER,
+            mailbox TEXT NOT NULL,
+            credential TEXT NOT NULL DEFAULT '',
+            source_id TEXT,
+            status TEXT NOT NULL,
+            message_id TEXT,
+            subject TEXT NOT NULL DEFAULT '',
+            sender TEXT NOT NULL DEFAULT '',
+            ticket_id INTEGER,
+            action_id INTEGER,
+            raw_id INTEGER REFERENCES raw_messages(id),
+            detail TEXT NOT NULL DEFAULT '',
+            decision_json TEXT NOT NULL DEFAULT '{}'
+        );
+        CREATE INDEX idx_inbound_time ON inbound_log(time);
+        CREATE INDEX idx_inbound_mailbox ON inbound_log(mailbox, time);
+
+        CREATE TABLE outbound_log (
+            id INTEGER PRIMARY KEY,
+            time TEXT NOT NULL,
+            mailbox TEXT NOT NULL,
+            status TEXT NOT NULL,
+            message_id TEXT,
+            subject TEXT NOT NULL DEFAULT '',
+            recipients TEXT NOT NULL DEFAULT '',
+            ticket_id INTEGER,
+            action_id INTEGER,
+            detail TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX idx_outbound_time ON outbound_log(time);
+
+        -- what each connector has seen: every committed source id, and whether it was disposed of
+        CREATE TABLE seen (
+            mailbox TEXT NOT NULL,
+            credential TEXT NOT NULL,
+            source_id TEXT NOT NULL,
+            state TEXT NOT NULL,            -- committed | disposed | quarantined
+            log_id INTEGER,
+            ticket_id INTEGER,
+            time TEXT NOT NULL,
+            PRIMARY KEY (mailbox, credential, source_id)
+        ) WITHOUT ROWID;
+
+        -- emails that failed; after 3 failed runs they are quarantined
+        CREATE TABLE failures (
+            mailbox TEXT NOT NULL,
+            credential TEXT NOT NULL,
+            source_id TEXT NOT NULL,
+            attempts INTEGER NOT NULL,
+            last_error TEXT NOT NULL,
+            last_run_id INTEGER,
+            raw_id INTEGER REFERENCES raw_messages(id),
+            time TEXT NOT NULL,
+            PRIMARY KEY (mailbox, credential, source_id)
+        ) WITHOUT ROWID;
+
+        CREATE TABLE connector_state (
+            mailbox TEXT NOT NULL,
+            credential TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (mailbox, credential, key)
+        ) WITHOUT ROWID;
+
+        -- one row per mailbox x credential per run, for `doctor` and alerts
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            instance TEXT NOT NULL DEFAULT '',
+            dry_run INTEGER NOT NULL DEFAULT 0,
+            exit_code INTEGER
+        );
+        CREATE TABLE mailbox_runs (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            mailbox TEXT NOT NULL,
+            credential TEXT NOT NULL DEFAULT '',
+            started_at TEXT NOT NULL,
+            seconds REAL NOT NULL DEFAULT 0,
+            ok INTEGER NOT NULL,
+            error TEXT NOT NULL DEFAULT '',
+            fetched INTEGER NOT NULL DEFAULT 0,
+            created INTEGER NOT NULL DEFAULT 0,
+            updated INTEGER NOT NULL DEFAULT 0,
+            ignored INTEGER NOT NULL DEFAULT 0,
+            duplicates INTEGER NOT NULL DEFAULT 0,
+            errors INTEGER NOT NULL DEFAULT 0,
+            disposed INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX idx_mailbox_runs ON mailbox_runs(mailbox, started_at);
+        """,
+    )
+
+
+def apply(db: Database) -> list[str]:
+    """Apply every migration not yet recorded; return the names applied."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+    )
+    done = {row[0] for row in db.execute("SELECT name FROM _migrations").fetchall()}
+    applied = []
+    for name, fn in MIGRATIONS:
+        if name in done:
+            continue
+        with db.atomic():
+            fn(db)
+            db.execute(
+                "INSERT INTO _migrations (name, applied_at) VALUES (?, strftime('%Y-%m-%dT%H:%M:%SZ','now'))",
+                [name],
+            )
+        applied.append(name)
+    return applied

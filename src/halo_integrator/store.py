@@ -1,0 +1,597 @@
+"""The ticket store: the only module that talks to SQLite.
+
+One file, WAL mode, schema by the named migrations in :mod:`halo_integrator.migrations`. The store owns its
+transactions: callers group writes with :meth:`Store.transaction` (nested blocks are savepoints), so that a
+ticket, its action, its attachments, the raw message and the inbound-log row are committed together or not
+at all (DESIGN contract 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from halo_integrator import migrations
+from halo_integrator.errors import StoreError
+from halo_integrator.mail.model import Attachment, ParsedEmail
+
+INBOUND_STATUSES = ("created", "updated", "duplicate", "ignored", "auto_reply", "bounce", "error", "quarantined")
+OUTBOUND_STATUSES = ("queued", "sent", "failed", "suppressed")
+
+
+def now() -> str:
+    """The current UTC time as stored: ISO 8601 with microseconds and a Z."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def compress_raw(raw: bytes) -> tuple[str, bytes]:
+    """(sha256 hex, zlib-compressed bytes) of a raw message; cheap enough to run in a parse worker."""
+    return hashlib.sha256(raw).hexdigest(), zlib.compress(raw, 3)
+
+
+def explain_sqlite_error(exc: sqlite3.Error, path: Path) -> StoreError:
+    text = str(exc).lower()
+    if "locked" in text or "busy" in text:
+        return StoreError(
+            f"The database {path} is locked by another program. Close it (or wait for it) and run again."
+        )
+    if "disk" in text and ("full" in text or "i/o" in text):
+        return StoreError(f"The disk holding {path} is full or failing ({exc}). Free some space and run again.")
+    if "readonly" in text or "read-only" in text or "unable to open" in text:
+        return StoreError(
+            f"Cannot write the database {path} ({exc}). Check that this user may write it and its directory."
+        )
+    if "malformed" in text or "not a database" in text:
+        return StoreError(
+            f"The database {path} is damaged ({exc}). Restore it from a backup; `sqlite3 {path.name} "
+            "'.recover'` may save what is in it."
+        )
+    return StoreError(f"Database error in {path}: {exc}.")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRaw:
+    sha256: str
+    compressed: bytes
+    size: int
+
+
+class Store:
+    """The SQLite ticket store. Open with :meth:`open`; close with :meth:`close` or a ``with`` block."""
+
+    def __init__(self, db: Database, path: Path) -> None:
+        self.db = db
+        self.path = path
+
+    # ------------------------------------------------------------------------------------ lifecycle
+    @classmethod
+    def open(cls, path: Path, *, create: bool = True) -> Store:
+        path = Path(path)
+        if not create and not path.exists():
+            raise StoreError(f"No database at {path}. Run `integrator init` or `integrator run` to create it.")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(path), timeout=10, isolation_level=None, check_same_thread=False)
+            db = Database(conn)
+            conn.execute("PRAGMA busy_timeout = 10000")
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            migrations.apply(db)
+        except sqlite3.Error as exc:
+            raise explain_sqlite_error(exc, path) from None
+        except OSError as exc:
+            raise StoreError(f"Cannot create the database {path}: {exc.strerror or exc}.") from None
+        return cls(db, path)
+
+    def close(self) -> None:
+        try:
+            self.db.conn.close()
+        except sqlite3.Error:  # pragma: no cover - closing never matters for correctness
+            pass
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One transaction (or a savepoint when nested); sqlite errors become StoreError."""
+        try:
+            with self.db.atomic():
+                yield
+        except sqlite3.Error as exc:
+            raise explain_sqlite_error(exc, self.path) from exc
+
+    def _q(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
+        return list(self.db.query(sql, params))
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        row = self.db.execute(sql, params).fetchone()
+        return row[0] if row else None
+
+    # ------------------------------------------------------------------------------- import: reads
+    def seen_states(self, mailbox: str, credential: str, ids: Sequence[str]) -> dict[str, str]:
+        """For the given source ids, the ones already committed and their state."""
+        out: dict[str, str] = {}
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            for source_id, state in self.db.execute(
+                f"SELECT source_id, state FROM seen WHERE mailbox = ? AND credential = ? AND source_id IN ({marks})",
+                [mailbox, credential, *chunk],
+            ):
+                out[source_id] = state
+        return out
+
+    def seen_entry(self, mailbox: str, credential: str, source_id: str) -> dict[str, Any] | None:
+        rows = self._q(
+            "SELECT * FROM seen WHERE mailbox = ? AND credential = ? AND source_id = ?",
+            [mailbox, credential, source_id],
+        )
+        return rows[0] if rows else None
+
+    def find_by_fingerprint(self, fingerprint: str) -> tuple[int, int] | None:
+        """(ticket_id, action_id) of an email already imported with this content fingerprint."""
+        if not fingerprint:
+            return None
+        row = self.db.execute(
+            "SELECT ticket_id, id FROM actions WHERE fingerprint = ? AND kind = 'email_in' ORDER BY id LIMIT 1",
+            [fingerprint],
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def ticket_for_message_ids(self, message_ids: Iterable[str]) -> tuple[int, str] | None:
+        """The ticket holding the newest of these Message-IDs (in or out), and the id that matched."""
+        ids = [m for m in message_ids if m]
+        if not ids:
+            return None
+        marks = ",".join("?" * len(ids))
+        row = self.db.execute(
+            f"SELECT ticket_id, message_id FROM actions WHERE message_id IN ({marks}) ORDER BY id DESC LIMIT 1",
+            ids,
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def ticket_status(self, ticket_id: int) -> str | None:
+        value = self._one("SELECT status FROM tickets WHERE id = ?", [ticket_id])
+        return str(value) if value is not None else None
+
+    # ------------------------------------------------------------------------------ import: writes
+    def save_raw(self, raw: StoredRaw) -> int:
+        row = self.db.execute("SELECT id FROM raw_messages WHERE sha256 = ?", [raw.sha256]).fetchone()
+        if row:
+            return int(row[0])
+        cur = self.db.execute(
+            "INSERT INTO raw_messages (sha256, size, data) VALUES (?, ?, ?)",
+            [raw.sha256, raw.size, raw.compressed],
+        )
+        return int(cur.lastrowid or 0)
+
+    def raw_message(self, raw_id: int) -> bytes:
+        data = self._one("SELECT data FROM raw_messages WHERE id = ?", [raw_id])
+        if data is None:
+            raise StoreError(f"No raw message {raw_id} in the store.")
+        return zlib.decompress(data)
+
+    def create_ticket(
+        self,
+        *,
+        subject: str,
+        mailbox: str,
+        requester_name: str,
+        requester_email: str,
+        time: str,
+        linked_ticket_id: int | None = None,
+        **fields: str,
+    ) -> int:
+        cur = self.db.execute(
+            "INSERT INTO tickets (subject, mailbox, requester_name, requester_email, created_at, updated_at, "
+            "linked_ticket_id, type, priority, category, team, agent, status) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                subject,
+                mailbox,
+                requester_name,
+                requester_email,
+                time,
+                time,
+                linked_ticket_id,
+                fields.get("type", ""),
+                fields.get("priority", ""),
+                fields.get("category", ""),
+                fields.get("team", ""),
+                fields.get("agent", ""),
+                fields.get("status", "open"),
+            ],
+        )
+        return int(cur.lastrowid or 0)
+
+    def touch_ticket(self, ticket_id: int, time: str, *, status: str | None = None) -> None:
+        if status:
+            self.db.execute(
+                "UPDATE tickets SET updated_at = ?, status = ? WHERE id = ?", [time, status, ticket_id]
+            )
+        else:
+            self.db.execute("UPDATE tickets SET updated_at = ? WHERE id = ?", [time, ticket_id])
+
+    def add_email_action(
+        self,
+        *,
+        ticket_id: int,
+        kind: str,
+        mailbox: str,
+        email: ParsedEmail,
+        raw_id: int | None,
+        time: str,
+    ) -> int:
+        cur = self.db.execute(
+            "INSERT INTO actions (ticket_id, kind, mailbox, message_id, fingerprint, from_name, from_address, "
+            "to_json, cc_json, subject, date, body_text, body_html, in_reply_to, references_json, raw_id, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                ticket_id,
+                kind,
+                mailbox,
+                email.message_id,
+                email.fingerprint or None,
+                email.sender.name,
+                email.sender.address,
+                json.dumps([str(a) for a in email.to], ensure_ascii=False),
+                json.dumps([str(a) for a in email.cc], ensure_ascii=False),
+                email.subject,
+                email.date.isoformat() if email.date else None,
+                email.text_body,
+                email.html_body,
+                email.in_reply_to[0] if email.in_reply_to else None,
+                json.dumps(list(email.references)),
+                raw_id,
+                time,
+            ],
+        )
+        action_id = int(cur.lastrowid or 0)
+        self.add_attachments(action_id, email.attachments)
+        return action_id
+
+    def add_attachments(self, action_id: int, attachments: Iterable[Attachment]) -> None:
+        for att in attachments:
+            sha = att.sha256
+            self.db.execute(
+                "INSERT OR IGNORE INTO blobs (sha256, size, data) VALUES (?, ?, ?)", [sha, att.size, att.data]
+            )
+            self.db.execute(
+                "INSERT INTO attachments (action_id, filename, content_type, size, sha256, content_id, inline) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [action_id, att.filename, att.content_type, att.size, sha, att.content_id, int(att.inline)],
+            )
+
+    def log_inbound(
+        self,
+        *,
+        mailbox: str,
+        credential: str,
+        status: str,
+        source_id: str | None = None,
+        email: ParsedEmail | None = None,
+        ticket_id: int | None = None,
+        action_id: int | None = None,
+        raw_id: int | None = None,
+        detail: str = "",
+        decision: dict[str, Any] | None = None,
+        run_id: int | None = None,
+        time: str | None = None,
+    ) -> int:
+        assert status in INBOUND_STATUSES, status
+        cur = self.db.execute(
+            "INSERT INTO inbound_log (time, run_id, mailbox, credential, source_id, status, message_id, subject, "
+            "sender, ticket_id, action_id, raw_id, detail, decision_json) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                time or now(),
+                run_id,
+                mailbox,
+                credential,
+                source_id,
+                status,
+                email.message_id if email else None,
+                email.subject if email else "",
+                str(email.sender) if email else "",
+                ticket_id,
+                action_id,
+                raw_id,
+                detail,
+                json.dumps(decision or {}, ensure_ascii=False, default=str),
+            ],
+        )
+        return int(cur.lastrowid or 0)
+
+    def log_outbound(
+        self,
+        *,
+        mailbox: str,
+        status: str,
+        recipients: str,
+        subject: str = "",
+        message_id: str | None = None,
+        ticket_id: int | None = None,
+        action_id: int | None = None,
+        detail: str = "",
+    ) -> int:
+        assert status in OUTBOUND_STATUSES, status
+        cur = self.db.execute(
+            "INSERT INTO outbound_log (time, mailbox, status, message_id, subject, recipients, ticket_id, "
+            "action_id, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [now(), mailbox, status, message_id, subject, recipients, ticket_id, action_id, detail],
+        )
+        return int(cur.lastrowid or 0)
+
+    def mark_seen(
+        self,
+        mailbox: str,
+        credential: str,
+        source_id: str,
+        state: str,
+        *,
+        log_id: int | None = None,
+        ticket_id: int | None = None,
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO seen (mailbox, credential, source_id, state, log_id, ticket_id, time) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (mailbox, credential, source_id) DO UPDATE SET "
+            "state = excluded.state, log_id = coalesce(excluded.log_id, seen.log_id), "
+            "ticket_id = coalesce(excluded.ticket_id, seen.ticket_id), time = excluded.time",
+            [mailbox, credential, source_id, state, log_id, ticket_id, now()],
+        )
+
+    def mark_disposed(self, mailbox: str, credential: str, ids: Sequence[str]) -> None:
+        with self.transaction():
+            self.db.conn.executemany(
+                "UPDATE seen SET state = 'disposed' WHERE mailbox = ? AND credential = ? AND source_id = ? "
+                "AND state = 'committed'",
+                [(mailbox, credential, i) for i in ids],
+            )
+
+    def record_failure(
+        self, mailbox: str, credential: str, source_id: str, error: str, run_id: int | None, raw_id: int | None
+    ) -> int:
+        """Count one more failed run for a message; returns the number of failed runs so far.
+
+        A message that fails twice in the same run still counts once: quarantine is after 3 *runs*.
+        """
+        row = self.db.execute(
+            "SELECT attempts, last_run_id FROM failures WHERE mailbox = ? AND credential = ? AND source_id = ?",
+            [mailbox, credential, source_id],
+        ).fetchone()
+        if row is None:
+            attempts = 1
+        elif run_id is not None and row[1] == run_id:
+            attempts = int(row[0])
+        else:
+            attempts = int(row[0]) + 1
+        self.db.execute(
+            "INSERT INTO failures (mailbox, credential, source_id, attempts, last_error, last_run_id, raw_id, time) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (mailbox, credential, source_id) DO UPDATE SET "
+            "attempts = excluded.attempts, last_error = excluded.last_error, last_run_id = excluded.last_run_id, "
+            "raw_id = coalesce(excluded.raw_id, failures.raw_id), time = excluded.time",
+            [mailbox, credential, source_id, attempts, error, run_id, raw_id, now()],
+        )
+        return attempts
+
+    def clear_failure(self, mailbox: str, credential: str, source_id: str) -> None:
+        self.db.execute(
+            "DELETE FROM failures WHERE mailbox = ? AND credential = ? AND source_id = ?",
+            [mailbox, credential, source_id],
+        )
+
+    # ----------------------------------------------------------------------------- connector state
+    def state_get(self, mailbox: str, credential: str, key: str) -> str | None:
+        value = self._one(
+            "SELECT value FROM connector_state WHERE mailbox = ? AND credential = ? AND key = ?",
+            [mailbox, credential, key],
+        )
+        return str(value) if value is not None else None
+
+    def state_set(self, mailbox: str, credential: str, key: str, value: str) -> None:
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO connector_state (mailbox, credential, key, value) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (mailbox, credential, key) DO UPDATE SET value = excluded.value",
+                [mailbox, credential, key, value],
+            )
+
+    def state_view(self, mailbox: str, credential: str) -> StoreState:
+        return StoreState(self, mailbox, credential)
+
+    # ------------------------------------------------------------------------------------- runs
+    def start_run(self, *, instance: str, dry_run: bool) -> int:
+        with self.transaction():
+            cur = self.db.execute(
+                "INSERT INTO runs (started_at, instance, dry_run) VALUES (?, ?, ?)", [now(), instance, int(dry_run)]
+            )
+        return int(cur.lastrowid or 0)
+
+    def finish_run(self, run_id: int, exit_code: int) -> None:
+        with self.transaction():
+            self.db.execute("UPDATE runs SET finished_at = ?, exit_code = ? WHERE id = ?", [now(), exit_code, run_id])
+
+    def record_mailbox_run(self, run_id: int, summary: dict[str, Any]) -> None:
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO mailbox_runs (run_id, mailbox, credential, started_at, seconds, ok, error, fetched, "
+                "created, updated, ignored, duplicates, errors, disposed) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    run_id,
+                    summary["mailbox"],
+                    summary.get("credential") or "",
+                    summary.get("started_at") or now(),
+                    summary.get("seconds", 0.0),
+                    int(not summary.get("error")),
+                    summary.get("error") or "",
+                    summary.get("fetched", 0),
+                    summary.get("created", 0),
+                    summary.get("updated", 0),
+                    summary.get("ignored", 0),
+                    summary.get("duplicates", 0),
+                    summary.get("errors", 0),
+                    summary.get("disposed", 0),
+                ],
+            )
+
+    def last_mailbox_runs(self) -> list[dict[str, Any]]:
+        return self._q(
+            "SELECT mailbox, credential, max(started_at) AS last_run, "
+            "max(CASE WHEN ok THEN started_at END) AS last_ok FROM mailbox_runs GROUP BY mailbox, credential"
+        )
+
+    # -------------------------------------------------------------------------------- read side
+    def list_tickets(
+        self, *, limit: int = 50, status: str | None = None, mailbox: str | None = None, search: str | None = None
+    ) -> list[dict[str, Any]]:
+        where, params = ["1 = 1"], []
+        if status:
+            where.append("t.status = ?")
+            params.append(status)
+        if mailbox:
+            where.append("t.mailbox = ? COLLATE NOCASE")
+            params.append(mailbox)
+        if search:
+            where.append("(t.subject LIKE ? OR t.requester_email LIKE ?)")
+            params += [f"%{search}%", f"%{search}%"]
+        sql = (
+            "SELECT t.id, t.subject, t.status, t.mailbox, t.requester_name, t.requester_email, t.created_at, "
+            "t.updated_at, t.linked_ticket_id, (SELECT count(*) FROM actions a WHERE a.ticket_id = t.id) "
+            f"AS action_count FROM tickets t WHERE {' AND '.join(where)} ORDER BY t.updated_at DESC, t.id DESC "
+            "LIMIT ?"
+        )
+        return self._q(sql, [*params, limit])
+
+    def get_ticket(self, ticket_id: int) -> dict[str, Any] | None:
+        rows = self.list_tickets_by_ids([ticket_id])
+        if not rows:
+            return None
+        ticket = rows[0]
+        actions = self._q("SELECT * FROM actions WHERE ticket_id = ? ORDER BY id", [ticket_id])
+        atts: dict[int, list[dict[str, Any]]] = {}
+        if actions:
+            marks = ",".join("?" * len(actions))
+            for att in self._q(
+                f"SELECT * FROM attachments WHERE action_id IN ({marks}) ORDER BY id", [a["id"] for a in actions]
+            ):
+                atts.setdefault(att["action_id"], []).append(att)
+        ticket["actions"] = [dict(a, attachments=atts.get(a["id"], [])) for a in actions]
+        return ticket
+
+    def list_tickets_by_ids(self, ids: Sequence[int]) -> list[dict[str, Any]]:
+        marks = ",".join("?" * len(ids))
+        return self._q(
+            "SELECT t.id, t.subject, t.status, t.mailbox, t.requester_name, t.requester_email, t.created_at, "
+            "t.updated_at, t.linked_ticket_id, t.type, t.priority, t.category, t.team, t.agent, "
+            "(SELECT count(*) FROM actions a WHERE a.ticket_id = t.id) AS action_count "
+            f"FROM tickets t WHERE t.id IN ({marks})",
+            list(ids),
+        )
+
+    def attachment_data(self, sha256: str) -> bytes | None:
+        value = self._one("SELECT data FROM blobs WHERE sha256 = ?", [sha256])
+        return bytes(value) if value is not None else None
+
+    def logs(
+        self,
+        *,
+        direction: str | None = None,
+        mailbox: str | None = None,
+        status: str | None = None,
+        since: str | None = None,
+        search: str | None = None,
+        limit: int = 50,
+        after_id: dict[str, int] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Inbound and outbound log rows, newest first."""
+        parts, params = [], []
+        for table, dirn, who in (("inbound_log", "inbound", "sender"), ("outbound_log", "outbound", "recipients")):
+            if direction and direction != dirn:
+                continue
+            where, p = ["1 = 1"], []
+            if mailbox:
+                where.append("mailbox = ? COLLATE NOCASE")
+                p.append(mailbox)
+            if status:
+                where.append("status = ?")
+                p.append(status)
+            if since:
+                where.append("time >= ?")
+                p.append(since)
+            if search:
+                where.append(f"(subject LIKE ? OR {who} LIKE ? OR detail LIKE ? OR message_id LIKE ?)")
+                p += [f"%{search}%"] * 4
+            if after_id and dirn in after_id:
+                where.append("id > ?")
+                p.append(after_id[dirn])
+            extra = "sender, NULL AS recipients, source_id, credential" if dirn == "inbound" else (
+                "NULL AS sender, recipients, NULL AS source_id, NULL AS credential"
+            )
+            parts.append(
+                f"SELECT id, time, '{dirn}' AS direction, mailbox, status, message_id, subject, {extra}, "
+                f"ticket_id, detail FROM {table} WHERE {' AND '.join(where)}"
+            )
+            params += p
+        if not parts:
+            return []
+        sql = " UNION ALL ".join(parts) + " ORDER BY time DESC, id DESC LIMIT ?"
+        return self._q(sql, [*params, limit])
+
+    def log_entry(self, log_id: int, direction: str = "inbound") -> dict[str, Any] | None:
+        table = "inbound_log" if direction == "inbound" else "outbound_log"
+        rows = self._q(f"SELECT * FROM {table} WHERE id = ?", [log_id])
+        if not rows:
+            return None
+        row = rows[0]
+        row["direction"] = direction
+        if "decision_json" in row:
+            row["decision"] = json.loads(row.pop("decision_json") or "{}")
+        return row
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "tickets": int(self._one("SELECT count(*) FROM tickets")),
+            "actions": int(self._one("SELECT count(*) FROM actions")),
+            "inbound_log": int(self._one("SELECT count(*) FROM inbound_log")),
+            "raw_messages": int(self._one("SELECT count(*) FROM raw_messages")),
+        }
+
+    def prune_logs(self, keep_days: int) -> int:
+        """Delete log rows older than keep_days (tickets and raw messages stay)."""
+        if keep_days <= 0:
+            return 0
+        cutoff = (datetime.now(UTC) - timedelta(days=keep_days)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        with self.transaction():
+            a = self.db.execute("DELETE FROM inbound_log WHERE time < ?", [cutoff]).rowcount
+            b = self.db.execute("DELETE FROM outbound_log WHERE time < ?", [cutoff]).rowcount
+        return int(a + b)
+
+
+class StoreState:
+    """A connector's persistent key/value state (see connectors/base.py ``StateView``)."""
+
+    def __init__(self, store: Store, mailbox: str, credential: str) -> None:
+        self._store, self._mailbox, self._credential = store, mailbox, credential
+
+    def get(self, key: str) -> str | None:
+        return self._store.state_get(self._mailbox, self._credential, key)
+
+    def set(self, key: str, value: str) -> None:
+        self._store.state_set(self._mailbox, self._credential, key, value)
