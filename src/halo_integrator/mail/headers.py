@@ -1,0 +1,199 @@
+"""Header decoding that survives real-world mail: RFC 2047 (broken or not), raw 8-bit, RFC 2231.
+
+The stdlib's compat32 parser hands header values over undecoded; raw 8-bit bytes arrive as
+surrogate escapes. Everything here is tolerant and never raises.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import urllib.parse
+from datetime import datetime
+from email.utils import getaddresses, parsedate_to_datetime
+
+from halo_integrator.mail.charsets import codec_for, decode_bytes
+from halo_integrator.mail.model import Address
+
+# Lenient: no whitespace required around words, anything but "?=" inside the text.
+_ENCODED_WORD = re.compile(r"=\?([^?\s]{1,75}?)\?([QqBb])\?(.*?)\?=", re.DOTALL)
+_FOLD = re.compile(r"\r\n[ \t]?|\n[ \t]?|\r[ \t]?")
+_Q_HEX = re.compile(rb"=([0-9A-Fa-f]{2})")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_MSG_ID = re.compile(r"<([^<>\s]+)>")
+_BARE_ID = re.compile(r"[^\s<>,;\"()]+@[^\s<>,;\"()]+")
+
+
+def unfold(value: str) -> str:
+    """Join folded header lines (a fold becomes one space) and drop stray control characters."""
+    if "\n" in value or "\r" in value:
+        value = _FOLD.sub(" ", value)
+    if not value.isprintable():
+        value = _CONTROL.sub("", value.replace("\t", " "))
+    return value.strip()
+
+
+def raw_bytes(value: str) -> bytes:
+    """The original bytes of a compat32 header value (8-bit bytes come back from surrogate escapes)."""
+    try:
+        return value.encode("ascii", "surrogateescape")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape")
+
+
+def decode_8bit(value: str, hint: str | None = None) -> str:
+    """Decode a header value that may carry raw 8-bit bytes: UTF-8, else the message's charset, else cp1252."""
+    if value.isascii():
+        return value
+    data = raw_bytes(value) if _has_surrogates(value) else value.encode("utf-8", "surrogatepass")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    return decode_bytes(data, hint or "windows-1252", guess=False)[0]
+
+
+def _has_surrogates(value: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in value)
+
+
+def _b_decode(text: str) -> bytes:
+    cleaned = re.sub(r"[^A-Za-z0-9+/]", "", text)
+    cleaned = cleaned[: len(cleaned) - len(cleaned) % 4] if len(cleaned) % 4 == 1 else cleaned
+    try:
+        return base64.b64decode(cleaned + "=" * (-len(cleaned) % 4))
+    except (binascii.Error, ValueError):
+        return b""
+
+
+def _q_decode(text: str) -> bytes:
+    data = raw_bytes(text).replace(b"_", b" ")
+    return _Q_HEX.sub(lambda m: bytes([int(m.group(1), 16)]), data)
+
+
+def decode_header(value: str | None, hint: str | None = None) -> str:
+    """Decode one header value: unfold, RFC 2047 encoded words, raw 8-bit. Never raises."""
+    if not value:
+        return ""
+    value = unfold(value)
+    if "=?" not in value:
+        return decode_8bit(value, hint)
+    pieces: list[str] = []
+    pos = 0
+    # Runs of adjacent encoded words of one charset are joined as bytes before decoding, so a
+    # multi-byte character (or a base64 quantum) split across two words survives.
+    run_charset: str | None = None
+    run_words: list[tuple[str, str]] = []
+
+    def flush() -> None:
+        if run_charset is None:
+            return
+        chunks: list[bytes] = []
+        b64 = ""
+        for encoding, text in run_words:
+            if encoding == "B":
+                b64 += text
+                if len(re.sub(r"[^A-Za-z0-9+/]", "", b64)) % 4 == 0:
+                    chunks.append(_b_decode(b64))
+                    b64 = ""
+            else:
+                if b64:
+                    chunks.append(_b_decode(b64))
+                    b64 = ""
+                chunks.append(_q_decode(text))
+        if b64:
+            chunks.append(_b_decode(b64))
+        charset = run_charset if codec_for(run_charset) else None
+        pieces.append(decode_bytes(b"".join(chunks), charset or hint, guess=False)[0])
+        run_words.clear()
+
+    for match in _ENCODED_WORD.finditer(value):
+        between = value[pos : match.start()]
+        charset = match.group(1).split("*", 1)[0].lower()
+        if run_charset is None or charset != run_charset or between.strip():
+            flush()
+            if between and (pos == 0 or between.strip()):
+                pieces.append(decode_8bit(between, hint))
+            run_charset = charset
+        run_words.append((match.group(2).upper(), match.group(3)))
+        pos = match.end()
+    flush()
+    if pos < len(value):
+        pieces.append(decode_8bit(value[pos:], hint))
+    result = "".join(pieces)
+    if not result.isprintable():
+        result = _CONTROL.sub("", result.replace("\t", " ").replace("\r", " ").replace("\n", " "))
+    return result.strip()
+
+
+def decode_param(value: str | tuple[str | None, str | None, str] | None, hint: str | None = None) -> str:
+    """Decode a MIME parameter as returned by compat32 ``get_param``/``get_filename`` (RFC 2231 or 2047)."""
+    if value is None:
+        return ""
+    if isinstance(value, tuple):
+        charset, _lang, text = value
+        data = urllib.parse.unquote_to_bytes(raw_bytes(text)) if "%" in text else raw_bytes(text)
+        return decode_bytes(data, charset or hint, guess=False)[0]
+    return decode_header(value.strip().strip('"'), hint)
+
+
+def parse_addresses(value: str | None, hint: str | None = None) -> tuple[Address, ...]:
+    """Parse an address-list header into Address values (address lower-cased). Never raises."""
+    if not value:
+        return ()
+    raw = unfold(value)
+    try:
+        pairs = getaddresses([raw])
+    except Exception:
+        pairs = []
+    if not any("@" in addr for _, addr in pairs) and ("=?" in raw or not raw.isascii()):
+        # the whole address (not just the name) was encoded, or 8-bit: decode first, parse then
+        try:
+            pairs = getaddresses([decode_header(raw, hint)])
+        except Exception:
+            pairs = []
+    result: list[Address] = []
+    for name, addr in pairs:
+        name = decode_header(name, hint).strip().strip('"').strip() if name else ""
+        addr = decode_8bit(addr, hint).strip().strip("<>").strip().lower()
+        if not name and not addr:
+            continue
+        if not addr and "@" in name:
+            name, addr = "", name.lower()
+        result.append(Address(name, addr))
+    if not result:
+        found = _BARE_ID.search(raw)
+        if found:
+            result.append(Address("", found.group(0).lower()))
+    return tuple(result)
+
+
+def parse_msgids(value: str | None) -> tuple[str, ...]:
+    """Message ids of a Message-ID / In-Reply-To / References header, without angle brackets."""
+    if not value:
+        return ()
+    value = unfold(value)
+    ids = _MSG_ID.findall(value)
+    if not ids:
+        ids = _BARE_ID.findall(value) or [tok for tok in value.replace(",", " ").split() if tok]
+    seen: dict[str, None] = {}
+    for msgid in ids:
+        msgid = decode_8bit(msgid).strip()
+        if msgid:
+            seen.setdefault(msgid, None)
+    return tuple(seen)
+
+
+def parse_date(value: str | None) -> datetime | None:
+    """An aware datetime when the Date header carries a zone, naive when it does not, None when unreadable."""
+    if not value:
+        return None
+    text = unfold(decode_8bit(value))
+    try:
+        result = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if result is None or not 1970 <= result.year <= 9999:
+        return None
+    return result

@@ -1,0 +1,81 @@
+"""HTML bodies: a sanitised copy for display (nh3) and a readable plain-text rendering (html2text).
+
+The text rendering is for agents reading a ticket, not Markdown: links, images and emphasis markers are
+dropped, Markdown escapes are undone, lines are not re-wrapped. html2text is pure Python and slow, so
+the parser only calls it when an email has no text/plain body, and caps the input size.
+"""
+
+from __future__ import annotations
+
+import re
+
+import nh3
+
+# Bigger HTML is cut before conversion to text: html2text is roughly linear but slow (about 1 MB/s).
+MAX_HTML_FOR_TEXT = 512 * 1024
+
+_ALLOWED_TAGS = {
+    "a", "abbr", "b", "blockquote", "br", "caption", "center", "code", "col", "colgroup", "dd", "del",
+    "div", "dl", "dt", "em", "font", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "ins", "kbd",
+    "li", "ol", "p", "pre", "q", "s", "small", "span", "strike", "strong", "sub", "sup", "table",
+    "tbody", "td", "tfoot", "th", "thead", "tr", "tt", "u", "ul",
+}
+_ALLOWED_ATTRIBUTES = {
+    "*": {"title", "lang", "dir", "align"},
+    "a": {"href", "name"},
+    "img": {"src", "alt", "width", "height"},
+    "font": {"color", "face", "size"},
+    "td": {"colspan", "rowspan", "valign", "width"},
+    "th": {"colspan", "rowspan", "valign", "width"},
+    "table": {"width", "border", "cellpadding", "cellspacing"},
+    "ol": {"start", "type"},
+}
+# cid: keeps inline images resolvable against the attachments; data: URIs are not allowed (tracking,
+# huge payloads).
+_URL_SCHEMES = {"http", "https", "mailto", "cid", "tel"}
+_CLEAN_CONTENT = {"script", "style", "title", "head", "noscript", "template", "object", "embed", "iframe"}
+
+_MD_ESCAPE = re.compile(r"\\([\\`*_{}\[\]()#+\-.!>|])")
+_TRAILING_SPACE = re.compile(r"[ \t\xa0]+$", re.MULTILINE)
+_MANY_BLANK_LINES = re.compile(r"\n{3,}")
+_CELL_END = re.compile(r"</t[dh]\s*>", re.IGNORECASE)
+
+
+def sanitise(html: str) -> str:
+    """Sanitised HTML: no scripts, styles, event handlers or javascript: URLs; cid: images kept."""
+    return nh3.clean(
+        html,
+        tags=_ALLOWED_TAGS,
+        attributes=_ALLOWED_ATTRIBUTES,
+        url_schemes=_URL_SCHEMES,
+        clean_content_tags=_CLEAN_CONTENT,
+        strip_comments=True,
+        link_rel="noopener noreferrer",
+    )
+
+
+def to_text(html: str) -> tuple[str, str | None]:
+    """Readable plain text of an HTML body. Returns (text, defect-or-None). Never raises."""
+    defect = None
+    if len(html) > MAX_HTML_FOR_TEXT:
+        html = html[:MAX_HTML_FOR_TEXT]
+        defect = f"HTML body longer than {MAX_HTML_FOR_TEXT} characters: text rendering cut"
+    try:
+        import html2text
+
+        converter = html2text.HTML2Text()
+        converter.body_width = 0
+        converter.ignore_links = True
+        converter.ignore_images = True
+        converter.ignore_emphasis = True
+        converter.ignore_tables = True
+        converter.unicode_snob = True
+        converter.single_line_break = False
+        text = converter.handle(_CELL_END.sub(r" \g<0>", html))
+    except Exception as exc:  # html2text trips over some malformed markup
+        text = re.sub(r"<[^>]*>", " ", html)
+        defect = f"HTML could not be converted to text ({type(exc).__name__}); tags stripped"
+    text = _MD_ESCAPE.sub(r"\1", text)
+    text = _TRAILING_SPACE.sub("", text.replace("\r\n", "\n"))
+    text = _MANY_BLANK_LINES.sub("\n\n", text)
+    return text.strip("\n") + "\n" if text.strip() else "", defect

@@ -1,0 +1,464 @@
+"""``parse(raw) -> ParsedEmail``: any bytes in, never an exception out.
+
+Built for speed on the stdlib's compat32 parser (which leaves headers and payloads undecoded) with our
+own tolerant decoders on top:
+
+* headers: :mod:`halo_integrator.mail.headers` (RFC 2047/2231, raw 8-bit);
+* body: the text/plain parts that are not attachments; html2text only when there is no text/plain;
+* attachments: every other leaf part, inline ``cid:`` images, forwarded ``message/rfc822`` kept whole as
+  one ``.eml``, TNEF unpacked, calendar invites summarised into the body and kept as ``.ics``;
+* limits: nesting depth :data:`MAX_DEPTH` and :data:`MAX_PARTS` parts, beyond which parts are skipped
+  and a defect is recorded;
+* verdicts: :mod:`halo_integrator.mail.verdicts`; fingerprint: :func:`fingerprint`.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import re
+from email.message import Message
+from email.parser import BytesParser
+from email.policy import compat32
+
+from halo_integrator.mail import htmltext, invites, tnef, verdicts
+from halo_integrator.mail.charsets import decode_bytes
+from halo_integrator.mail.headers import (
+    decode_8bit,
+    decode_header,
+    decode_param,
+    parse_addresses,
+    parse_date,
+    parse_msgids,
+    unfold,
+)
+from halo_integrator.mail.model import Address, Attachment, ParsedEmail
+from halo_integrator.mail.names import safe_filename
+
+MAX_DEPTH = 50
+MAX_PARTS = 2000
+
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_HEADER_LINE = re.compile(rb"^[!-9;-~]+[ \t]*:")
+_BASE64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")
+_BOUNDARY_LINE = re.compile(rb"^--([^\s-][^\r\n]{0,200}?)(?:--)?[ \t]*\r?$", re.MULTILINE)
+_NO_ADDRESS = Address("", "")
+_TNEF_TYPES = frozenset({"application/ms-tnef", "application/vnd.ms-tnef"})
+_BODY_TYPES = frozenset({"text/plain", "text/html"})
+
+
+def parse(raw: bytes) -> ParsedEmail:
+    """Parse one email. Never raises: on a catastrophic failure the result says why in ``defects``."""
+    try:
+        return _Parse(raw).run()
+    except Exception as exc:
+        return _fallback(raw, f"parser failure: {type(exc).__name__}: {exc}"[:300])
+
+
+# -- input clean-up -------------------------------------------------------------------------------
+
+
+def _clean_input(raw: bytes) -> tuple[bytes, list[str]]:
+    """Strip what sits before the first header: BOM, blank lines, an mbox "From " line."""
+    defects: list[str] = []
+    data = raw
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+        defects.append("byte-order mark before the headers")
+    elif data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        data = data.decode("utf-16", "replace").encode("utf-8", "surrogateescape")
+        defects.append("file is UTF-16 encoded")
+    for _ in range(2):
+        stripped = data.lstrip(b" \t\r\n")
+        if len(stripped) != len(data):
+            data = stripped
+            defects.append("blank lines before the headers")
+        if data.startswith(b"From ") or data.startswith(b">From "):
+            end = data.find(b"\n")
+            data = data[end + 1 :] if end >= 0 else b""
+    return data, defects
+
+
+def _body_bytes(data: bytes) -> bytes:
+    """The bytes after the header block, line endings normalised to LF."""
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    end = data.find(b"\n\n")
+    return data[end + 2 :] if end >= 0 else b""
+
+
+def fingerprint(sender: str, date: str, subject: str, message_id: str, body: bytes) -> str:
+    """sha256 over the content (sender address, date, subject, Message-ID, body), not transport headers."""
+    digest = hashlib.sha256()
+    for field in (sender.lower(), " ".join(date.split()), " ".join(subject.split()), message_id):
+        digest.update(field.encode("utf-8", "surrogateescape"))
+        digest.update(b"\x00")
+    digest.update(body.rstrip())
+    return digest.hexdigest()
+
+
+# -- payloads -------------------------------------------------------------------------------------
+
+
+def _decode_base64(data: bytes) -> bytes:
+    try:
+        return binascii.a2b_base64(data)
+    except binascii.Error:
+        cleaned = _BASE64_JUNK.sub(b"", data)
+        if len(cleaned) % 4 == 1:
+            cleaned = cleaned[:-1]
+        try:
+            return binascii.a2b_base64(cleaned + b"=" * (-len(cleaned) % 4))
+        except binascii.Error:
+            return b""
+
+
+def _payload(part: Message) -> tuple[bytes, str | None]:
+    """The decoded payload bytes of a leaf part (tolerant of bad base64 / quoted-printable)."""
+    # the undecoded payload: compat32's get_payload() would decode 8-bit text with "replace"
+    payload = getattr(part, "_payload", None)
+    if isinstance(payload, list):
+        return _flatten_body(part), None
+    if not isinstance(payload, str):
+        return b"", None
+    data = _to_bytes(payload)
+    cte = str(part.get("content-transfer-encoding", "")).strip().lower()
+    if not cte or cte in ("7bit", "8bit", "binary"):
+        return data, None
+    if cte == "base64":
+        return _decode_base64(data), None
+    if cte in ("quoted-printable", "quoted_printable", "qp"):
+        return binascii.a2b_qp(data), None
+    if cte in ("x-uuencode", "uuencode", "uue", "x-uue"):
+        decoded = part.get_payload(decode=True)
+        return (decoded if isinstance(decoded, bytes) else data), None
+    return data, f"unknown Content-Transfer-Encoding {cte[:30]!r}, kept as is"
+
+
+def _to_bytes(payload: str) -> bytes:
+    if payload.isascii():
+        return payload.encode("ascii")
+    try:
+        return payload.encode("ascii", "surrogateescape")
+    except UnicodeEncodeError:
+        return payload.encode("utf-8", "surrogateescape")
+
+
+def _flatten(message: Message) -> bytes:
+    from email.generator import BytesGenerator
+    from io import BytesIO
+
+    out = BytesIO()
+    BytesGenerator(out, mangle_from_=False, maxheaderlen=0).flatten(message)
+    return out.getvalue()
+
+
+def _flatten_body(part: Message) -> bytes:
+    """The body of a message/* part (its payload is parsed into Message objects by compat32)."""
+    return _body_bytes(_flatten(part))
+
+
+# -- the walk -------------------------------------------------------------------------------------
+
+
+class _Parse:
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self.defects: list[str] = []
+        self.texts: list[str] = []
+        self.htmls: list[str] = []
+        self.calendars: list[str] = []
+        self.attachments: list[Attachment] = []
+        self.part_types: set[str] = set()
+        self.parts = 0
+        self.cut = False
+        self.hint: str | None = None  # the first declared text charset, for undeclared 8-bit headers
+        self.tnef_text = ""
+        self.tnef_html = ""
+
+    def defect(self, text: str) -> None:
+        if text not in self.defects:
+            self.defects.append(text)
+
+    def run(self) -> ParsedEmail:
+        if self.raw[:8] == _OLE_MAGIC:
+            return _not_mime(self.raw, "not a MIME message: an Outlook .msg file", "message.msg",
+                             "application/vnd.ms-outlook")
+        data, cleaning = _clean_input(self.raw)
+        self.defects.extend(cleaning)
+        if not _HEADER_LINE.match(data):
+            self.defect("no header block: not a MIME message")
+        message = BytesParser(policy=compat32).parsebytes(data)
+        self.walk(message, 0)
+        headers = self.headers(message)
+        return self.build(message, headers, data)
+
+    def headers(self, message: Message) -> tuple[tuple[str, str], ...]:
+        top = message.get_param("charset")
+        if isinstance(top, str):
+            self.hint = top
+        result = []
+        for name, value in message.items():
+            result.append((decode_8bit(str(name)), decode_header(str(value), self.hint)))
+        return tuple(result)
+
+    def walk(self, part: Message, depth: int) -> None:
+        self.parts += 1
+        if self.parts > MAX_PARTS or depth > MAX_DEPTH:
+            if not self.cut:
+                self.cut = True
+                self.defect(f"MIME structure cut at depth {MAX_DEPTH} / {MAX_PARTS} parts")
+            return
+        for found in part.defects:
+            self.defect(f"MIME: {type(found).__name__}")
+        ctype = part.get_content_type()
+        self.part_types.add(ctype)
+        if ctype.startswith("message/") and ctype not in ("message/partial", "message/external-body"):
+            self.message_part(part, ctype)
+            return
+        if part.is_multipart():
+            payload = part.get_payload()
+            if isinstance(payload, list):
+                for child in payload:
+                    self.walk(child, depth + 1)
+            return
+        if ctype.startswith("multipart/"):
+            recovered = _recover_multipart(part)
+            if recovered is not None:
+                self.defect("multipart without a usable boundary: boundary guessed")
+                for child in recovered:
+                    self.walk(child, depth + 1)
+                return
+            self.defect("multipart without a usable boundary: read as text")
+            ctype = "text/plain"
+        self.leaf(part, ctype)
+
+    def leaf(self, part: Message, ctype: str) -> None:
+        data, trouble = _payload(part)
+        if trouble:
+            self.defect(trouble)
+        disposition = (part.get_content_disposition() or "").lower()
+        filename = self.filename(part)
+        charset = part.get_content_charset()
+        if self.hint is None and charset and ctype.startswith("text/"):
+            self.hint = charset
+        if ctype in _BODY_TYPES and disposition != "attachment" and not (
+            filename and (disposition != "inline" or self.texts or self.htmls)
+        ):
+            text = self.text(data, charset)
+            (self.texts if ctype == "text/plain" else self.htmls).append(text)
+            return
+        if ctype in _TNEF_TYPES or filename.lower() == "winmail.dat":
+            if self.unpack_tnef(data):
+                return
+        if ctype == "text/calendar" and not self.calendars:
+            try:
+                summary = invites.summarise(self.text(data, charset))
+            except Exception as exc:
+                self.defect(f"calendar part unreadable: {type(exc).__name__}")
+            else:
+                if summary:
+                    self.calendars.append(summary)
+        self.add_attachment(part, ctype, data, filename, disposition)
+
+    def text(self, data: bytes, charset: str | None) -> str:
+        text, trouble = decode_bytes(data, charset)
+        if trouble:
+            self.defect(trouble)
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        if "\x00" in text:
+            text = text.replace("\x00", "")
+        return text
+
+    def filename(self, part: Message) -> str:
+        for header, param in (("content-disposition", "filename"), ("content-type", "name")):
+            raw = part.get(header)
+            if raw is None:
+                continue
+            source = part
+            raw = str(raw)
+            if not raw.isascii():  # raw 8-bit parameters: decode the header, then read the parameter
+                source = Message()
+                source[header] = decode_8bit(raw, self.hint)
+            try:
+                value = source.get_param(param, header=header)
+            except Exception:
+                continue
+            if value:
+                name = decode_param(value, self.hint)  # type: ignore[arg-type]
+                if name.strip():
+                    return name.strip()
+        return ""
+
+    def add_attachment(self, part: Message, ctype: str, data: bytes, filename: str, disposition: str) -> None:
+        content_id = part.get("content-id")
+        cid = unfold(str(content_id)).strip().strip("<>").strip() if content_id is not None else ""
+        inline = disposition == "inline" or (not disposition and bool(cid))
+        self.attachments.append(
+            Attachment(safe_filename(filename, ctype), ctype, data, cid or None, inline)
+        )
+
+    def message_part(self, part: Message, ctype: str) -> None:
+        """message/rfc822 (and other message/* reports) become one attachment each, never flattened."""
+        try:
+            data, trouble = _payload(part)
+        except RecursionError:
+            data, trouble = b"", "attached message nested too deeply to rebuild"
+        if trouble:
+            self.defect(trouble)
+        cte = str(part.get("content-transfer-encoding", "")).strip().lower()
+        if isinstance(part.get_payload(), list) and cte == "base64":
+            data = _decode_base64(data)
+        filename = self.filename(part)
+        if not filename and ctype == "message/rfc822":
+            inner = part.get_payload()
+            subject = ""
+            if isinstance(inner, list) and inner and isinstance(inner[0], Message):
+                subject = decode_header(inner[0].get("subject"), self.hint)
+            filename = (subject + ".eml") if subject.strip() else "forwarded.eml"
+        disposition = (part.get_content_disposition() or "").lower()
+        if ctype == "message/rfc822" and filename and not filename.lower().endswith((".eml", ".msg")):
+            filename += ".eml"
+        self.add_attachment(part, ctype, data, filename, disposition)
+
+    def unpack_tnef(self, data: bytes) -> bool:
+        try:
+            content = tnef.unpack(data)
+        except Exception as exc:
+            self.defect(f"winmail.dat could not be unpacked ({type(exc).__name__}); kept as attachment")
+            return False
+        self.tnef_text = self.tnef_text or content.text
+        self.tnef_html = self.tnef_html or content.html
+        self.attachments.extend(content.attachments)
+        return True
+
+    def build(self, message: Message, headers: tuple[tuple[str, str], ...], data: bytes) -> ParsedEmail:
+        first = verdicts.first_values(headers)
+        raw_first = {str(k).lower(): str(v) for k, v in reversed(message.items())}
+        sender = _NO_ADDRESS
+        for name in ("from", "sender", "reply-to", "return-path"):
+            found = parse_addresses(raw_first.get(name), self.hint)
+            if found:
+                sender = found[0]
+                break
+
+        def addresses(name: str) -> tuple[Address, ...]:
+            values = message.get_all(name) or []
+            return tuple(a for v in values for a in parse_addresses(str(v), self.hint))
+
+        subject = first.get("subject", "")
+        ids = parse_msgids(raw_first.get("message-id"))
+        message_id = ids[0] if ids else None
+
+        text_body, html_body = self.bodies()
+        report_type = message.get_param("report-type")
+        signals = verdicts.Signals(
+            headers=first,
+            subject=subject,
+            sender_address=sender.address,
+            sender_name=sender.name,
+            content_type=message.get_content_type(),
+            report_type=report_type.lower() if isinstance(report_type, str) else "",
+            part_types=frozenset(self.part_types),
+        )
+        auto_reply, bounce = verdicts.classify(signals)
+        date = parse_date(raw_first.get("date"))
+        print_date = date.isoformat() if date else first.get("date", "")
+        return ParsedEmail(
+            message_id=message_id,
+            in_reply_to=parse_msgids(raw_first.get("in-reply-to")),
+            references=parse_msgids(raw_first.get("references")),
+            subject=subject,
+            sender=sender,
+            to=addresses("to"),
+            cc=addresses("cc"),
+            reply_to=addresses("reply-to"),
+            date=date,
+            headers=headers,
+            text_body=text_body,
+            html_body=html_body,
+            attachments=tuple(self.attachments),
+            auto_reply=auto_reply,
+            bounce=bounce,
+            defects=tuple(self.defects),
+            fingerprint=fingerprint(sender.address, print_date, subject, message_id or "", _body_bytes(data)),
+        )
+
+    def bodies(self) -> tuple[str, str | None]:
+        html_source = "\n".join(self.htmls) if self.htmls else self.tnef_html
+        html_body = None
+        if html_source:
+            try:
+                html_body = htmltext.sanitise(html_source)
+            except Exception as exc:
+                self.defect(f"HTML could not be sanitised ({type(exc).__name__})")
+        if self.texts:
+            text = "\n".join(t.rstrip("\n") for t in self.texts)
+        elif html_source:
+            text, trouble = htmltext.to_text(html_source)
+            if trouble:
+                self.defect(trouble)
+        else:
+            text = self.tnef_text
+        if self.calendars:
+            text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + "\n\n".join(self.calendars)
+        return text, html_body
+
+
+def _recover_multipart(part: Message) -> list[Message] | None:
+    """Children of a multipart whose boundary is missing or wrong, by guessing the boundary from the body."""
+    payload = getattr(part, "_payload", None)
+    if not isinstance(payload, str) or not payload:
+        return None
+    body = _to_bytes(payload)
+    counts: dict[bytes, int] = {}
+    for match in _BOUNDARY_LINE.finditer(body):
+        token = match.group(1).rstrip()
+        if token.endswith(b"--"):
+            token = token[:-2]
+        counts[token] = counts.get(token, 0) + 1
+    if not counts:
+        return None
+    boundary, seen = max(counts.items(), key=lambda item: item[1])
+    if seen < 1 or b'"' in boundary:
+        return None
+    subtype = part.get_content_subtype() or "mixed"
+    header = b'Content-Type: multipart/' + subtype.encode("ascii", "replace") + b'; boundary="' + boundary + b'"\n\n'
+    rebuilt = BytesParser(policy=compat32).parsebytes(header + body)
+    children = rebuilt.get_payload()
+    if not rebuilt.is_multipart() or not isinstance(children, list) or not children:
+        return None
+    return children
+
+
+def _not_mime(raw: bytes, why: str, filename: str, content_type: str) -> ParsedEmail:
+    return ParsedEmail(
+        message_id=None, in_reply_to=(), references=(), subject="", sender=_NO_ADDRESS, to=(), cc=(),
+        reply_to=(), date=None, headers=(), text_body="", html_body=None,
+        attachments=(Attachment(filename, content_type, raw),), defects=(why,),
+        fingerprint=hashlib.sha256(raw).hexdigest(),
+    )
+
+
+def _fallback(raw: bytes, why: str) -> ParsedEmail:
+    """Whatever can still be read when the full parse failed: headers if possible, body as text."""
+    headers: tuple[tuple[str, str], ...] = ()
+    subject = ""
+    sender = _NO_ADDRESS
+    text = ""
+    try:
+        data, _ = _clean_input(raw)
+        message = BytesParser(policy=compat32).parsebytes(data, headersonly=True)
+        headers = tuple((str(k), decode_header(str(v))) for k, v in message.items())
+        subject = decode_header(message.get("subject"))
+        found = parse_addresses(message.get("from"))
+        sender = found[0] if found else _NO_ADDRESS
+        text = decode_bytes(_body_bytes(data)[:1_000_000], None, guess=False)[0]
+    except Exception:
+        pass
+    return ParsedEmail(
+        message_id=None, in_reply_to=(), references=(), subject=subject, sender=sender, to=(), cc=(),
+        reply_to=(), date=None, headers=headers, text_body=text, html_body=None, attachments=(),
+        defects=(why,), fingerprint=hashlib.sha256(raw).hexdigest(),
+    )
