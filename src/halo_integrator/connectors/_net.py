@@ -1,0 +1,87 @@
+"""Turning socket and TLS failures of the mail connectors into messages that say what to do."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetProblem:
+    """What went wrong while connecting: which check failed (``connect`` or ``tls``), why, and the fix."""
+
+    check: str
+    detail: str
+    fix: str
+
+    @property
+    def message(self) -> str:
+        return f"{self.detail} {self.fix}".strip()
+
+
+def describe_connect_error(
+    exc: BaseException, *, protocol: str, host: str, port: int, security: str, timeout: float
+) -> NetProblem:
+    """Explain an exception raised while opening a connection (before login)."""
+    where = f"{protocol.upper()} server {host}:{port}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or str(exc)
+        return NetProblem(
+            check="tls",
+            detail=f"The TLS certificate of {where} is not trusted ({reason}).",
+            fix=(
+                "If the server uses a private or self-signed certificate, set ca_file in the credential to "
+                "the PEM file of the CA that signed it; tls_verify = false turns verification off (not "
+                "recommended)."
+            ),
+        )
+    if isinstance(exc, ssl.SSLError):
+        reason = getattr(exc, "reason", None) or str(exc)
+        return NetProblem(
+            check="tls",
+            detail=f"The TLS handshake with {where} failed ({reason}).",
+            fix=(
+                f"Check that security = {security!r} matches the port: implicit TLS is usually "
+                f"{'993' if protocol == 'imap' else '995'} (security = \"ssl\"), STARTTLS or plain text "
+                f"{'143' if protocol == 'imap' else '110'} (security = \"starttls\")."
+            ),
+        )
+    if isinstance(exc, socket.gaierror):
+        return NetProblem(
+            check="connect",
+            detail=f"Cannot resolve the host name {host!r} ({exc.strerror or exc}).",
+            fix="Check the credential's host and this machine's DNS settings.",
+        )
+    if isinstance(exc, TimeoutError):
+        return NetProblem(
+            check="connect",
+            detail=f"No answer from {where} within {timeout:g} s.",
+            fix="Check the host, the port and any firewall between here and the server; raise the "
+            "credential's timeout if the server is just slow.",
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return NetProblem(
+            check="connect",
+            detail=f"{where} refused the connection.",
+            fix="Check the port and that the mail service runs there.",
+        )
+    if isinstance(exc, OSError):
+        return NetProblem(
+            check="connect",
+            detail=f"Cannot connect to {where} ({exc.strerror or exc}).",
+            fix="Check the host, the port and the network.",
+        )
+    return NetProblem(
+        check="connect",
+        detail=f"The connection to {where} failed ({type(exc).__name__}: {exc}).",
+        fix=f"Check that security = {security!r} and the port match what the server offers.",
+    )
+
+
+def scrub(text: str, *secrets: str) -> str:
+    """Remove secrets from a server's answer before it goes into a message (contract 8)."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text

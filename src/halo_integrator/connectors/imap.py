@@ -1,0 +1,568 @@
+"""IMAP: read one folder of an IMAP account with imapclient (see :mod:`.base` for the contract).
+
+Identity and incremental reads
+    A message's source id is ``"<uidvalidity>/<uid>"`` of the folder read. The folder's UIDVALIDITY is kept in
+    ``state`` (``uidvalidity:<folder>``); when the server changes it, every UID is void (RFC 3501 2.3.1.1),
+    all ids change, a warning is logged, and the importer recognises already-imported emails by Message-ID and
+    content fingerprint. Two "only new" watermarks are honoured: ``incoming.only_after_uid`` from the config
+    and the one :meth:`ImapConnector.set_watermark` stores in ``state`` (``watermark:<folder>``, as
+    ``"<uidvalidity>/<uid>"``, ignored with a warning once UIDVALIDITY changed).
+
+Reading never changes the server
+    ``list_ids`` SEARCHes (only ``UNSEEN`` when ``after_import = "mark_read"``), ``fetch`` first asks for
+    ``RFC822.SIZE`` and then FETCHes ``BODY.PEEK[]`` in batches bounded by ``incoming.batch_size`` and
+    ``incoming.batch_mb``, yielding each batch as it arrives.
+
+Disposal (``after_import``)
+    ``move_to_deleted``: UID MOVE to ``incoming.deleted_folder`` or the folder with the ``\\Trash`` special-use
+    attribute, else one named Trash / Deleted Items / Deleted Messages / Deleted. ``delete``: ``\\Deleted`` then
+    UID EXPUNGE. ``move_to_folder``: UID MOVE to ``incoming.move_folder`` (created if missing). ``mark_read``:
+    ``\\Seen``. Without MOVE, a move is COPY + ``\\Deleted`` + UID EXPUNGE. A plain EXPUNGE would also erase
+    every message another client flagged ``\\Deleted``, so without UIDPLUS nothing is expunged and
+    :class:`~halo_integrator.errors.DisposeError` says so.
+
+Every call runs under ``SocketTimeout(connect=timeout, read=timeout)`` from ``credential.timeout``.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from imapclient import IMAPClient, SocketTimeout
+from imapclient.exceptions import CapabilityError, LoginError
+from imapclient.imapclient import DELETED, SEEN, TRASH
+
+from halo_integrator.connectors._net import NetProblem, describe_connect_error, scrub
+from halo_integrator.connectors.base import Check, Connector, TestReport
+from halo_integrator.connectors.tls import make_ssl_context
+from halo_integrator.errors import (
+    ConfigError,
+    ConnectError,
+    DisposeError,
+    IntegratorError,
+    RetrievalError,
+    SecretError,
+)
+
+if TYPE_CHECKING:
+    from halo_integrator.config import Credential
+
+log = logging.getLogger(__name__)
+
+_IMAP_ERRORS = (imaplib.IMAP4.error, OSError)
+_SIZE_CHUNK = 500  # UIDs per RFC822.SIZE FETCH; keeps command lines short
+
+
+class ConnectFailed(ConnectError):
+    """A :class:`ConnectError` that also says which check failed (``connect`` or ``tls``)."""
+
+    def __init__(self, problem: NetProblem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+class ImapConnector(Connector):
+    """One folder of an IMAP account; see the module docstring."""
+
+    kind = "imap"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._client: IMAPClient | None = None
+        self._broken = False
+        self._caps: set[str] = set()
+        self._uidvalidity = 0
+        self._uidnext = 0
+        self._deleted_folder: str | None = None
+        self._secret = ""
+        self.watermark_uid: int | None = None  # set by set_watermark()
+
+    # settings ---------------------------------------------------------------------------------------
+    @property
+    def cred(self) -> Credential:
+        if self.credential is None:
+            raise ConfigError(f"Mailbox {self.mailbox.name!r}: an IMAP mailbox needs a credential.")
+        return self.credential
+
+    @property
+    def folder(self) -> str:
+        return self.mailbox.incoming.folder or "INBOX"
+
+    @property
+    def port(self) -> int:
+        return self.cred.port or (993 if self.cred.security == "ssl" else 143)
+
+    @property
+    def user(self) -> str:
+        return self.cred.username or self.mailbox.address
+
+    @property
+    def _where(self) -> str:
+        return f"{self.cred.host}:{self.port}"
+
+    # lifecycle --------------------------------------------------------------------------------------
+    def open(self) -> None:
+        if self._client is not None:
+            return
+        client = self._connect()
+        self._client = client
+        self._broken = False
+        try:
+            self._login()
+            self._select()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        self._deleted_folder = None
+        if client is None:
+            return
+        try:
+            if self._broken:
+                client.shutdown()
+            else:
+                client.logout()
+        except Exception:
+            try:
+                client.shutdown()
+            except Exception:  # noqa: S110 - close never raises
+                pass
+
+    def _connect(self) -> IMAPClient:
+        cred = self.cred
+        security = cred.security
+        ctx = make_ssl_context(cred, self.config) if security != "none" else None
+        timeout = SocketTimeout(connect=cred.timeout, read=cred.timeout)
+
+        def problem(exc: BaseException) -> ConnectFailed:
+            return ConnectFailed(
+                describe_connect_error(
+                    exc, protocol="imap", host=cred.host, port=self.port, security=security,
+                    timeout=cred.timeout,
+                )
+            )
+
+        try:
+            client = IMAPClient(cred.host, port=self.port, ssl=security == "ssl", ssl_context=ctx,
+                                timeout=timeout)
+        except Exception as exc:
+            raise problem(exc) from exc
+        if security == "starttls":
+            try:
+                client.starttls(ctx)
+            except CapabilityError:
+                _quiet_shutdown(client)
+                raise ConnectFailed(NetProblem(
+                    check="tls",
+                    detail=f"The IMAP server {self._where} does not offer STARTTLS.",
+                    fix='Use security = "ssl" (usually port 993), or "none" only on a trusted network.',
+                )) from None
+            except Exception as exc:
+                _quiet_shutdown(client)
+                raise problem(exc) from exc
+        log.debug("Connected to %s (%s)", self._where, security)
+        return client
+
+    def _login(self) -> None:
+        client = self._need()
+        cred = self.cred
+        what = "access token" if cred.auth == "oauth2" else "password"
+        try:
+            if cred.auth == "oauth2":
+                self._secret = self.secrets("access_token")
+                client.oauth2_login(self.user, self._secret)
+            else:
+                self._secret = self.secrets("password")
+                client.login(self.user, self._secret)
+        except LoginError as exc:
+            said = scrub(str(exc), self._secret)
+            if "UNAVAILABLE" in said.upper():
+                raise ConnectError(
+                    f"The IMAP server {self._where} could not check the {what} for {self.user} right now "
+                    f"(it said: {said}). Try again later; if it persists, ask the mail server's admin."
+                ) from None
+            raise SecretError(
+                f"The server refused the {what} for {self.user}@{cred.host} (it said: {said}). Check the "
+                f"username, then store the right {what} with `integrator credentials add "
+                f"{self.mailbox.name}`."
+            ) from None
+        except _IMAP_ERRORS as exc:
+            self._note_broken(exc)
+            raise ConnectError(
+                f"The IMAP server {self._where} dropped the connection during login "
+                f"({scrub(_reason(exc, cred.timeout), self._secret)})."
+            ) from None
+        try:
+            self._caps = {_text(c).upper() for c in client.capabilities()}
+        except _IMAP_ERRORS as exc:
+            self._note_broken(exc)
+            raise ConnectError(f"Reading the capabilities of {self._where} failed ({_reason(exc, cred.timeout)}).") from None
+        log.debug("Logged in to %s as %s; capabilities: %s", self._where, self.user, " ".join(sorted(self._caps)))
+
+    def _select(self) -> None:
+        client = self._need()
+        folder = self.folder
+        try:
+            info = client.select_folder(folder)
+        except imaplib.IMAP4.abort as exc:
+            self._note_broken(exc)
+            raise RetrievalError(f"Opening folder {folder!r} on {self._where} failed ({_reason(exc, self.cred.timeout)}).") from None
+        except OSError as exc:
+            self._note_broken(exc)
+            raise RetrievalError(f"Opening folder {folder!r} on {self._where} failed ({_reason(exc, self.cred.timeout)}).") from None
+        except imaplib.IMAP4.error as exc:
+            raise RetrievalError(
+                f"The folder {folder!r} does not exist for {self.user} on {self._where} (the server said: "
+                f"{exc}). Folders there: {self._folder_names()}. Set incoming.folder to one of them."
+            ) from None
+        self._uidvalidity = int(info.get(b"UIDVALIDITY", 0))
+        self._uidnext = int(info.get(b"UIDNEXT", 0))
+        key = f"uidvalidity:{folder}"
+        before = self.state.get(key)
+        if before and before != str(self._uidvalidity):
+            log.warning(
+                "Mailbox %s: the UIDVALIDITY of folder %r changed from %s to %s, so every message there has a "
+                "new id; already-imported emails are recognised by Message-ID and content instead.",
+                self.mailbox.name, folder, before, self._uidvalidity,
+            )
+        self.state.set(key, str(self._uidvalidity))
+
+    def _folder_names(self) -> str:
+        try:
+            names = [str(f[2]) for f in self._need().list_folders()]
+        except _IMAP_ERRORS:
+            return "(cannot list them)"
+        shown = ", ".join(names[:20])
+        return shown + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+
+    def _need(self) -> IMAPClient:
+        if self._client is None:
+            raise RetrievalError(f"Mailbox {self.mailbox.name!r}: the IMAP connection is not open.")
+        return self._client
+
+    def _note_broken(self, exc: BaseException) -> None:
+        if isinstance(exc, imaplib.IMAP4.abort | OSError):
+            self._broken = True
+
+    @contextmanager
+    def _guard(self, error: type[IntegratorError], what: str) -> Iterator[None]:
+        """Turn protocol and socket failures into ``error`` with a message that says what failed."""
+        if self._broken:
+            raise error(f"{what} on {self._where}: the connection was lost earlier in this run.")
+        try:
+            yield
+        except _IMAP_ERRORS as exc:
+            self._note_broken(exc)
+            raise error(f"{what} on {self._where} failed ({_reason(exc, self.cred.timeout)}).") from exc
+
+    # reading ----------------------------------------------------------------------------------------
+    def _floor(self) -> int:
+        """The highest UID that is "old": messages at or below it are never listed."""
+        floor = self.mailbox.incoming.only_after_uid
+        mark = self.state.get(f"watermark:{self.folder}")
+        if mark:
+            validity, _, uid = mark.partition("/")
+            if validity == str(self._uidvalidity) and uid.isdigit():
+                floor = max(floor, int(uid))
+            else:
+                log.warning(
+                    "Mailbox %s: the only-new watermark %s of folder %r belongs to an older UIDVALIDITY (now "
+                    "%s) and is ignored; run `integrator mailbox edit` with --only-new to set it again.",
+                    self.mailbox.name, mark, self.folder, self._uidvalidity,
+                )
+        return floor
+
+    def list_ids(self) -> list[str]:
+        client = self._need()
+        floor = self._floor()
+        criteria: list[str] = ["UNSEEN"] if self.mailbox.incoming.after_import == "mark_read" else []
+        if floor:
+            criteria += ["UID", f"{floor + 1}:*"]
+        with self._guard(RetrievalError, f"Listing the messages of {self.folder!r}"):
+            uids = client.search(criteria or ["ALL"])
+        # "n:*" always matches the highest UID, even below n: filter again
+        return [f"{self._uidvalidity}/{uid}" for uid in sorted(int(u) for u in uids) if uid > floor]
+
+    def count(self) -> int:
+        if self._floor():
+            return len(self.list_ids())
+        item = b"UNSEEN" if self.mailbox.incoming.after_import == "mark_read" else b"MESSAGES"
+        with self._guard(RetrievalError, f"Counting the messages of {self.folder!r}"):
+            status = self._need().folder_status(self.folder, [item])
+        return int(status.get(item, 0))
+
+    def _own_uids(self, ids: Sequence[str], doing: str) -> list[int]:
+        """The UIDs of ids from the current UIDVALIDITY, in the given order; others are skipped with a warning."""
+        uids: list[int] = []
+        seen: set[int] = set()
+        stale = 0
+        for source_id in ids:
+            validity, _, uid = source_id.partition("/")
+            if validity != str(self._uidvalidity) or not uid.isdigit():
+                stale += 1
+                continue
+            n = int(uid)
+            if n not in seen:
+                seen.add(n)
+                uids.append(n)
+        if stale:
+            log.warning(
+                "Mailbox %s: %d id(s) given to %s are not from folder %r's current UIDVALIDITY %s and were "
+                "skipped; they are found again under new ids.",
+                self.mailbox.name, stale, doing, self.folder, self._uidvalidity,
+            )
+        return uids
+
+    def fetch(self, ids: Sequence[str]) -> Iterator[tuple[str, bytes]]:
+        client = self._need()
+        uids = self._own_uids(ids, "fetch")
+        sizes: dict[int, int] = {}
+        for start in range(0, len(uids), _SIZE_CHUNK):
+            chunk = uids[start:start + _SIZE_CHUNK]
+            with self._guard(RetrievalError, "Reading message sizes"):
+                answer = client.fetch(chunk, ["RFC822.SIZE"])
+            for uid, data in answer.items():
+                sizes[int(uid)] = int(data.get(b"RFC822.SIZE", 0))
+        present = [uid for uid in uids if uid in sizes]
+        if len(present) < len(uids):
+            log.info("Mailbox %s: %d message(s) vanished before fetching.", self.mailbox.name,
+                     len(uids) - len(present))
+        for batch in self._batches(present, sizes):
+            with self._guard(RetrievalError, f"Fetching {len(batch)} message(s) from {self.folder!r}"):
+                answer = client.fetch(batch, ["BODY.PEEK[]"])
+            for uid in batch:
+                raw = answer.get(uid, {}).get(b"BODY[]")
+                if raw is None:
+                    log.info("Mailbox %s: message UID %d vanished while fetching.", self.mailbox.name, uid)
+                    continue
+                yield f"{self._uidvalidity}/{uid}", bytes(raw)
+
+    def _batches(self, uids: list[int], sizes: dict[int, int]) -> Iterator[list[int]]:
+        max_count = max(1, self.mailbox.incoming.batch_size)
+        max_bytes = max(1, int(self.mailbox.incoming.batch_mb * 1024 * 1024))
+        batch: list[int] = []
+        total = 0
+        for uid in uids:
+            size = sizes.get(uid, 0)
+            if batch and (len(batch) >= max_count or total + size > max_bytes):
+                yield batch
+                batch, total = [], 0
+            batch.append(uid)
+            total += size
+        if batch:
+            yield batch
+
+    # writing ----------------------------------------------------------------------------------------
+    def dispose(self, ids: Sequence[str]) -> None:
+        uids = self._own_uids(ids, "dispose")
+        if not uids:
+            return
+        client = self._need()
+        action = self.mailbox.incoming.after_import
+        if action == "mark_read":
+            with self._guard(DisposeError, f"Marking {len(uids)} message(s) read"):
+                client.add_flags(uids, [SEEN])
+        elif action == "delete":
+            self._require_uidplus("delete the imported messages")
+            with self._guard(DisposeError, f"Deleting {len(uids)} message(s)"):
+                client.add_flags(uids, [DELETED])
+                client.uid_expunge(uids)
+        elif action == "move_to_deleted":
+            self._move(uids, self._require_deleted_folder())
+        elif action == "move_to_folder":
+            target = self.mailbox.incoming.move_folder
+            if not target:
+                raise DisposeError(
+                    f'Mailbox {self.mailbox.name!r}: after_import = "move_to_folder" needs incoming.move_folder.'
+                )
+            self._ensure_folder(target)
+            self._move(uids, target)
+        else:  # pragma: no cover - config validation allows nothing else
+            raise DisposeError(f"Mailbox {self.mailbox.name!r}: unknown after_import {action!r}.")
+
+    def quarantine(self, ids: Sequence[str]) -> None:
+        uids = self._own_uids(ids, "quarantine")
+        if not uids:
+            return
+        target = self.mailbox.incoming.quarantine_folder or "Quarantine"
+        self._ensure_folder(target)
+        self._move(uids, target)
+
+    def set_watermark(self) -> None:
+        client = self._need()
+        with self._guard(RetrievalError, f"Finding the newest message of {self.folder!r}"):
+            uids = client.search(["ALL"])
+        top = max([int(u) for u in uids] + [self._uidnext - 1, 0])
+        self.state.set(f"watermark:{self.folder}", f"{self._uidvalidity}/{top}")
+        self.watermark_uid = top
+        log.info("Mailbox %s: messages up to UID %d of %r count as old.", self.mailbox.name, top, self.folder)
+
+    def _move(self, uids: list[int], target: str) -> None:
+        client = self._need()
+        what = f"Moving {len(uids)} message(s) from {self.folder!r} to {target!r}"
+        if "MOVE" in self._caps:
+            with self._guard(DisposeError, what):
+                client.move(uids, target)
+            return
+        self._require_uidplus(f"move the imported messages to {target!r}")
+        with self._guard(DisposeError, what):
+            client.copy(uids, target)
+            client.add_flags(uids, [DELETED])
+            client.uid_expunge(uids)
+
+    def _require_uidplus(self, doing: str) -> None:
+        if "UIDPLUS" in self._caps:
+            return
+        raise DisposeError(
+            f"The IMAP server {self._where} cannot {doing}: it supports neither MOVE nor UIDPLUS, and a plain "
+            "EXPUNGE would also erase every message another mail client marked deleted. Nothing was changed. "
+            f'Use after_import = "mark_read" for mailbox {self.mailbox.name!r}.'
+        )
+
+    def _ensure_folder(self, name: str) -> None:
+        client = self._need()
+        with self._guard(DisposeError, f"Creating folder {name!r}"):
+            if not client.folder_exists(name):
+                client.create_folder(name)
+                log.info("Mailbox %s: created folder %r on %s.", self.mailbox.name, name, self._where)
+
+    def _find_deleted_folder(self) -> str | None:
+        """The configured deleted_folder if it exists, else the special-use \\Trash folder, else a usual name."""
+        if self._deleted_folder is not None:
+            return self._deleted_folder or None
+        client = self._need()
+        configured = self.mailbox.incoming.deleted_folder
+        with self._guard(DisposeError, "Looking for the Deleted Items folder"):
+            if configured:
+                found = configured if client.folder_exists(configured) else None
+            else:
+                name = client.find_special_folder(TRASH)
+                found = str(name) if name else None
+        self._deleted_folder = found or ""
+        return found
+
+    def _require_deleted_folder(self) -> str:
+        found = self._find_deleted_folder()
+        if found:
+            return found
+        configured = self.mailbox.incoming.deleted_folder
+        if configured:
+            raise DisposeError(
+                f"The deleted folder {configured!r} (incoming.deleted_folder) does not exist for {self.user} on "
+                f"{self._where}. Create it, or fix incoming.deleted_folder."
+            )
+        raise DisposeError(
+            f"No Deleted Items folder for {self.user} on {self._where}: no folder has the \\Trash attribute and "
+            "none is named Trash, Deleted Items, Deleted Messages or Deleted. Set incoming.deleted_folder, or "
+            'choose another after_import ("delete", "move_to_folder", "mark_read").'
+        )
+
+    # diagnostics ------------------------------------------------------------------------------------
+    def test(self) -> TestReport:
+        report = TestReport(folder=self.folder)
+        checks = report.checks
+        try:
+            self._client = self._connect()
+            self._broken = False
+        except ConnectFailed as exc:
+            if exc.problem.check == "tls":
+                checks.append(Check(name="connect", ok=True, detail=f"reached {self._where}"))
+            checks.append(Check(name=exc.problem.check, ok=False, detail=exc.problem.detail, fix=exc.problem.fix))
+            return report
+        except IntegratorError as exc:
+            checks.append(Check(name="connect", ok=False, detail=str(exc)))
+            return report
+        try:
+            checks.append(Check(name="connect", ok=True, detail=f"reached {self._where}"))
+            if self.cred.security != "none":
+                verified = "certificate verified" if self.cred.tls_verify else "certificate NOT verified (tls_verify = false)"
+                checks.append(Check(name="tls", ok=True, detail=f"{self.cred.security}: {verified}"))
+            try:
+                self._login()
+            except SecretError as exc:
+                checks.append(Check(
+                    name="login", ok=False, detail=str(exc),
+                    fix=f"Store the right secret with `integrator credentials add {self.mailbox.name}`.",
+                ))
+                return report
+            except IntegratorError as exc:
+                checks.append(Check(name="login", ok=False, detail=str(exc)))
+                return report
+            checks.append(Check(name="login", ok=True, detail=f"logged in as {self.user} ({self.cred.auth})"))
+            report.capabilities = sorted(self._caps)
+            self._test_folders(report)
+        except IntegratorError as exc:
+            checks.append(Check(name="connection", ok=False, detail=str(exc)))
+        finally:
+            self.close()
+        return report
+
+    def _test_folders(self, report: TestReport) -> None:
+        checks = report.checks
+        try:
+            self._select()
+        except RetrievalError as exc:
+            checks.append(Check(name="folder", ok=False, detail=str(exc),
+                                fix="Set incoming.folder to a folder that exists (INBOX when empty)."))
+        else:
+            report.message_count = self.count()
+            checks.append(Check(
+                name="folder", ok=True,
+                detail=f"{self.folder!r}: {report.message_count} message(s) waiting, UIDVALIDITY {self._uidvalidity}",
+            ))
+        incoming = self.mailbox.incoming
+        deleted = self._find_deleted_folder()
+        report.deleted_folder = deleted or ""
+        if deleted:
+            checks.append(Check(name="deleted_folder", ok=True, detail=f"Deleted Items folder: {deleted!r}"))
+        elif incoming.after_import == "move_to_deleted":
+            try:
+                self._require_deleted_folder()
+            except DisposeError as exc:
+                checks.append(Check(
+                    name="deleted_folder", ok=False, detail=str(exc),
+                    fix='Set incoming.deleted_folder, or choose another after_import.',
+                ))
+        if incoming.after_import in ("move_to_deleted", "delete", "move_to_folder") and not (
+            {"MOVE", "UIDPLUS"} & self._caps
+        ):
+            checks.append(Check(
+                name="capabilities", ok=False,
+                detail=f"{self._where} supports neither MOVE nor UIDPLUS, so imported messages cannot be "
+                "removed safely.",
+                fix='Use after_import = "mark_read".',
+            ))
+        if incoming.after_import == "move_to_folder" and incoming.move_folder:
+            with self._guard(RetrievalError, "Looking for the move folder"):
+                exists = self._need().folder_exists(incoming.move_folder)
+            checks.append(Check(
+                name="move_folder", ok=True,
+                detail=f"{incoming.move_folder!r} " + ("exists" if exists else "will be created on first use"),
+            ))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else value
+
+
+def _reason(exc: BaseException, timeout: float) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout:g} s"
+    if isinstance(exc, imaplib.IMAP4.abort):
+        return f"the connection was lost: {exc}"
+    if isinstance(exc, OSError):
+        return f"the connection was lost: {exc.strerror or exc}"
+    return f"the server said: {exc}"
+
+
+def _quiet_shutdown(client: IMAPClient) -> None:
+    try:
+        client.shutdown()
+    except Exception:  # noqa: S110 - best effort
+        pass

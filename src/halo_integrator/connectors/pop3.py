@@ -1,0 +1,467 @@
+"""POP3: read the inbox of a POP3 account with poplib (see :mod:`.base` for the contract).
+
+POP3 has no folders and no flags, so ``after_import`` means:
+
+* ``move_to_deleted`` and ``delete``: DELE, committed by QUIT (a POP3 server removes messages only when the
+  session ends cleanly; if the connection breaks before, nothing is deleted and the next run disposes again).
+* ``mark_read``: leave the message on the server. The importer remembers every committed id, so it is not
+  imported twice; the mailbox keeps growing until someone empties it.
+* ``move_to_folder`` cannot be done: :meth:`Pop3Connector.open` raises ConfigError.
+
+Quarantine does nothing (no folder to move to); the importer keeps the raw message in the store.
+
+Identity: the source id is the message's UIDL. POP3 message numbers are valid for one session only, so every
+session maps UIDL -> number afresh. A server without UIDL gets a weaker fallback id, ``"sha256:<hex>"`` of the
+message's header block (TOP n 0), with ``#2``, ``#3`` appended to messages whose headers are identical: it is
+stable only as long as the headers are, and identical copies are told apart by their order.
+
+:meth:`Pop3Connector.set_watermark` stores the ids present now (``state["pop3:old_ids"]``, JSON) and those are
+never listed again.
+
+Every socket operation runs under ``credential.timeout``. Security: ``ssl`` (POP3S, port 995), ``starttls``
+(STLS on port 110) or ``none``. Authentication: USER/PASS with ``secrets("password")`` or SASL XOAUTH2 with
+``secrets("access_token")``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import poplib
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from halo_integrator.connectors._net import NetProblem, describe_connect_error, scrub
+from halo_integrator.connectors.base import Check, Connector, TestReport
+from halo_integrator.connectors.tls import make_ssl_context
+from halo_integrator.errors import (
+    ConfigError,
+    ConnectError,
+    DisposeError,
+    IntegratorError,
+    RetrievalError,
+    SecretError,
+)
+
+if TYPE_CHECKING:
+    from halo_integrator.config import Credential
+
+log = logging.getLogger(__name__)
+
+_MAX_LINE = 1_000_000  # poplib's own limit (2,048) is shorter than lines real mail has
+_OLD_IDS = "pop3:old_ids"
+
+
+def _getline(self: poplib.POP3) -> tuple[bytes, int]:
+    """poplib's line reader with a longer limit; EOF is a connection error, not a protocol error."""
+    line = self.file.readline(_MAX_LINE + 1)
+    if len(line) > _MAX_LINE:
+        raise poplib.error_proto("line too long")
+    if not line:
+        raise ConnectionAbortedError("the server closed the connection")
+    octets = len(line)
+    if line[-2:] == b"\r\n":
+        return line[:-2], octets
+    if line[:1] == b"\r":
+        return line[1:-1], octets
+    return line[:-1], octets
+
+
+class _POP3(poplib.POP3):
+    _getline = _getline
+
+
+class _POP3SSL(poplib.POP3_SSL):
+    _getline = _getline
+
+
+class ConnectFailed(ConnectError):
+    """A :class:`ConnectError` that also says which check failed (``connect`` or ``tls``)."""
+
+    def __init__(self, problem: NetProblem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+class Pop3Connector(Connector):
+    """The inbox of a POP3 account; see the module docstring."""
+
+    kind = "pop3"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._client: poplib.POP3 | None = None
+        self._opened = False
+        self._broken = False
+        self._numbers: dict[str, int] | None = None  # id -> message number, this session only
+        self._secret = ""
+        self.has_uidl: bool | None = None
+
+    # settings ---------------------------------------------------------------------------------------
+    @property
+    def cred(self) -> Credential:
+        if self.credential is None:
+            raise ConfigError(f"Mailbox {self.mailbox.name!r}: a POP3 mailbox needs a credential.")
+        return self.credential
+
+    @property
+    def port(self) -> int:
+        return self.cred.port or (995 if self.cred.security == "ssl" else 110)
+
+    @property
+    def user(self) -> str:
+        return self.cred.username or self.mailbox.address
+
+    @property
+    def _where(self) -> str:
+        return f"{self.cred.host}:{self.port}"
+
+    def _check_config(self) -> None:
+        if self.mailbox.incoming.after_import == "move_to_folder":
+            raise ConfigError(
+                f'Mailbox {self.mailbox.name!r}: after_import = "move_to_folder" is not possible over POP3, '
+                'which has no folders. Use "delete" (or "move_to_deleted", which means the same on POP3) or '
+                '"mark_read" (leave messages on the server), or connect with IMAP instead.'
+            )
+
+    # lifecycle --------------------------------------------------------------------------------------
+    def open(self) -> None:
+        self._check_config()
+        if self._client is not None:
+            return
+        self._client = self._connect()
+        self._broken = False
+        try:
+            self._login()
+        except BaseException:
+            self.close()
+            raise
+        self._opened = True
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        self._numbers = None
+        self._opened = False
+        if client is None:
+            return
+        try:
+            if self._broken:
+                client.close()
+            else:
+                client.quit()  # no DELE is ever pending here: dispose() quits on its own
+        except Exception:
+            try:
+                client.close()
+            except Exception:  # noqa: S110 - close never raises
+                pass
+
+    def _connect(self) -> poplib.POP3:
+        cred = self.cred
+        ctx = make_ssl_context(cred, self.config) if cred.security != "none" else None
+        try:
+            client: poplib.POP3
+            if cred.security == "ssl":
+                client = _POP3SSL(cred.host, self.port, timeout=cred.timeout, context=ctx)
+            else:
+                client = _POP3(cred.host, self.port, timeout=cred.timeout)
+        except Exception as exc:
+            raise ConnectFailed(describe_connect_error(
+                exc, protocol="pop3", host=cred.host, port=self.port, security=cred.security,
+                timeout=cred.timeout,
+            )) from exc
+        if cred.security == "starttls":
+            try:
+                client.stls(ctx)
+            except poplib.error_proto as exc:
+                _quiet_close(client)
+                raise ConnectFailed(NetProblem(
+                    check="tls",
+                    detail=f"The POP3 server {self._where} does not offer STLS ({exc}).",
+                    fix='Use security = "ssl" (usually port 995), or "none" only on a trusted network.',
+                )) from None
+            except Exception as exc:
+                _quiet_close(client)
+                raise ConnectFailed(describe_connect_error(
+                    exc, protocol="pop3", host=cred.host, port=self.port, security=cred.security,
+                    timeout=cred.timeout,
+                )) from exc
+        log.debug("Connected to %s (%s)", self._where, cred.security)
+        return client
+
+    def _login(self) -> None:
+        client = self._need_raw()
+        cred = self.cred
+        what = "access token" if cred.auth == "oauth2" else "password"
+        try:
+            if cred.auth == "oauth2":
+                self._secret = self.secrets("access_token")
+                self._xoauth2(client, self._secret)
+            else:
+                self._secret = self.secrets("password")
+                client.user(self.user)
+                client.pass_(self._secret)
+        except poplib.error_proto as exc:
+            said = scrub(_text(exc), self._secret)
+            if "[SYS/" in said.upper() or "[IN-USE]" in said.upper():
+                raise ConnectError(
+                    f"The POP3 server {self._where} could not open the mailbox of {self.user} right now (it "
+                    f"said: {said}). Another program may hold it; try again later."
+                ) from None
+            raise SecretError(
+                f"The server refused the {what} for {self.user}@{cred.host} (it said: {said}). Check the "
+                f"username, then store the right {what} with `integrator credentials add "
+                f"{self.mailbox.name}`."
+            ) from None
+        except OSError as exc:
+            self._broken = True
+            raise ConnectError(
+                f"The POP3 server {self._where} dropped the connection during login "
+                f"({_reason(exc, cred.timeout)})."
+            ) from None
+        log.debug("Logged in to %s as %s", self._where, self.user)
+
+    def _xoauth2(self, client: poplib.POP3, token: str) -> None:
+        """SASL XOAUTH2 (AUTH XOAUTH2 <initial response>); on failure the server sends a ``+`` challenge."""
+        raw = f"user={self.user}\x01auth=Bearer {token}\x01\x01".encode()
+        client._putcmd("AUTH XOAUTH2 " + base64.b64encode(raw).decode("ascii"))  # type: ignore[attr-defined]
+        resp: bytes = client._getresp()  # type: ignore[attr-defined]
+        if resp.startswith(b"+OK"):
+            return
+        # a "+ <base64 error>" challenge: answer with an empty line to get the final -ERR
+        client._putcmd("")  # type: ignore[attr-defined]
+        resp = client._getresp()  # type: ignore[attr-defined]  # raises error_proto on -ERR
+        if not resp.startswith(b"+OK"):
+            raise poplib.error_proto(resp)
+
+    def _need_raw(self) -> poplib.POP3:
+        if self._client is None:
+            raise RetrievalError(f"Mailbox {self.mailbox.name!r}: the POP3 connection is not open.")
+        return self._client
+
+    def _need(self) -> poplib.POP3:
+        """The session, reopened when dispose() ended the previous one with QUIT."""
+        if self._client is None:
+            if not self._opened:
+                raise RetrievalError(f"Mailbox {self.mailbox.name!r}: the POP3 connection is not open.")
+            self.open()
+        if self._broken:
+            raise RetrievalError(f"The connection to {self._where} was lost earlier in this run.")
+        return self._need_raw()
+
+    # reading ----------------------------------------------------------------------------------------
+    def _index(self) -> dict[str, int]:
+        """UIDL -> message number for this session (or the header-hash fallback without UIDL)."""
+        if self._numbers is not None:
+            return self._numbers
+        client = self._need()
+        numbers: dict[str, int] = {}
+        try:
+            try:
+                _, lines, _ = client.uidl()
+                self.has_uidl = True
+            except poplib.error_proto as exc:
+                self.has_uidl = False
+                log.warning(
+                    "Mailbox %s: the POP3 server %s has no UIDL (%s); message ids are hashes of the headers, "
+                    "which is weaker: a message whose headers change looks new.",
+                    self.mailbox.name, self._where, _text(exc),
+                )
+                count, _ = client.stat()
+                seen: dict[str, int] = {}
+                for number in range(1, count + 1):
+                    _, head, _ = client.top(number, 0)
+                    digest = "sha256:" + hashlib.sha256(b"\r\n".join(head)).hexdigest()
+                    seen[digest] = seen.get(digest, 0) + 1
+                    key = digest if seen[digest] == 1 else f"{digest}#{seen[digest]}"
+                    numbers[key] = number
+            else:
+                for line in lines:
+                    num, _, uid = line.decode("ascii", "replace").strip().partition(" ")
+                    if num.isdigit() and uid:
+                        numbers[uid.strip()] = int(num)
+        except (OSError, poplib.error_proto) as exc:
+            self._broken = isinstance(exc, OSError)
+            raise RetrievalError(
+                f"Listing the messages on {self._where} failed ({_reason(exc, self.cred.timeout)})."
+            ) from exc
+        self._numbers = numbers
+        return numbers
+
+    def _old_ids(self) -> set[str]:
+        raw = self.state.get(_OLD_IDS)
+        if not raw:
+            return set()
+        try:
+            return set(json.loads(raw))
+        except (ValueError, TypeError):
+            log.warning("Mailbox %s: the stored only-new list is unreadable and is ignored.", self.mailbox.name)
+            return set()
+
+    def list_ids(self) -> list[str]:
+        old = self._old_ids()
+        index = self._index()
+        return [i for i, _ in sorted(index.items(), key=lambda kv: kv[1]) if i not in old]
+
+    def count(self) -> int:
+        if self.state.get(_OLD_IDS):
+            return len(self.list_ids())
+        client = self._need()
+        try:
+            count, _ = client.stat()
+        except (OSError, poplib.error_proto) as exc:
+            self._broken = isinstance(exc, OSError)
+            raise RetrievalError(f"STAT on {self._where} failed ({_reason(exc, self.cred.timeout)}).") from exc
+        return int(count)
+
+    def fetch(self, ids: Sequence[str]) -> Iterator[tuple[str, bytes]]:
+        index = self._index()
+        client = self._need()
+        for source_id in dict.fromkeys(ids):
+            number = index.get(source_id)
+            if number is None:
+                log.info("Mailbox %s: message %s is no longer on the server.", self.mailbox.name, source_id)
+                continue
+            try:
+                _, lines, _ = client.retr(number)
+            except poplib.error_proto as exc:
+                log.warning("Mailbox %s: the server would not return message %s (%s); skipped.",
+                            self.mailbox.name, source_id, _text(exc))
+                continue
+            except OSError as exc:
+                self._broken = True
+                raise RetrievalError(
+                    f"Fetching message {source_id} from {self._where} failed "
+                    f"({_reason(exc, self.cred.timeout)})."
+                ) from exc
+            yield source_id, b"\r\n".join(lines) + b"\r\n"
+
+    # writing ----------------------------------------------------------------------------------------
+    def dispose(self, ids: Sequence[str]) -> None:
+        action = self.mailbox.incoming.after_import
+        if action == "mark_read":
+            log.debug("Mailbox %s: %d message(s) stay on the POP3 server (mark_read).", self.mailbox.name, len(ids))
+            return
+        self._check_config()
+        if not ids:
+            return
+        try:
+            index = self._index()
+        except RetrievalError as exc:
+            raise DisposeError(str(exc)) from exc
+        client = self._need()
+        refused: list[str] = []
+        try:
+            for source_id in dict.fromkeys(ids):
+                number = index.get(source_id)
+                if number is None:
+                    continue  # already gone
+                try:
+                    client.dele(number)
+                except poplib.error_proto as exc:
+                    refused.append(f"{source_id} ({_text(exc)})")
+            client.quit()  # the server deletes only now, when the session ends cleanly
+        except OSError as exc:
+            self._broken = True
+            self.close()
+            raise DisposeError(
+                f"The connection to {self._where} broke before the deletions were committed "
+                f"({_reason(exc, self.cred.timeout)}); nothing was deleted and the next run tries again."
+            ) from exc
+        except poplib.error_proto as exc:
+            self.close()
+            raise DisposeError(
+                f"The POP3 server {self._where} did not commit the deletions ({_text(exc)}); the next run tries "
+                "again."
+            ) from exc
+        self._client = None
+        self._numbers = None  # the next call opens a new session
+        if refused:
+            raise DisposeError(
+                f"The POP3 server {self._where} refused to delete {len(refused)} message(s): "
+                + "; ".join(refused[:5])
+            )
+
+    def set_watermark(self) -> None:
+        ids = list(self._index())
+        self.state.set(_OLD_IDS, json.dumps(sorted(ids)))
+        log.info("Mailbox %s: %d message(s) now on the POP3 server count as old.", self.mailbox.name, len(ids))
+
+    # diagnostics ------------------------------------------------------------------------------------
+    def test(self) -> TestReport:
+        report = TestReport(folder="INBOX")
+        checks = report.checks
+        try:
+            self._check_config()
+            self._client = self._connect()
+            self._broken = False
+        except ConnectFailed as exc:
+            if exc.problem.check == "tls":
+                checks.append(Check(name="connect", ok=True, detail=f"reached {self._where}"))
+            checks.append(Check(name=exc.problem.check, ok=False, detail=exc.problem.detail, fix=exc.problem.fix))
+            return report
+        except IntegratorError as exc:
+            checks.append(Check(name="connect", ok=False, detail=str(exc)))
+            return report
+        try:
+            checks.append(Check(name="connect", ok=True, detail=f"reached {self._where}"))
+            if self.cred.security != "none":
+                verified = "certificate verified" if self.cred.tls_verify else "certificate NOT verified (tls_verify = false)"
+                checks.append(Check(name="tls", ok=True, detail=f"{self.cred.security}: {verified}"))
+            try:
+                report.capabilities = sorted(self._need_raw().capa())
+            except (poplib.error_proto, OSError):
+                report.capabilities = []
+            try:
+                self._login()
+            except SecretError as exc:
+                checks.append(Check(
+                    name="login", ok=False, detail=str(exc),
+                    fix=f"Store the right secret with `integrator credentials add {self.mailbox.name}`.",
+                ))
+                return report
+            except IntegratorError as exc:
+                checks.append(Check(name="login", ok=False, detail=str(exc)))
+                return report
+            self._opened = True
+            checks.append(Check(name="login", ok=True, detail=f"logged in as {self.user} ({self.cred.auth})"))
+            report.message_count = self.count()
+            self._index()
+            checks.append(Check(
+                name="folder", ok=True,
+                detail=f"INBOX: {report.message_count} message(s); ids from "
+                + ("UIDL" if self.has_uidl else "header hashes (the server has no UIDL; weaker)"),
+            ))
+            checks.append(Check(
+                name="after_import", ok=True,
+                detail="POP3 has no folders: imported messages are "
+                + ("left on the server" if self.mailbox.incoming.after_import == "mark_read" else "deleted"),
+            ))
+        except IntegratorError as exc:
+            checks.append(Check(name="connection", ok=False, detail=str(exc)))
+        finally:
+            self.close()
+        return report
+
+
+def _text(exc: BaseException | bytes) -> str:
+    value: Any = exc.args[0] if isinstance(exc, BaseException) and exc.args else exc
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _reason(exc: BaseException, timeout: float) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout:g} s"
+    if isinstance(exc, OSError):
+        return f"the connection was lost: {exc.strerror or exc}"
+    return f"the server said: {_text(exc)}"
+
+
+def _quiet_close(client: poplib.POP3) -> None:
+    try:
+        client.close()
+    except Exception:  # noqa: S110 - best effort
+        pass

@@ -1,0 +1,490 @@
+"""The IMAP connector against a real Dovecot on loopback (tests/dovecot.py), no mocks."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import ssl
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dovecot import (  # noqa: F401 - pytest fixtures
+    Dovecot,
+    User,
+    dovecot_no_move,
+    dovecot_no_uidplus,
+    dovecot_server,
+    dovecot_user,
+)
+from imapclient.imapclient import DELETED, SEEN
+from netproxy import NetProxy
+
+from halo_integrator.config import Config, Credential, Incoming, Mailbox
+from halo_integrator.connectors import make_connector
+from halo_integrator.connectors._net import describe_connect_error
+from halo_integrator.connectors.base import Connector, MemoryState
+from halo_integrator.errors import ConfigError, ConnectError, DisposeError, RetrievalError, SecretError
+
+pytestmark = pytest.mark.dovecot
+
+
+def message(n: int, size: int = 0) -> bytes:
+    body = f"Body of message {n}.\r\n" + ("x" * 70 + "\r\n") * (size // 72)
+    return (
+        f"From: Customer {n} <c{n}@example.org>\r\nTo: support@example.com\r\nSubject: Help {n}\r\n"
+        f"Message-ID: <m{n}@example.org>\r\nDate: Mon, 2 Sep 2024 10:00:00 +0000\r\n\r\n{body}"
+    ).encode()
+
+
+def seed(server: Dovecot, user: User, count: int, folder: str = "INBOX", size: int = 0) -> None:
+    client = server.imap(user)
+    try:
+        for n in range(1, count + 1):
+            client.append(folder, message(n, size))
+    finally:
+        client.logout()
+
+
+def uids_in(server: Dovecot, user: User, folder: str) -> dict[int, dict[bytes, Any]]:
+    client = server.imap(user)
+    try:
+        client.select_folder(folder, readonly=True)
+        uids = client.search(["ALL"])
+        return dict(client.fetch(uids, ["FLAGS", "BODY.PEEK[HEADER.FIELDS (SUBJECT)]"])) if uids else {}
+    finally:
+        client.logout()
+
+
+def subjects_in(server: Dovecot, user: User, folder: str) -> list[str]:
+    return sorted(
+        d[b"BODY[HEADER.FIELDS (SUBJECT)]"].decode().strip().removeprefix("Subject: ")
+        for d in uids_in(server, user, folder).values()
+    )
+
+
+def connector(
+    server: Dovecot,
+    user: User,
+    tmp_path: Path,
+    *,
+    security: str = "none",
+    port: int | None = None,
+    state: MemoryState | None = None,
+    ca_file: str | None = None,
+    password: str | None = None,
+    timeout: float = 10.0,
+    tls_verify: bool = True,
+    **incoming: Any,
+) -> Connector:
+    if port is None:
+        port = server.imaps_port if security == "ssl" else server.imap_port
+    if ca_file is None:
+        shutil.copy(server.ca, tmp_path / "server-ca.pem")
+        ca_file = "server-ca.pem"  # relative to the config file
+    cred = Credential(
+        host="127.0.0.1", port=port, security=security, username=user.name, ca_file=ca_file, timeout=timeout,
+        tls_verify=tls_verify,
+    )
+    mailbox = Mailbox(name="Support", connection="imap", credentials=(cred,), incoming=Incoming(**incoming))
+    cfg = Config(mailboxes=(mailbox,), path=tmp_path / "integrator.toml")
+    secret = user.password if password is None else password
+
+    def secrets(kind: str) -> str:
+        assert kind == "password"
+        return secret
+
+    return make_connector(mailbox, cred, config=cfg, secrets=secrets, state=state or MemoryState())
+
+
+# ------------------------------------------------------------------------------------------ reading
+
+
+@pytest.mark.parametrize("security", ["ssl", "starttls", "none"])
+def test_list_and_fetch_over_each_security(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, security: str
+) -> None:
+    seed(dovecot_server, dovecot_user, 3)
+    with connector(dovecot_server, dovecot_user, tmp_path, security=security) as conn:
+        ids = conn.list_ids()
+        assert len(ids) == 3
+        validity = ids[0].split("/")[0]
+        assert validity.isdigit() and all(i.startswith(validity + "/") for i in ids)
+        assert [int(i.split("/")[1]) for i in ids] == sorted(int(i.split("/")[1]) for i in ids)
+        got = list(conn.fetch(ids))
+        assert conn.count() == 3
+    assert [sid for sid, _ in got] == ids
+    assert [raw for _, raw in got] == [message(n) for n in (1, 2, 3)]
+    # fetching never marks messages read
+    assert all(SEEN not in d[b"FLAGS"] for d in uids_in(dovecot_server, dovecot_user, "INBOX").values())
+
+
+def test_fetch_in_small_batches_and_skips_vanished(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    seed(dovecot_server, dovecot_user, 7, size=40_000)
+    # batch_mb 0.1 MB = about 2 messages of 40 kB; batch_size 3
+    with connector(dovecot_server, dovecot_user, tmp_path, batch_size=3, batch_mb=0.1) as conn:
+        ids = conn.list_ids()
+        other = dovecot_server.imap(dovecot_user)
+        other.select_folder("INBOX")
+        gone = int(ids[4].split("/")[1])
+        other.add_flags([gone], [DELETED])
+        other.uid_expunge([gone])
+        other.logout()
+        got = [sid for sid, _ in conn.fetch([*ids, ids[0]])]
+    assert got == [i for i in ids if i != ids[4]]
+
+
+def test_mark_read_lists_only_unseen(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+    seed(dovecot_server, dovecot_user, 3)
+    with connector(dovecot_server, dovecot_user, tmp_path, after_import="mark_read") as conn:
+        ids = conn.list_ids()
+        conn.dispose(ids[:2])
+        assert conn.list_ids() == ids[2:]
+        assert conn.count() == 1
+    flags = [SEEN in d[b"FLAGS"] for _, d in sorted(uids_in(dovecot_server, dovecot_user, "INBOX").items())]
+    assert flags == [True, True, False]
+
+
+def test_missing_folder_is_a_retrieval_error(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+    conn = connector(dovecot_server, dovecot_user, tmp_path, folder="Support Queue")
+    with pytest.raises(RetrievalError) as err:
+        conn.open()
+    text = str(err.value)
+    assert "'Support Queue' does not exist" in text and "INBOX" in text and "incoming.folder" in text
+
+
+def test_reads_a_configured_folder(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+    client = dovecot_server.imap(dovecot_user)
+    client.create_folder("Support/Queue")
+    client.logout()
+    seed(dovecot_server, dovecot_user, 2, folder="Support/Queue")
+    seed(dovecot_server, dovecot_user, 1)
+    with connector(dovecot_server, dovecot_user, tmp_path, folder="Support/Queue") as conn:
+        assert len(conn.list_ids()) == 2
+
+
+# ------------------------------------------------------------------------------------------ dispose
+
+
+def test_move_to_deleted_uses_the_special_use_trash(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    seed(dovecot_server, dovecot_user, 3)
+    client = dovecot_server.imap(dovecot_user)
+    trash_flags = {str(name): flags for flags, _, name in client.list_folders()}["Trash"]
+    client.create_folder("Deleted Items")  # a usual name; the \Trash attribute wins
+    client.logout()
+    assert b"\\Trash" in trash_flags
+    with connector(dovecot_server, dovecot_user, tmp_path) as conn:
+        ids = conn.list_ids()
+        conn.dispose(ids[:2])
+        assert conn.list_ids() == ids[2:]
+    assert subjects_in(dovecot_server, dovecot_user, "INBOX") == ["Help 3"]
+    assert subjects_in(dovecot_server, dovecot_user, "Trash") == ["Help 1", "Help 2"]
+    assert subjects_in(dovecot_server, dovecot_user, "Deleted Items") == []
+
+
+def test_move_to_configured_deleted_folder(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+    seed(dovecot_server, dovecot_user, 1)
+    client = dovecot_server.imap(dovecot_user)
+    client.create_folder("Processed Bin")
+    client.logout()
+    with connector(dovecot_server, dovecot_user, tmp_path, deleted_folder="Processed Bin") as conn:
+        conn.dispose(conn.list_ids())
+    assert subjects_in(dovecot_server, dovecot_user, "Processed Bin") == ["Help 1"]
+    assert subjects_in(dovecot_server, dovecot_user, "Trash") == []
+
+
+def test_missing_configured_deleted_folder_is_a_dispose_error(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    seed(dovecot_server, dovecot_user, 1)
+    with connector(dovecot_server, dovecot_user, tmp_path, deleted_folder="Nope") as conn:
+        with pytest.raises(DisposeError, match="'Nope'.*does not exist"):
+            conn.dispose(conn.list_ids())
+    assert subjects_in(dovecot_server, dovecot_user, "INBOX") == ["Help 1"]
+
+
+def test_delete_expunges_only_the_given_messages(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    seed(dovecot_server, dovecot_user, 3)
+    with connector(dovecot_server, dovecot_user, tmp_path, after_import="delete") as conn:
+        ids = conn.list_ids()
+        # another mail client flags message 3 \Deleted without expunging: it must survive our dispose
+        other = dovecot_server.imap(dovecot_user)
+        other.select_folder("INBOX")
+        other.add_flags([int(ids[2].split("/")[1])], [DELETED])
+        other.logout()
+        conn.dispose(ids[:2])
+    assert subjects_in(dovecot_server, dovecot_user, "INBOX") == ["Help 3"]
+    assert subjects_in(dovecot_server, dovecot_user, "Trash") == []
+
+
+def test_move_to_folder_creates_the_folder(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+    seed(dovecot_server, dovecot_user, 2)
+    with connector(
+        dovecot_server, dovecot_user, tmp_path, after_import="move_to_folder", move_folder="Imported/2024"
+    ) as conn:
+        conn.dispose(conn.list_ids())
+    assert subjects_in(dovecot_server, dovecot_user, "Imported/2024") == ["Help 1", "Help 2"]
+    assert subjects_in(dovecot_server, dovecot_user, "INBOX") == []
+
+
+def test_quarantine_moves_to_the_quarantine_folder(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    seed(dovecot_server, dovecot_user, 2)
+    with connector(dovecot_server, dovecot_user, tmp_path, quarantine_folder="Bad Mail") as conn:
+        ids = conn.list_ids()
+        conn.quarantine(ids[:1])
+    assert subjects_in(dovecot_server, dovecot_user, "Bad Mail") == ["Help 1"]
+    assert subjects_in(dovecot_server, dovecot_user, "INBOX") == ["Help 2"]
+
+
+def test_without_move_it_copies_and_uid_expunges(dovecot_no_move: Dovecot, tmp_path: Path) -> None:
+    user = dovecot_no_move.new_user()
+    seed(dovecot_no_move, user, 3)
+    with connector(dovecot_no_move, user, tmp_path) as conn:
+        ids = conn.list_ids()
+        other = dovecot_no_move.imap(user)
+        other.select_folder("INBOX")
+        assert b"MOVE" not in other.capabilities()
+        other.add_flags([int(ids[2].split("/")[1])], [DELETED])  # someone else's \Deleted message
+        other.logout()
+        conn.dispose(ids[:2])
+    assert subjects_in(dovecot_no_move, user, "Trash") == ["Help 1", "Help 2"]
+    assert subjects_in(dovecot_no_move, user, "INBOX") == ["Help 3"]
+
+
+@pytest.mark.parametrize("after_import", ["move_to_deleted", "delete", "move_to_folder"])
+def test_without_move_and_uidplus_nothing_is_expunged(
+    dovecot_no_uidplus: Dovecot, tmp_path: Path, after_import: str
+) -> None:
+    user = dovecot_no_uidplus.new_user()
+    seed(dovecot_no_uidplus, user, 2)
+    with connector(
+        dovecot_no_uidplus, user, tmp_path, after_import=after_import, move_folder="Done"
+    ) as conn:
+        with pytest.raises(DisposeError, match="neither MOVE nor UIDPLUS.*mark_read"):
+            conn.dispose(conn.list_ids())
+        report_conn = connector(dovecot_no_uidplus, user, tmp_path, after_import=after_import, move_folder="Done")
+    assert subjects_in(dovecot_no_uidplus, user, "INBOX") == ["Help 1", "Help 2"]
+    assert subjects_in(dovecot_no_uidplus, user, "Trash") == []
+    report = report_conn.test()
+    assert not report.ok
+    assert [c.name for c in report.checks if not c.ok] == ["capabilities"]
+
+
+# ------------------------------------------------------------------------------------------ identity
+
+
+def test_uidvalidity_change_gives_new_ids(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    seed(dovecot_server, dovecot_user, 2)
+    state = MemoryState()
+    with connector(dovecot_server, dovecot_user, tmp_path, state=state) as conn:
+        old_ids = conn.list_ids()
+    dovecot_server.doveadm("mailbox", "update", "-u", dovecot_user.name, "--uid-validity", "4242", "INBOX")
+    with caplog.at_level(logging.WARNING), connector(dovecot_server, dovecot_user, tmp_path, state=state) as conn:
+        new_ids = conn.list_ids()
+        assert [i.split("/")[0] for i in new_ids] == ["4242", "4242"]
+        assert set(new_ids).isdisjoint(old_ids)
+        assert "UIDVALIDITY" in caplog.text and "changed" in caplog.text
+        assert state.get("uidvalidity:INBOX") == "4242"
+        caplog.clear()
+        assert list(conn.fetch(old_ids)) == []  # stale ids are skipped, not fetched under the new validity
+        conn.dispose(old_ids)
+        assert "skipped" in caplog.text
+    assert subjects_in(dovecot_server, dovecot_user, "INBOX") == ["Help 1", "Help 2"]
+
+
+def test_watermarks(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+    seed(dovecot_server, dovecot_user, 2)
+    state = MemoryState()
+    with connector(dovecot_server, dovecot_user, tmp_path, state=state) as conn:
+        conn.set_watermark()
+        assert conn.list_ids() == []
+        assert conn.count() == 0
+    mark = state.get("watermark:INBOX")
+    assert mark is not None and mark.endswith("/2")
+    seed(dovecot_server, dovecot_user, 3)  # UIDs 3, 4, 5
+    with connector(dovecot_server, dovecot_user, tmp_path, state=state) as conn:
+        assert [i.split("/")[1] for i in conn.list_ids()] == ["3", "4", "5"]
+        assert conn.count() == 3
+    # the config's only_after_uid is honoured too; the higher of the two wins
+    with connector(dovecot_server, dovecot_user, tmp_path, state=state, only_after_uid=4) as conn:
+        assert [i.split("/")[1] for i in conn.list_ids()] == ["5"]
+    with connector(dovecot_server, dovecot_user, tmp_path, only_after_uid=9) as conn:
+        assert conn.list_ids() == []  # "n:*" matches the last UID even below n: filtered out
+
+
+# ------------------------------------------------------------------------------------------ login & TLS
+
+
+def test_wrong_password_is_a_secret_error(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+    conn = connector(dovecot_server, dovecot_user, tmp_path, password="not-the-password")
+    with pytest.raises(SecretError) as err:
+        conn.open()
+    text = str(err.value)
+    assert f"refused the password for {dovecot_user.name}@127.0.0.1" in text
+    assert "not-the-password" not in text
+    assert err.value.exit_code == 4
+
+
+def test_xoauth2_login(dovecot_server: Dovecot, tmp_path: Path) -> None:
+    cred = Credential(host="127.0.0.1", port=dovecot_server.imap_port, security="none", username="alice",
+                      auth="oauth2", timeout=10)
+    mailbox = Mailbox(name="O", connection="imap", credentials=(cred,))
+    cfg = Config(mailboxes=(mailbox,), path=tmp_path / "integrator.toml")
+    tokens = {"access_token": "alice-oauth-token"}
+    with make_connector(mailbox, cred, config=cfg, secrets=tokens.__getitem__, state=MemoryState()) as conn:
+        assert conn.count() >= 0
+    bad = {"access_token": "alicepw"}  # the password is not a token
+    with pytest.raises(SecretError, match="refused the access token for alice@127.0.0.1") as err:
+        make_connector(mailbox, cred, config=cfg, secrets=bad.__getitem__, state=MemoryState()).open()
+    assert "alicepw" not in str(err.value)
+
+
+@pytest.mark.parametrize("security", ["ssl", "starttls"])
+def test_untrusted_certificate(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, security: str) -> None:
+    conn = connector(dovecot_server, dovecot_user, tmp_path, security=security, ca_file="")
+    with pytest.raises(ConnectError) as err:
+        conn.open()
+    text = str(err.value)
+    assert "certificate" in text and "not trusted" in text and "ca_file" in text and "tls_verify" in text
+
+
+def test_tls_verify_false_works_with_a_warning(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    seed(dovecot_server, dovecot_user, 1)
+    conn = connector(dovecot_server, dovecot_user, tmp_path, security="ssl", ca_file="", tls_verify=False)
+    with caplog.at_level(logging.WARNING), conn:
+        assert len(conn.list_ids()) == 1
+    assert "verification is OFF" in caplog.text
+
+
+def test_missing_ca_file_is_a_config_error(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+    conn = connector(dovecot_server, dovecot_user, tmp_path, security="ssl", ca_file="missing.pem")
+    with pytest.raises(ConfigError, match="missing.pem does not exist"):
+        conn.open()
+
+
+def test_wrong_security_for_the_port(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+    conn = connector(dovecot_server, dovecot_user, tmp_path, security="ssl", port=dovecot_server.imap_port)
+    with pytest.raises(ConnectError, match="TLS handshake .* failed.*security"):
+        conn.open()
+
+
+def test_connection_refused(dovecot_user: User, dovecot_server: Dovecot, tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    conn = connector(dovecot_server, dovecot_user, tmp_path, port=free)
+    with pytest.raises(ConnectError, match="refused the connection"):
+        conn.open()
+
+
+def test_dns_failures_are_explained() -> None:
+    # getaddrinfo's own error, as a failed lookup raises it (a real lookup could leave the machine)
+    problem = describe_connect_error(
+        socket.gaierror(socket.EAI_NONAME, "Name or service not known"),
+        protocol="imap", host="imap.example.invalid", port=993, security="ssl", timeout=60,
+    )
+    assert problem.check == "connect"
+    assert "Cannot resolve the host name 'imap.example.invalid'" in problem.message
+    cert = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    assert describe_connect_error(cert, protocol="imap", host="h", port=993, security="ssl", timeout=1).check == "tls"
+
+
+# ------------------------------------------------------------------------------------------ broken networks
+
+
+def test_connection_cut_mid_fetch(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+    seed(dovecot_server, dovecot_user, 5, size=20_000)
+    with NetProxy(dovecot_server.imap_port) as proxy:
+        conn = connector(dovecot_server, dovecot_user, tmp_path, port=proxy.port, batch_size=1)
+        with conn:
+            ids = conn.list_ids()
+            got: list[str] = []
+            proxy.cut_after(2 * 20_500 + 5_000)  # two whole messages, then part of the third
+            with pytest.raises(RetrievalError, match="connection was lost"):
+                for sid, raw in conn.fetch(ids):
+                    assert raw == message(len(got) + 1, 20_000)
+                    got.append(sid)
+        assert proxy.cuts == 1
+    assert got == ids[:2]
+
+
+def test_stalled_server_times_out(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+    seed(dovecot_server, dovecot_user, 2)
+    with NetProxy(dovecot_server.imap_port) as proxy:
+        conn = connector(dovecot_server, dovecot_user, tmp_path, port=proxy.port, timeout=1)
+        with conn:
+            ids = conn.list_ids()
+            proxy.stall()
+            started = time.monotonic()
+            with pytest.raises(RetrievalError, match="no answer within 1 s"):
+                list(conn.fetch(ids))
+            assert time.monotonic() - started < 3
+        assert time.monotonic() - started < 4  # close() does not wait again on the dead connection
+
+
+def test_stalled_greeting_is_a_connect_error(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+    with NetProxy(dovecot_server.imap_port) as proxy:
+        proxy.stall()
+        started = time.monotonic()
+        with pytest.raises(ConnectError, match="No answer"):
+            connector(dovecot_server, dovecot_user, tmp_path, port=proxy.port, timeout=1).open()
+        assert time.monotonic() - started < 3
+
+
+# ------------------------------------------------------------------------------------------ test()
+
+
+def test_report_when_all_is_well(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+    seed(dovecot_server, dovecot_user, 2)
+    report = connector(dovecot_server, dovecot_user, tmp_path, security="starttls").test()
+    assert report.ok, report.checks
+    assert [c.name for c in report.checks] == ["connect", "tls", "login", "folder", "deleted_folder"]
+    assert report.folder == "INBOX" and report.deleted_folder == "Trash" and report.message_count == 2
+    assert "MOVE" in report.capabilities and "UIDPLUS" in report.capabilities
+
+
+def _failed(report: Any) -> list[str]:
+    return [c.name for c in report.checks if not c.ok]
+
+
+def test_report_failures(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    refused = connector(dovecot_server, dovecot_user, tmp_path, port=free).test()
+    assert _failed(refused) == ["connect"]
+
+    untrusted = connector(dovecot_server, dovecot_user, tmp_path, security="ssl", ca_file="").test()
+    assert _failed(untrusted) == ["tls"]
+    tls = untrusted.checks[-1]
+    assert "not trusted" in tls.detail and "ca_file" in tls.fix
+
+    wrong = connector(dovecot_server, dovecot_user, tmp_path, password="nope").test()
+    assert _failed(wrong) == ["login"]
+    assert "refused the password" in wrong.checks[-1].detail and "nope" not in str(wrong.checks)
+
+    no_folder = connector(dovecot_server, dovecot_user, tmp_path, folder="Missing").test()
+    assert _failed(no_folder) == ["folder"]
+
+    no_trash = connector(dovecot_server, dovecot_user, tmp_path, deleted_folder="Gone").test()
+    assert _failed(no_trash) == ["deleted_folder"]
+    assert "'Gone'" in no_trash.checks[-1].detail
+
+    with NetProxy(dovecot_server.imap_port) as proxy:
+        proxy.stall()
+        stalled = connector(dovecot_server, dovecot_user, tmp_path, port=proxy.port, timeout=0.5).test()
+    assert _failed(stalled) == ["connect"] and "No answer" in stalled.checks[0].detail
