@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from halo_integrator import matching
@@ -575,22 +574,3 @@ class Importer:
 def _is_fatal_store_error(exc: StoreError) -> bool:
     text = str(exc).lower()
     return any(word in text for word in ("locked", "full", "damaged", "cannot write"))
-
-
-def since_to_iso(value: str) -> str:
-    """``"2h"``, ``"3d"``, ``"45m"``, ``"1w"`` or a date / datetime → the stored time format."""
-    v = value.strip().lower()
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    if v and v[-1] in units and v[:-1].isdigit():
-        moment = datetime.now(UTC) - timedelta(seconds=int(v[:-1]) * units[v[-1]])
-    else:
-        try:
-            moment = datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise ConfigError(
-                f"--since {value!r} is neither a duration (45m, 2h, 3d, 1w) nor a date (2026-11-27 or "
-                "2026-11-27T09:30)."
-            ) from None
-        if moment.tzinfo is None:
-            moment = moment.astimezone()
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
