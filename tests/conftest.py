@@ -30,3 +30,21 @@ def corpus_or_skip() -> Path:
     if not (CORPUS / "INDEX.tsv").exists():
         pytest.skip(f"the shared email corpus is not at {CORPUS}; these tests read it from ../shared/corpus")
     return CORPUS
+
+
+@pytest.fixture(autouse=True)
+def _memory_keyring(monkeypatch: pytest.MonkeyPatch):
+    """Every test (and every CLI subprocess it starts) uses the in-memory keyring, emptied between tests."""
+    import keyring
+
+    from halo_integrator.testing_keyring import MemoryKeyring
+
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "halo_integrator.testing_keyring.MemoryKeyring")
+    for var in list(os.environ):
+        if var.startswith("KEYRING_PROPERTY_"):
+            monkeypatch.delenv(var, raising=False)
+    MemoryKeyring.reset()
+    keyring.set_keyring(MemoryKeyring())
+    yield
+    MemoryKeyring.reset()
+    keyring.set_keyring(MemoryKeyring())

@@ -156,6 +156,12 @@ def _digest(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def _shares_text(text: str, secret: str, window: int = 8) -> bool:
+    """Whether ``text`` holds any run of ``window`` characters of ``secret`` (all of it, if shorter)."""
+    size = min(window, len(secret))
+    return any(text[i : i + size] in secret for i in range(len(text) - size + 1))
+
+
 def _quote(word: str) -> str:
     return f'"{word}"' if re.search(r"[^A-Za-z0-9_.\-]", word) else word
 
@@ -499,8 +505,10 @@ class Keystore:
 
         detail = str(exc)
         if secret:
-            for part in {secret, *_split(secret)}:
+            for part in sorted({secret, *_split(secret)}, key=len, reverse=True):
                 detail = detail.replace(part, "***")
+            if _shares_text(detail, secret):
+                detail = "details withheld because they contain part of the secret"
         if isinstance(exc, KeyringLocked):
             advice = (
                 "The keyring is locked: unlock it (log in to the desktop session), or use a backend that "
