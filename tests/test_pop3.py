@@ -1,0 +1,227 @@
+"""The POP3 connector against a real Dovecot on loopback (tests/dovecot.py), no mocks.
+
+Dovecot's POP3 always offers UIDL, so the no-UIDL test puts tests/netproxy.py in between: it turns the client's
+UIDL command into an unknown one (the server answers -ERR) and drops UIDL from the CAPA list.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dovecot import Dovecot, User, dovecot_server, dovecot_user  # noqa: F401 - pytest fixtures
+from netproxy import NetProxy
+from test_imap import message, seed, subjects_in
+
+from halo_integrator.config import Config, Credential, Incoming, Mailbox
+from halo_integrator.connectors import make_connector
+from halo_integrator.connectors.base import Connector, MemoryState
+from halo_integrator.errors import ConfigError, ConnectError, RetrievalError, SecretError
+
+pytestmark = pytest.mark.dovecot
+
+
+def connector(
+    server: Dovecot,
+    user: User,
+    tmp_path: Path,
+    *,
+    security: str = "none",
+    port: int | None = None,
+    state: MemoryState | None = None,
+    ca_file: str | None = None,
+    password: str | None = None,
+    timeout: float = 10.0,
+    **incoming: Any,
+) -> Connector:
+    if port is None:
+        port = server.pop3s_port if security == "ssl" else server.pop3_port
+    if ca_file is None:
+        shutil.copy(server.ca, tmp_path / "server-ca.pem")
+        ca_file = "server-ca.pem"
+    cred = Credential(
+        host="127.0.0.1", port=port, security=security, username=user.name, ca_file=ca_file, timeout=timeout
+    )
+    mailbox = Mailbox(name="Support", connection="pop3", credentials=(cred,), incoming=Incoming(**incoming))
+    cfg = Config(mailboxes=(mailbox,), path=tmp_path / "integrator.toml")
+    secret = user.password if password is None else password
+    return make_connector(mailbox, cred, config=cfg, secrets={"password": secret}.__getitem__,
+                          state=state or MemoryState())
+
+
+@pytest.mark.parametrize("security", ["ssl", "starttls", "none"])
+def test_list_fetch_delete_over_each_security(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, security: str
+) -> None:
+    seed(dovecot_server, dovecot_user, 3)
+    with connector(dovecot_server, dovecot_user, tmp_path, security=security) as conn:
+        ids = conn.list_ids()
+        assert len(ids) == 3 and len(set(ids)) == 3
+        assert all(re.fullmatch(r"[0-9a-fA-F]{16}", i) for i in ids)  # Dovecot's %08Xu%08Xv UIDLs
+        got = list(conn.fetch(ids))
+        assert [raw for _, raw in got] == [message(n) for n in (1, 2, 3)]
+        assert conn.count() == 3
+        conn.dispose(ids[:2])
+        # dispose ended the session with QUIT; the connector opens a new one when asked again
+        assert conn.list_ids() == ids[2:]
+    assert subjects_in(dovecot_server, dovecot_user, "INBOX") == ["Help 3"]
+
+
+def test_ids_are_stable_across_sessions(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+    seed(dovecot_server, dovecot_user, 3)
+    with connector(dovecot_server, dovecot_user, tmp_path) as conn:
+        first = conn.list_ids()
+        conn.dispose(first[:1])
+    with connector(dovecot_server, dovecot_user, tmp_path) as conn:
+        second = conn.list_ids()
+        # message numbers shifted (2, 3 -> 1, 2) but ids did not
+        assert second == first[1:]
+        assert [raw for _, raw in conn.fetch([first[2]])] == [message(3)]
+
+
+def test_nothing_is_deleted_before_dispose(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+    seed(dovecot_server, dovecot_user, 2)
+    with connector(dovecot_server, dovecot_user, tmp_path) as conn:
+        list(conn.fetch(conn.list_ids()))
+    assert subjects_in(dovecot_server, dovecot_user, "INBOX") == ["Help 1", "Help 2"]
+
+
+@pytest.mark.parametrize("after_import", ["move_to_deleted", "delete"])
+def test_delete_and_move_to_deleted_both_delete(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, after_import: str
+) -> None:
+    seed(dovecot_server, dovecot_user, 2)
+    with connector(dovecot_server, dovecot_user, tmp_path, after_import=after_import) as conn:
+        conn.dispose(conn.list_ids())
+    assert subjects_in(dovecot_server, dovecot_user, "INBOX") == []
+    assert subjects_in(dovecot_server, dovecot_user, "Trash") == []
+
+
+def test_mark_read_leaves_messages(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+    seed(dovecot_server, dovecot_user, 2)
+    with connector(dovecot_server, dovecot_user, tmp_path, after_import="mark_read") as conn:
+        ids = conn.list_ids()
+        conn.dispose(ids)
+        assert conn.list_ids() == ids
+    assert subjects_in(dovecot_server, dovecot_user, "INBOX") == ["Help 1", "Help 2"]
+
+
+def test_move_to_folder_is_refused_at_open(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+    conn = connector(dovecot_server, dovecot_user, tmp_path, after_import="move_to_folder", move_folder="X")
+    with pytest.raises(ConfigError, match="no folders"):
+        conn.open()
+    assert [c.name for c in conn.test().checks if not c.ok] == ["connect"]
+
+
+def test_watermark(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+    seed(dovecot_server, dovecot_user, 2)
+    state = MemoryState()
+    with connector(dovecot_server, dovecot_user, tmp_path, state=state) as conn:
+        conn.set_watermark()
+        assert conn.list_ids() == []
+    seed(dovecot_server, dovecot_user, 1)
+    with connector(dovecot_server, dovecot_user, tmp_path, state=state) as conn:
+        ids = conn.list_ids()
+        assert len(ids) == 1 and conn.count() == 1
+        assert [raw for _, raw in conn.fetch(ids)] == [message(1)]
+
+
+def test_wrong_password_is_a_secret_error(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+    conn = connector(dovecot_server, dovecot_user, tmp_path, password="wrong-secret")
+    with pytest.raises(SecretError) as err:
+        conn.open()
+    assert f"refused the password for {dovecot_user.name}@127.0.0.1" in str(err.value)
+    assert "wrong-secret" not in str(err.value)
+
+
+def test_xoauth2(dovecot_server: Dovecot, tmp_path: Path) -> None:
+    cred = Credential(host="127.0.0.1", port=dovecot_server.pop3_port, security="starttls", username="alice",
+                      auth="oauth2", ca_file=str(dovecot_server.ca), timeout=10)
+    mailbox = Mailbox(name="O", connection="pop3", credentials=(cred,))
+    cfg = Config(mailboxes=(mailbox,), path=tmp_path / "integrator.toml")
+    good = {"access_token": "alice-oauth-token"}
+    with make_connector(mailbox, cred, config=cfg, secrets=good.__getitem__, state=MemoryState()) as conn:
+        assert conn.count() >= 0
+    bad = {"access_token": "bob-oauth-token"}
+    with pytest.raises(SecretError, match="refused the access token for alice@127.0.0.1") as err:
+        make_connector(mailbox, cred, config=cfg, secrets=bad.__getitem__, state=MemoryState()).open()
+    assert "bob-oauth-token" not in str(err.value)
+
+
+@pytest.mark.parametrize("security", ["ssl", "starttls"])
+def test_untrusted_certificate(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, security: str) -> None:
+    with pytest.raises(ConnectError, match="certificate .* not trusted.*ca_file"):
+        connector(dovecot_server, dovecot_user, tmp_path, security=security, ca_file="").open()
+
+
+def _hide_uidl_command(data: bytes) -> bytes:
+    return re.sub(rb"(?im)^UIDL\b", b"XUIDL", data)
+
+
+def _hide_uidl_capability(data: bytes) -> bytes:
+    return data.replace(b"\r\nUIDL\r\n", b"\r\n")
+
+
+def test_server_without_uidl_uses_header_hashes(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    seed(dovecot_server, dovecot_user, 3)
+    with NetProxy(dovecot_server.pop3_port, client_filter=_hide_uidl_command,
+                  server_filter=_hide_uidl_capability) as proxy:
+        with connector(dovecot_server, dovecot_user, tmp_path, port=proxy.port) as conn:
+            ids = conn.list_ids()
+            assert len(ids) == 3 and all(re.fullmatch(r"sha256:[0-9a-f]{64}", i) for i in ids)
+            assert [raw for _, raw in conn.fetch(ids)] == [message(n) for n in (1, 2, 3)]
+            conn.dispose(ids[:1])
+        assert "no UIDL" in caplog.text
+        report = connector(dovecot_server, dovecot_user, tmp_path, port=proxy.port).test()
+        assert report.ok and "UIDL" not in report.capabilities
+        assert "header hashes" in str(report.checks)
+        with connector(dovecot_server, dovecot_user, tmp_path, port=proxy.port) as conn:
+            assert conn.list_ids() == ids[1:]
+    assert subjects_in(dovecot_server, dovecot_user, "INBOX") == ["Help 2", "Help 3"]
+
+
+def test_connection_cut_mid_retr(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+    seed(dovecot_server, dovecot_user, 4, size=20_000)
+    with NetProxy(dovecot_server.pop3_port) as proxy:
+        with connector(dovecot_server, dovecot_user, tmp_path, port=proxy.port) as conn:
+            ids = conn.list_ids()
+            got: list[str] = []
+            proxy.cut_after(2 * 20_600 + 3_000)
+            with pytest.raises(RetrievalError, match="connection was lost"):
+                for sid, raw in conn.fetch(ids):
+                    assert raw == message(len(got) + 1, 20_000)
+                    got.append(sid)
+        assert proxy.cuts == 1
+    assert got == ids[:2]
+    assert len(subjects_in(dovecot_server, dovecot_user, "INBOX")) == 4
+
+
+def test_stalled_server_times_out(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+    seed(dovecot_server, dovecot_user, 2)
+    with NetProxy(dovecot_server.pop3_port) as proxy:
+        with connector(dovecot_server, dovecot_user, tmp_path, port=proxy.port, timeout=1) as conn:
+            ids = conn.list_ids()
+            proxy.stall()
+            started = time.monotonic()
+            with pytest.raises(RetrievalError, match="no answer within 1 s"):
+                list(conn.fetch(ids))
+            assert time.monotonic() - started < 3
+
+
+def test_report(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+    seed(dovecot_server, dovecot_user, 2)
+    report = connector(dovecot_server, dovecot_user, tmp_path, security="ssl").test()
+    assert report.ok, report.checks
+    assert report.message_count == 2 and "UIDL" in report.capabilities
+    assert [c.name for c in report.checks] == ["connect", "tls", "login", "folder", "after_import"]
+
+    untrusted = connector(dovecot_server, dovecot_user, tmp_path, security="ssl", ca_file="").test()
+    assert [c.name for c in untrusted.checks if not c.ok] == ["tls"]
+    wrong = connector(dovecot_server, dovecot_user, tmp_path, password="nope").test()
+    assert [c.name for c in wrong.checks if not c.ok] == ["login"]
