@@ -90,11 +90,15 @@ class NetProxy:
             with self._lock:
                 self._sockets += [client, server]
             for src, dst, to_client in ((client, server, False), (server, client, True)):
-                t = threading.Thread(target=self._pump, args=(src, dst, to_client, (client, server)), daemon=True)
+                t = threading.Thread(
+                    target=self._pump, args=(src, dst, to_client, (client, server)), daemon=True
+                )
                 self._threads.append(t)
                 t.start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket, to_client: bool, pair: tuple[socket.socket, ...]) -> None:
+    def _pump(
+        self, src: socket.socket, dst: socket.socket, to_client: bool, pair: tuple[socket.socket, ...]
+    ) -> None:
         try:
             while not self._closed.is_set():
                 if self._stalled.is_set():

@@ -1,5 +1,6 @@
 """The IMAP connector against a real Dovecot on loopback (tests/dovecot.py), no mocks."""
 
+# ruff: noqa: F811 - fixtures are imported from tests/dovecot.py and then requested by name
 from __future__ import annotations
 
 import logging
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from imapclient.imapclient import DELETED, SEEN
+
 from dovecot import (  # noqa: F401 - pytest fixtures
     Dovecot,
     User,
@@ -19,14 +22,12 @@ from dovecot import (  # noqa: F401 - pytest fixtures
     dovecot_server,
     dovecot_user,
 )
-from imapclient.imapclient import DELETED, SEEN
-from netproxy import NetProxy
-
 from halo_integrator.config import Config, Credential, Incoming, Mailbox
 from halo_integrator.connectors import make_connector
 from halo_integrator.connectors._net import describe_connect_error
 from halo_integrator.connectors.base import Connector, MemoryState
 from halo_integrator.errors import ConfigError, ConnectError, DisposeError, RetrievalError, SecretError
+from netproxy import NetProxy
 
 pytestmark = pytest.mark.dovecot
 
@@ -85,7 +86,12 @@ def connector(
         shutil.copy(server.ca, tmp_path / "server-ca.pem")
         ca_file = "server-ca.pem"  # relative to the config file
     cred = Credential(
-        host="127.0.0.1", port=port, security=security, username=user.name, ca_file=ca_file, timeout=timeout,
+        host="127.0.0.1",
+        port=port,
+        security=security,
+        username=user.name,
+        ca_file=ca_file,
+        timeout=timeout,
         tls_verify=tls_verify,
     )
     mailbox = Mailbox(name="Support", connection="imap", credentials=(cred,), incoming=Incoming(**incoming))
@@ -149,7 +155,9 @@ def test_mark_read_lists_only_unseen(dovecot_server: Dovecot, dovecot_user: User
     assert flags == [True, True, False]
 
 
-def test_missing_folder_is_a_retrieval_error(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+def test_missing_folder_is_a_retrieval_error(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
     conn = connector(dovecot_server, dovecot_user, tmp_path, folder="Support Queue")
     with pytest.raises(RetrievalError) as err:
         conn.open()
@@ -188,7 +196,9 @@ def test_move_to_deleted_uses_the_special_use_trash(
     assert subjects_in(dovecot_server, dovecot_user, "Deleted Items") == []
 
 
-def test_move_to_configured_deleted_folder(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+def test_move_to_configured_deleted_folder(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
     seed(dovecot_server, dovecot_user, 1)
     client = dovecot_server.imap(dovecot_user)
     client.create_folder("Processed Bin")
@@ -203,9 +213,9 @@ def test_missing_configured_deleted_folder_is_a_dispose_error(
     dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
 ) -> None:
     seed(dovecot_server, dovecot_user, 1)
-    with connector(dovecot_server, dovecot_user, tmp_path, deleted_folder="Nope") as conn:
-        with pytest.raises(DisposeError, match="'Nope'.*does not exist"):
-            conn.dispose(conn.list_ids())
+    conn = connector(dovecot_server, dovecot_user, tmp_path, deleted_folder="Nope")
+    with conn, pytest.raises(DisposeError, match=r"'Nope'.*does not exist"):
+        conn.dispose(conn.list_ids())
     assert subjects_in(dovecot_server, dovecot_user, "INBOX") == ["Help 1"]
 
 
@@ -225,7 +235,9 @@ def test_delete_expunges_only_the_given_messages(
     assert subjects_in(dovecot_server, dovecot_user, "Trash") == []
 
 
-def test_move_to_folder_creates_the_folder(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+def test_move_to_folder_creates_the_folder(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
     seed(dovecot_server, dovecot_user, 2)
     with connector(
         dovecot_server, dovecot_user, tmp_path, after_import="move_to_folder", move_folder="Imported/2024"
@@ -267,12 +279,12 @@ def test_without_move_and_uidplus_nothing_is_expunged(
 ) -> None:
     user = dovecot_no_uidplus.new_user()
     seed(dovecot_no_uidplus, user, 2)
-    with connector(
-        dovecot_no_uidplus, user, tmp_path, after_import=after_import, move_folder="Done"
-    ) as conn:
-        with pytest.raises(DisposeError, match="neither MOVE nor UIDPLUS.*mark_read"):
+    with connector(dovecot_no_uidplus, user, tmp_path, after_import=after_import, move_folder="Done") as conn:
+        with pytest.raises(DisposeError, match=r"neither MOVE nor UIDPLUS.*mark_read"):
             conn.dispose(conn.list_ids())
-        report_conn = connector(dovecot_no_uidplus, user, tmp_path, after_import=after_import, move_folder="Done")
+        report_conn = connector(
+            dovecot_no_uidplus, user, tmp_path, after_import=after_import, move_folder="Done"
+        )
     assert subjects_in(dovecot_no_uidplus, user, "INBOX") == ["Help 1", "Help 2"]
     assert subjects_in(dovecot_no_uidplus, user, "Trash") == []
     report = report_conn.test()
@@ -291,7 +303,10 @@ def test_uidvalidity_change_gives_new_ids(
     with connector(dovecot_server, dovecot_user, tmp_path, state=state) as conn:
         old_ids = conn.list_ids()
     dovecot_server.doveadm("mailbox", "update", "-u", dovecot_user.name, "--uid-validity", "4242", "INBOX")
-    with caplog.at_level(logging.WARNING), connector(dovecot_server, dovecot_user, tmp_path, state=state) as conn:
+    with (
+        caplog.at_level(logging.WARNING),
+        connector(dovecot_server, dovecot_user, tmp_path, state=state) as conn,
+    ):
         new_ids = conn.list_ids()
         assert [i.split("/")[0] for i in new_ids] == ["4242", "4242"]
         assert set(new_ids).isdisjoint(old_ids)
@@ -327,7 +342,9 @@ def test_watermarks(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path)
 # ------------------------------------------------------------------------------------------ login & TLS
 
 
-def test_wrong_password_is_a_secret_error(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+def test_wrong_password_is_a_secret_error(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
     conn = connector(dovecot_server, dovecot_user, tmp_path, password="not-the-password")
     with pytest.raises(SecretError) as err:
         conn.open()
@@ -338,21 +355,29 @@ def test_wrong_password_is_a_secret_error(dovecot_server: Dovecot, dovecot_user:
 
 
 def test_xoauth2_login(dovecot_server: Dovecot, tmp_path: Path) -> None:
-    cred = Credential(host="127.0.0.1", port=dovecot_server.imap_port, security="none", username="alice",
-                      auth="oauth2", timeout=10)
+    cred = Credential(
+        host="127.0.0.1",
+        port=dovecot_server.imap_port,
+        security="none",
+        username="alice",
+        auth="oauth2",
+        timeout=10,
+    )
     mailbox = Mailbox(name="O", connection="imap", credentials=(cred,))
     cfg = Config(mailboxes=(mailbox,), path=tmp_path / "integrator.toml")
     tokens = {"access_token": "alice-oauth-token"}
     with make_connector(mailbox, cred, config=cfg, secrets=tokens.__getitem__, state=MemoryState()) as conn:
         assert conn.count() >= 0
     bad = {"access_token": "alicepw"}  # the password is not a token
-    with pytest.raises(SecretError, match="refused the access token for alice@127.0.0.1") as err:
+    with pytest.raises(SecretError, match=r"refused the access token for alice@127.0.0.1") as err:
         make_connector(mailbox, cred, config=cfg, secrets=bad.__getitem__, state=MemoryState()).open()
     assert "alicepw" not in str(err.value)
 
 
 @pytest.mark.parametrize("security", ["ssl", "starttls"])
-def test_untrusted_certificate(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, security: str) -> None:
+def test_untrusted_certificate(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, security: str
+) -> None:
     conn = connector(dovecot_server, dovecot_user, tmp_path, security=security, ca_file="")
     with pytest.raises(ConnectError) as err:
         conn.open()
@@ -370,15 +395,17 @@ def test_tls_verify_false_works_with_a_warning(
     assert "verification is OFF" in caplog.text
 
 
-def test_missing_ca_file_is_a_config_error(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+def test_missing_ca_file_is_a_config_error(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
     conn = connector(dovecot_server, dovecot_user, tmp_path, security="ssl", ca_file="missing.pem")
-    with pytest.raises(ConfigError, match="missing.pem does not exist"):
+    with pytest.raises(ConfigError, match=r"missing.pem does not exist"):
         conn.open()
 
 
 def test_wrong_security_for_the_port(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
     conn = connector(dovecot_server, dovecot_user, tmp_path, security="ssl", port=dovecot_server.imap_port)
-    with pytest.raises(ConnectError, match="TLS handshake .* failed.*security"):
+    with pytest.raises(ConnectError, match=r"TLS handshake .* failed.*security"):
         conn.open()
 
 
@@ -387,7 +414,7 @@ def test_connection_refused(dovecot_user: User, dovecot_server: Dovecot, tmp_pat
         s.bind(("127.0.0.1", 0))
         free = s.getsockname()[1]
     conn = connector(dovecot_server, dovecot_user, tmp_path, port=free)
-    with pytest.raises(ConnectError, match="refused the connection"):
+    with pytest.raises(ConnectError, match=r"refused the connection"):
         conn.open()
 
 
@@ -395,12 +422,19 @@ def test_dns_failures_are_explained() -> None:
     # getaddrinfo's own error, as a failed lookup raises it (a real lookup could leave the machine)
     problem = describe_connect_error(
         socket.gaierror(socket.EAI_NONAME, "Name or service not known"),
-        protocol="imap", host="imap.example.invalid", port=993, security="ssl", timeout=60,
+        protocol="imap",
+        host="imap.example.invalid",
+        port=993,
+        security="ssl",
+        timeout=60,
     )
     assert problem.check == "connect"
     assert "Cannot resolve the host name 'imap.example.invalid'" in problem.message
     cert = ssl.SSLCertVerificationError(1, "certificate verify failed")
-    assert describe_connect_error(cert, protocol="imap", host="h", port=993, security="ssl", timeout=1).check == "tls"
+    assert (
+        describe_connect_error(cert, protocol="imap", host="h", port=993, security="ssl", timeout=1).check
+        == "tls"
+    )
 
 
 # ------------------------------------------------------------------------------------------ broken networks
@@ -414,7 +448,7 @@ def test_connection_cut_mid_fetch(dovecot_server: Dovecot, dovecot_user: User, t
             ids = conn.list_ids()
             got: list[str] = []
             proxy.cut_after(2 * 20_500 + 5_000)  # two whole messages, then part of the third
-            with pytest.raises(RetrievalError, match="connection was lost"):
+            with pytest.raises(RetrievalError, match=r"connection was lost"):
                 for sid, raw in conn.fetch(ids):
                     assert raw == message(len(got) + 1, 20_000)
                     got.append(sid)
@@ -430,17 +464,19 @@ def test_stalled_server_times_out(dovecot_server: Dovecot, dovecot_user: User, t
             ids = conn.list_ids()
             proxy.stall()
             started = time.monotonic()
-            with pytest.raises(RetrievalError, match="no answer within 1 s"):
+            with pytest.raises(RetrievalError, match=r"no answer within 1 s"):
                 list(conn.fetch(ids))
             assert time.monotonic() - started < 3
         assert time.monotonic() - started < 4  # close() does not wait again on the dead connection
 
 
-def test_stalled_greeting_is_a_connect_error(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+def test_stalled_greeting_is_a_connect_error(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
     with NetProxy(dovecot_server.imap_port) as proxy:
         proxy.stall()
         started = time.monotonic()
-        with pytest.raises(ConnectError, match="No answer"):
+        with pytest.raises(ConnectError, match=r"No answer"):
             connector(dovecot_server, dovecot_user, tmp_path, port=proxy.port, timeout=1).open()
         assert time.monotonic() - started < 3
 

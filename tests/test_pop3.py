@@ -1,9 +1,10 @@
 """The POP3 connector against a real Dovecot on loopback (tests/dovecot.py), no mocks.
 
-Dovecot's POP3 always offers UIDL, so the no-UIDL test puts tests/netproxy.py in between: it turns the client's
-UIDL command into an unknown one (the server answers -ERR) and drops UIDL from the CAPA list.
+Dovecot's POP3 always offers UIDL, so the no-UIDL test puts tests/netproxy.py in between: it turns the
+client's UIDL command into an unknown one (the server answers -ERR) and drops UIDL from the CAPA list.
 """
 
+# ruff: noqa: F811 - fixtures are imported from tests/dovecot.py and then requested by name
 from __future__ import annotations
 
 import re
@@ -13,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dovecot import Dovecot, User, dovecot_server, dovecot_user  # noqa: F401 - pytest fixtures
-from netproxy import NetProxy
-from test_imap import message, seed, subjects_in
 
+from dovecot import Dovecot, User, dovecot_server, dovecot_user  # noqa: F401 - pytest fixtures
 from halo_integrator.config import Config, Credential, Incoming, Mailbox
 from halo_integrator.connectors import make_connector
 from halo_integrator.connectors.base import Connector, MemoryState
 from halo_integrator.errors import ConfigError, ConnectError, RetrievalError, SecretError
+from netproxy import NetProxy
+from test_imap import message, seed, subjects_in
 
 pytestmark = pytest.mark.dovecot
 
@@ -49,8 +50,9 @@ def connector(
     mailbox = Mailbox(name="Support", connection="pop3", credentials=(cred,), incoming=Incoming(**incoming))
     cfg = Config(mailboxes=(mailbox,), path=tmp_path / "integrator.toml")
     secret = user.password if password is None else password
-    return make_connector(mailbox, cred, config=cfg, secrets={"password": secret}.__getitem__,
-                          state=state or MemoryState())
+    return make_connector(
+        mailbox, cred, config=cfg, secrets={"password": secret}.__getitem__, state=state or MemoryState()
+    )
 
 
 @pytest.mark.parametrize("security", ["ssl", "starttls", "none"])
@@ -83,7 +85,9 @@ def test_ids_are_stable_across_sessions(dovecot_server: Dovecot, dovecot_user: U
         assert [raw for _, raw in conn.fetch([first[2]])] == [message(3)]
 
 
-def test_nothing_is_deleted_before_dispose(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+def test_nothing_is_deleted_before_dispose(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
     seed(dovecot_server, dovecot_user, 2)
     with connector(dovecot_server, dovecot_user, tmp_path) as conn:
         list(conn.fetch(conn.list_ids()))
@@ -110,9 +114,11 @@ def test_mark_read_leaves_messages(dovecot_server: Dovecot, dovecot_user: User, 
     assert subjects_in(dovecot_server, dovecot_user, "INBOX") == ["Help 1", "Help 2"]
 
 
-def test_move_to_folder_is_refused_at_open(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+def test_move_to_folder_is_refused_at_open(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
     conn = connector(dovecot_server, dovecot_user, tmp_path, after_import="move_to_folder", move_folder="X")
-    with pytest.raises(ConfigError, match="no folders"):
+    with pytest.raises(ConfigError, match=r"no folders"):
         conn.open()
     assert [c.name for c in conn.test().checks if not c.ok] == ["connect"]
 
@@ -130,7 +136,9 @@ def test_watermark(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) 
         assert [raw for _, raw in conn.fetch(ids)] == [message(1)]
 
 
-def test_wrong_password_is_a_secret_error(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+def test_wrong_password_is_a_secret_error(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
     conn = connector(dovecot_server, dovecot_user, tmp_path, password="wrong-secret")
     with pytest.raises(SecretError) as err:
         conn.open()
@@ -139,22 +147,31 @@ def test_wrong_password_is_a_secret_error(dovecot_server: Dovecot, dovecot_user:
 
 
 def test_xoauth2(dovecot_server: Dovecot, tmp_path: Path) -> None:
-    cred = Credential(host="127.0.0.1", port=dovecot_server.pop3_port, security="starttls", username="alice",
-                      auth="oauth2", ca_file=str(dovecot_server.ca), timeout=10)
+    cred = Credential(
+        host="127.0.0.1",
+        port=dovecot_server.pop3_port,
+        security="starttls",
+        username="alice",
+        auth="oauth2",
+        ca_file=str(dovecot_server.ca),
+        timeout=10,
+    )
     mailbox = Mailbox(name="O", connection="pop3", credentials=(cred,))
     cfg = Config(mailboxes=(mailbox,), path=tmp_path / "integrator.toml")
     good = {"access_token": "alice-oauth-token"}
     with make_connector(mailbox, cred, config=cfg, secrets=good.__getitem__, state=MemoryState()) as conn:
         assert conn.count() >= 0
     bad = {"access_token": "bob-oauth-token"}
-    with pytest.raises(SecretError, match="refused the access token for alice@127.0.0.1") as err:
+    with pytest.raises(SecretError, match=r"refused the access token for alice@127.0.0.1") as err:
         make_connector(mailbox, cred, config=cfg, secrets=bad.__getitem__, state=MemoryState()).open()
     assert "bob-oauth-token" not in str(err.value)
 
 
 @pytest.mark.parametrize("security", ["ssl", "starttls"])
-def test_untrusted_certificate(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, security: str) -> None:
-    with pytest.raises(ConnectError, match="certificate .* not trusted.*ca_file"):
+def test_untrusted_certificate(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, security: str
+) -> None:
+    with pytest.raises(ConnectError, match=r"certificate .* not trusted.*ca_file"):
         connector(dovecot_server, dovecot_user, tmp_path, security=security, ca_file="").open()
 
 
@@ -170,8 +187,9 @@ def test_server_without_uidl_uses_header_hashes(
     dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     seed(dovecot_server, dovecot_user, 3)
-    with NetProxy(dovecot_server.pop3_port, client_filter=_hide_uidl_command,
-                  server_filter=_hide_uidl_capability) as proxy:
+    with NetProxy(
+        dovecot_server.pop3_port, client_filter=_hide_uidl_command, server_filter=_hide_uidl_capability
+    ) as proxy:
         with connector(dovecot_server, dovecot_user, tmp_path, port=proxy.port) as conn:
             ids = conn.list_ids()
             assert len(ids) == 3 and all(re.fullmatch(r"sha256:[0-9a-f]{64}", i) for i in ids)
@@ -193,7 +211,7 @@ def test_connection_cut_mid_retr(dovecot_server: Dovecot, dovecot_user: User, tm
             ids = conn.list_ids()
             got: list[str] = []
             proxy.cut_after(2 * 20_600 + 3_000)
-            with pytest.raises(RetrievalError, match="connection was lost"):
+            with pytest.raises(RetrievalError, match=r"connection was lost"):
                 for sid, raw in conn.fetch(ids):
                     assert raw == message(len(got) + 1, 20_000)
                     got.append(sid)
@@ -205,11 +223,12 @@ def test_connection_cut_mid_retr(dovecot_server: Dovecot, dovecot_user: User, tm
 def test_stalled_server_times_out(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
     seed(dovecot_server, dovecot_user, 2)
     with NetProxy(dovecot_server.pop3_port) as proxy:
-        with connector(dovecot_server, dovecot_user, tmp_path, port=proxy.port, timeout=1) as conn:
+        conn = connector(dovecot_server, dovecot_user, tmp_path, port=proxy.port, timeout=1)
+        with conn:
             ids = conn.list_ids()
             proxy.stall()
             started = time.monotonic()
-            with pytest.raises(RetrievalError, match="no answer within 1 s"):
+            with pytest.raises(RetrievalError, match=r"no answer within 1 s"):
                 list(conn.fetch(ids))
             assert time.monotonic() - started < 3
 

@@ -43,8 +43,8 @@ def describe_connect_error(
             detail=f"The TLS handshake with {where} failed ({reason}).",
             fix=(
                 f"Check that security = {security!r} matches the port: implicit TLS is usually "
-                f"{'993' if protocol == 'imap' else '995'} (security = \"ssl\"), STARTTLS or plain text "
-                f"{'143' if protocol == 'imap' else '110'} (security = \"starttls\")."
+                f'{"993" if protocol == "imap" else "995"} (security = "ssl"), STARTTLS or plain text '
+                f'{"143" if protocol == "imap" else "110"} (security = "starttls").'
             ),
         )
     if isinstance(exc, socket.gaierror):

@@ -14,18 +14,19 @@ Reading never changes the server
     ``incoming.batch_mb``, yielding each batch as it arrives.
 
 Disposal (``after_import``)
-    ``move_to_deleted``: UID MOVE to ``incoming.deleted_folder`` or the folder with the ``\\Trash`` special-use
-    attribute, else one named Trash / Deleted Items / Deleted Messages / Deleted. ``delete``: ``\\Deleted`` then
-    UID EXPUNGE. ``move_to_folder``: UID MOVE to ``incoming.move_folder`` (created if missing). ``mark_read``:
-    ``\\Seen``. Without MOVE, a move is COPY + ``\\Deleted`` + UID EXPUNGE. A plain EXPUNGE would also erase
-    every message another client flagged ``\\Deleted``, so without UIDPLUS nothing is expunged and
-    :class:`~halo_integrator.errors.DisposeError` says so.
+    ``move_to_deleted``: UID MOVE to ``incoming.deleted_folder`` or the folder with the ``\\Trash``
+    special-use attribute, else one named Trash / Deleted Items / Deleted Messages / Deleted. ``delete``:
+    ``\\Deleted`` then UID EXPUNGE. ``move_to_folder``: UID MOVE to ``incoming.move_folder`` (created if
+    missing). ``mark_read``: ``\\Seen``. Without MOVE, a move is COPY + ``\\Deleted`` + UID EXPUNGE. A plain
+    EXPUNGE would also erase every message another client flagged ``\\Deleted``, so without UIDPLUS nothing
+    is expunged and :class:`~halo_integrator.errors.DisposeError` says so.
 
 Every call runs under ``SocketTimeout(connect=timeout, read=timeout)`` from ``credential.timeout``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import logging
 from collections.abc import Iterator, Sequence
@@ -129,10 +130,7 @@ class ImapConnector(Connector):
             else:
                 client.logout()
         except Exception:
-            try:
-                client.shutdown()
-            except Exception:  # noqa: S110 - close never raises
-                pass
+            _quiet_shutdown(client)
 
     def _connect(self) -> IMAPClient:
         cred = self.cred
@@ -143,14 +141,19 @@ class ImapConnector(Connector):
         def problem(exc: BaseException) -> ConnectFailed:
             return ConnectFailed(
                 describe_connect_error(
-                    exc, protocol="imap", host=cred.host, port=self.port, security=security,
+                    exc,
+                    protocol="imap",
+                    host=cred.host,
+                    port=self.port,
+                    security=security,
                     timeout=cred.timeout,
                 )
             )
 
         try:
-            client = IMAPClient(cred.host, port=self.port, ssl=security == "ssl", ssl_context=ctx,
-                                timeout=timeout)
+            client = IMAPClient(
+                cred.host, port=self.port, ssl=security == "ssl", ssl_context=ctx, timeout=timeout
+            )
         except Exception as exc:
             raise problem(exc) from exc
         if security == "starttls":
@@ -158,11 +161,13 @@ class ImapConnector(Connector):
                 client.starttls(ctx)
             except CapabilityError:
                 _quiet_shutdown(client)
-                raise ConnectFailed(NetProblem(
-                    check="tls",
-                    detail=f"The IMAP server {self._where} does not offer STARTTLS.",
-                    fix='Use security = "ssl" (usually port 993), or "none" only on a trusted network.',
-                )) from None
+                raise ConnectFailed(
+                    NetProblem(
+                        check="tls",
+                        detail=f"The IMAP server {self._where} does not offer STARTTLS.",
+                        fix='Use security = "ssl" (usually port 993), or "none" only on a trusted network.',
+                    )
+                ) from None
             except Exception as exc:
                 _quiet_shutdown(client)
                 raise problem(exc) from exc
@@ -202,8 +207,12 @@ class ImapConnector(Connector):
             self._caps = {_text(c).upper() for c in client.capabilities()}
         except _IMAP_ERRORS as exc:
             self._note_broken(exc)
-            raise ConnectError(f"Reading the capabilities of {self._where} failed ({_reason(exc, cred.timeout)}).") from None
-        log.debug("Logged in to %s as %s; capabilities: %s", self._where, self.user, " ".join(sorted(self._caps)))
+            raise ConnectError(
+                f"Reading the capabilities of {self._where} failed ({_reason(exc, cred.timeout)})."
+            ) from None
+        log.debug(
+            "Logged in to %s as %s; capabilities: %s", self._where, self.user, " ".join(sorted(self._caps))
+        )
 
     def _select(self) -> None:
         client = self._need()
@@ -212,10 +221,14 @@ class ImapConnector(Connector):
             info = client.select_folder(folder)
         except imaplib.IMAP4.abort as exc:
             self._note_broken(exc)
-            raise RetrievalError(f"Opening folder {folder!r} on {self._where} failed ({_reason(exc, self.cred.timeout)}).") from None
+            raise RetrievalError(
+                f"Opening folder {folder!r} on {self._where} failed ({_reason(exc, self.cred.timeout)})."
+            ) from None
         except OSError as exc:
             self._note_broken(exc)
-            raise RetrievalError(f"Opening folder {folder!r} on {self._where} failed ({_reason(exc, self.cred.timeout)}).") from None
+            raise RetrievalError(
+                f"Opening folder {folder!r} on {self._where} failed ({_reason(exc, self.cred.timeout)})."
+            ) from None
         except imaplib.IMAP4.error as exc:
             raise RetrievalError(
                 f"The folder {folder!r} does not exist for {self.user} on {self._where} (the server said: "
@@ -227,9 +240,12 @@ class ImapConnector(Connector):
         before = self.state.get(key)
         if before and before != str(self._uidvalidity):
             log.warning(
-                "Mailbox %s: the UIDVALIDITY of folder %r changed from %s to %s, so every message there has a "
-                "new id; already-imported emails are recognised by Message-ID and content instead.",
-                self.mailbox.name, folder, before, self._uidvalidity,
+                "Mailbox %s: the UIDVALIDITY of folder %r changed from %s to %s, so every message there has "
+                "a new id; already-imported emails are recognised by Message-ID and content instead.",
+                self.mailbox.name,
+                folder,
+                before,
+                self._uidvalidity,
             )
         self.state.set(key, str(self._uidvalidity))
 
@@ -274,7 +290,10 @@ class ImapConnector(Connector):
                 log.warning(
                     "Mailbox %s: the only-new watermark %s of folder %r belongs to an older UIDVALIDITY (now "
                     "%s) and is ignored; run `integrator mailbox edit` with --only-new to set it again.",
-                    self.mailbox.name, mark, self.folder, self._uidvalidity,
+                    self.mailbox.name,
+                    mark,
+                    self.folder,
+                    self._uidvalidity,
                 )
         return floor
 
@@ -298,7 +317,7 @@ class ImapConnector(Connector):
         return int(status.get(item, 0))
 
     def _own_uids(self, ids: Sequence[str], doing: str) -> list[int]:
-        """The UIDs of ids from the current UIDVALIDITY, in the given order; others are skipped with a warning."""
+        """The UIDs of ids from the current UIDVALIDITY, in the given order; others are skipped, warned."""
         uids: list[int] = []
         seen: set[int] = set()
         stale = 0
@@ -315,7 +334,11 @@ class ImapConnector(Connector):
             log.warning(
                 "Mailbox %s: %d id(s) given to %s are not from folder %r's current UIDVALIDITY %s and were "
                 "skipped; they are found again under new ids.",
-                self.mailbox.name, stale, doing, self.folder, self._uidvalidity,
+                self.mailbox.name,
+                stale,
+                doing,
+                self.folder,
+                self._uidvalidity,
             )
         return uids
 
@@ -324,15 +347,18 @@ class ImapConnector(Connector):
         uids = self._own_uids(ids, "fetch")
         sizes: dict[int, int] = {}
         for start in range(0, len(uids), _SIZE_CHUNK):
-            chunk = uids[start:start + _SIZE_CHUNK]
+            chunk = uids[start : start + _SIZE_CHUNK]
             with self._guard(RetrievalError, "Reading message sizes"):
                 answer = client.fetch(chunk, ["RFC822.SIZE"])
             for uid, data in answer.items():
                 sizes[int(uid)] = int(data.get(b"RFC822.SIZE", 0))
         present = [uid for uid in uids if uid in sizes]
         if len(present) < len(uids):
-            log.info("Mailbox %s: %d message(s) vanished before fetching.", self.mailbox.name,
-                     len(uids) - len(present))
+            log.info(
+                "Mailbox %s: %d message(s) vanished before fetching.",
+                self.mailbox.name,
+                len(uids) - len(present),
+            )
         for batch in self._batches(present, sizes):
             with self._guard(RetrievalError, f"Fetching {len(batch)} message(s) from {self.folder!r}"):
                 answer = client.fetch(batch, ["BODY.PEEK[]"])
@@ -379,7 +405,8 @@ class ImapConnector(Connector):
             target = self.mailbox.incoming.move_folder
             if not target:
                 raise DisposeError(
-                    f'Mailbox {self.mailbox.name!r}: after_import = "move_to_folder" needs incoming.move_folder.'
+                    f"Mailbox {self.mailbox.name!r}: after_import = 'move_to_folder' needs "
+                    "incoming.move_folder."
                 )
             self._ensure_folder(target)
             self._move(uids, target)
@@ -420,8 +447,9 @@ class ImapConnector(Connector):
         if "UIDPLUS" in self._caps:
             return
         raise DisposeError(
-            f"The IMAP server {self._where} cannot {doing}: it supports neither MOVE nor UIDPLUS, and a plain "
-            "EXPUNGE would also erase every message another mail client marked deleted. Nothing was changed. "
+            f"The IMAP server {self._where} cannot {doing}: it supports neither MOVE nor UIDPLUS, and a "
+            "plain EXPUNGE would also erase every message another mail client marked deleted. Nothing was "
+            "changed. "
             f'Use after_import = "mark_read" for mailbox {self.mailbox.name!r}.'
         )
 
@@ -433,7 +461,7 @@ class ImapConnector(Connector):
                 log.info("Mailbox %s: created folder %r on %s.", self.mailbox.name, name, self._where)
 
     def _find_deleted_folder(self) -> str | None:
-        """The configured deleted_folder if it exists, else the special-use \\Trash folder, else a usual name."""
+        """The configured deleted_folder if it exists, else the \\Trash folder, else a usual name."""
         if self._deleted_folder is not None:
             return self._deleted_folder or None
         client = self._need()
@@ -454,13 +482,14 @@ class ImapConnector(Connector):
         configured = self.mailbox.incoming.deleted_folder
         if configured:
             raise DisposeError(
-                f"The deleted folder {configured!r} (incoming.deleted_folder) does not exist for {self.user} on "
-                f"{self._where}. Create it, or fix incoming.deleted_folder."
+                f"The deleted folder {configured!r} (incoming.deleted_folder) does not exist for {self.user} "
+                f"on {self._where}. Create it, or fix incoming.deleted_folder."
             )
         raise DisposeError(
-            f"No Deleted Items folder for {self.user} on {self._where}: no folder has the \\Trash attribute and "
-            "none is named Trash, Deleted Items, Deleted Messages or Deleted. Set incoming.deleted_folder, or "
-            'choose another after_import ("delete", "move_to_folder", "mark_read").'
+            f"No Deleted Items folder for {self.user} on {self._where}: no folder has the \\Trash attribute "
+            "and none is named Trash, Deleted Items, Deleted Messages or Deleted. Set "
+            "incoming.deleted_folder, or choose another after_import "
+            '("delete", "move_to_folder", "mark_read").'
         )
 
     # diagnostics ------------------------------------------------------------------------------------
@@ -473,7 +502,9 @@ class ImapConnector(Connector):
         except ConnectFailed as exc:
             if exc.problem.check == "tls":
                 checks.append(Check(name="connect", ok=True, detail=f"reached {self._where}"))
-            checks.append(Check(name=exc.problem.check, ok=False, detail=exc.problem.detail, fix=exc.problem.fix))
+            checks.append(
+                Check(name=exc.problem.check, ok=False, detail=exc.problem.detail, fix=exc.problem.fix)
+            )
             return report
         except IntegratorError as exc:
             checks.append(Check(name="connect", ok=False, detail=str(exc)))
@@ -481,15 +512,23 @@ class ImapConnector(Connector):
         try:
             checks.append(Check(name="connect", ok=True, detail=f"reached {self._where}"))
             if self.cred.security != "none":
-                verified = "certificate verified" if self.cred.tls_verify else "certificate NOT verified (tls_verify = false)"
+                verified = (
+                    "certificate verified"
+                    if self.cred.tls_verify
+                    else "certificate NOT verified (tls_verify = false)"
+                )
                 checks.append(Check(name="tls", ok=True, detail=f"{self.cred.security}: {verified}"))
             try:
                 self._login()
             except SecretError as exc:
-                checks.append(Check(
-                    name="login", ok=False, detail=str(exc),
-                    fix=f"Store the right secret with `integrator credentials add {self.mailbox.name}`.",
-                ))
+                checks.append(
+                    Check(
+                        name="login",
+                        ok=False,
+                        detail=str(exc),
+                        fix=f"Store the right secret with `integrator credentials add {self.mailbox.name}`.",
+                    )
+                )
                 return report
             except IntegratorError as exc:
                 checks.append(Check(name="login", ok=False, detail=str(exc)))
@@ -508,14 +547,24 @@ class ImapConnector(Connector):
         try:
             self._select()
         except RetrievalError as exc:
-            checks.append(Check(name="folder", ok=False, detail=str(exc),
-                                fix="Set incoming.folder to a folder that exists (INBOX when empty)."))
+            checks.append(
+                Check(
+                    name="folder",
+                    ok=False,
+                    detail=str(exc),
+                    fix="Set incoming.folder to a folder that exists (INBOX when empty).",
+                )
+            )
         else:
             report.message_count = self.count()
-            checks.append(Check(
-                name="folder", ok=True,
-                detail=f"{self.folder!r}: {report.message_count} message(s) waiting, UIDVALIDITY {self._uidvalidity}",
-            ))
+            checks.append(
+                Check(
+                    name="folder",
+                    ok=True,
+                    detail=f"{self.folder!r}: {report.message_count} message(s) waiting, "
+                    f"UIDVALIDITY {self._uidvalidity}",
+                )
+            )
         incoming = self.mailbox.incoming
         deleted = self._find_deleted_folder()
         report.deleted_folder = deleted or ""
@@ -525,26 +574,37 @@ class ImapConnector(Connector):
             try:
                 self._require_deleted_folder()
             except DisposeError as exc:
-                checks.append(Check(
-                    name="deleted_folder", ok=False, detail=str(exc),
-                    fix='Set incoming.deleted_folder, or choose another after_import.',
-                ))
+                checks.append(
+                    Check(
+                        name="deleted_folder",
+                        ok=False,
+                        detail=str(exc),
+                        fix="Set incoming.deleted_folder, or choose another after_import.",
+                    )
+                )
         if incoming.after_import in ("move_to_deleted", "delete", "move_to_folder") and not (
             {"MOVE", "UIDPLUS"} & self._caps
         ):
-            checks.append(Check(
-                name="capabilities", ok=False,
-                detail=f"{self._where} supports neither MOVE nor UIDPLUS, so imported messages cannot be "
-                "removed safely.",
-                fix='Use after_import = "mark_read".',
-            ))
+            checks.append(
+                Check(
+                    name="capabilities",
+                    ok=False,
+                    detail=f"{self._where} supports neither MOVE nor UIDPLUS, so imported messages cannot be "
+                    "removed safely.",
+                    fix='Use after_import = "mark_read".',
+                )
+            )
         if incoming.after_import == "move_to_folder" and incoming.move_folder:
             with self._guard(RetrievalError, "Looking for the move folder"):
                 exists = self._need().folder_exists(incoming.move_folder)
-            checks.append(Check(
-                name="move_folder", ok=True,
-                detail=f"{incoming.move_folder!r} " + ("exists" if exists else "will be created on first use"),
-            ))
+            checks.append(
+                Check(
+                    name="move_folder",
+                    ok=True,
+                    detail=f"{incoming.move_folder!r} "
+                    + ("exists" if exists else "will be created on first use"),
+                )
+            )
 
 
 def _text(value: bytes | str) -> str:
@@ -562,7 +622,5 @@ def _reason(exc: BaseException, timeout: float) -> str:
 
 
 def _quiet_shutdown(client: IMAPClient) -> None:
-    try:
+    with contextlib.suppress(Exception):
         client.shutdown()
-    except Exception:  # noqa: S110 - best effort
-        pass

@@ -26,6 +26,7 @@ Every socket operation runs under ``credential.timeout``. Security: ``ssl`` (POP
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -152,10 +153,7 @@ class Pop3Connector(Connector):
             else:
                 client.quit()  # no DELE is ever pending here: dispose() quits on its own
         except Exception:
-            try:
-                client.close()
-            except Exception:  # noqa: S110 - close never raises
-                pass
+            _quiet_close(client)
 
     def _connect(self) -> poplib.POP3:
         cred = self.cred
@@ -167,26 +165,40 @@ class Pop3Connector(Connector):
             else:
                 client = _POP3(cred.host, self.port, timeout=cred.timeout)
         except Exception as exc:
-            raise ConnectFailed(describe_connect_error(
-                exc, protocol="pop3", host=cred.host, port=self.port, security=cred.security,
-                timeout=cred.timeout,
-            )) from exc
+            raise ConnectFailed(
+                describe_connect_error(
+                    exc,
+                    protocol="pop3",
+                    host=cred.host,
+                    port=self.port,
+                    security=cred.security,
+                    timeout=cred.timeout,
+                )
+            ) from exc
         if cred.security == "starttls":
             try:
                 client.stls(ctx)
             except poplib.error_proto as exc:
                 _quiet_close(client)
-                raise ConnectFailed(NetProblem(
-                    check="tls",
-                    detail=f"The POP3 server {self._where} does not offer STLS ({exc}).",
-                    fix='Use security = "ssl" (usually port 995), or "none" only on a trusted network.',
-                )) from None
+                raise ConnectFailed(
+                    NetProblem(
+                        check="tls",
+                        detail=f"The POP3 server {self._where} does not offer STLS ({exc}).",
+                        fix='Use security = "ssl" (usually port 995), or "none" only on a trusted network.',
+                    )
+                ) from None
             except Exception as exc:
                 _quiet_close(client)
-                raise ConnectFailed(describe_connect_error(
-                    exc, protocol="pop3", host=cred.host, port=self.port, security=cred.security,
-                    timeout=cred.timeout,
-                )) from exc
+                raise ConnectFailed(
+                    describe_connect_error(
+                        exc,
+                        protocol="pop3",
+                        host=cred.host,
+                        port=self.port,
+                        security=cred.security,
+                        timeout=cred.timeout,
+                    )
+                ) from exc
         log.debug("Connected to %s (%s)", self._where, cred.security)
         return client
 
@@ -266,7 +278,9 @@ class Pop3Connector(Connector):
                 log.warning(
                     "Mailbox %s: the POP3 server %s has no UIDL (%s); message ids are hashes of the headers, "
                     "which is weaker: a message whose headers change looks new.",
-                    self.mailbox.name, self._where, _text(exc),
+                    self.mailbox.name,
+                    self._where,
+                    _text(exc),
                 )
                 count, _ = client.stat()
                 seen: dict[str, int] = {}
@@ -296,7 +310,9 @@ class Pop3Connector(Connector):
         try:
             return set(json.loads(raw))
         except (ValueError, TypeError):
-            log.warning("Mailbox %s: the stored only-new list is unreadable and is ignored.", self.mailbox.name)
+            log.warning(
+                "Mailbox %s: the stored only-new list is unreadable and is ignored.", self.mailbox.name
+            )
             return set()
 
     def list_ids(self) -> list[str]:
@@ -312,7 +328,9 @@ class Pop3Connector(Connector):
             count, _ = client.stat()
         except (OSError, poplib.error_proto) as exc:
             self._broken = isinstance(exc, OSError)
-            raise RetrievalError(f"STAT on {self._where} failed ({_reason(exc, self.cred.timeout)}).") from exc
+            raise RetrievalError(
+                f"STAT on {self._where} failed ({_reason(exc, self.cred.timeout)})."
+            ) from exc
         return int(count)
 
     def fetch(self, ids: Sequence[str]) -> Iterator[tuple[str, bytes]]:
@@ -326,8 +344,12 @@ class Pop3Connector(Connector):
             try:
                 _, lines, _ = client.retr(number)
             except poplib.error_proto as exc:
-                log.warning("Mailbox %s: the server would not return message %s (%s); skipped.",
-                            self.mailbox.name, source_id, _text(exc))
+                log.warning(
+                    "Mailbox %s: the server would not return message %s (%s); skipped.",
+                    self.mailbox.name,
+                    source_id,
+                    _text(exc),
+                )
                 continue
             except OSError as exc:
                 self._broken = True
@@ -341,7 +363,9 @@ class Pop3Connector(Connector):
     def dispose(self, ids: Sequence[str]) -> None:
         action = self.mailbox.incoming.after_import
         if action == "mark_read":
-            log.debug("Mailbox %s: %d message(s) stay on the POP3 server (mark_read).", self.mailbox.name, len(ids))
+            log.debug(
+                "Mailbox %s: %d message(s) stay on the POP3 server (mark_read).", self.mailbox.name, len(ids)
+            )
             return
         self._check_config()
         if not ids:
@@ -372,8 +396,8 @@ class Pop3Connector(Connector):
         except poplib.error_proto as exc:
             self.close()
             raise DisposeError(
-                f"The POP3 server {self._where} did not commit the deletions ({_text(exc)}); the next run tries "
-                "again."
+                f"The POP3 server {self._where} did not commit the deletions ({_text(exc)}); the next run "
+                "tries again."
             ) from exc
         self._client = None
         self._numbers = None  # the next call opens a new session
@@ -386,7 +410,9 @@ class Pop3Connector(Connector):
     def set_watermark(self) -> None:
         ids = list(self._index())
         self.state.set(_OLD_IDS, json.dumps(sorted(ids)))
-        log.info("Mailbox %s: %d message(s) now on the POP3 server count as old.", self.mailbox.name, len(ids))
+        log.info(
+            "Mailbox %s: %d message(s) now on the POP3 server count as old.", self.mailbox.name, len(ids)
+        )
 
     # diagnostics ------------------------------------------------------------------------------------
     def test(self) -> TestReport:
@@ -399,7 +425,9 @@ class Pop3Connector(Connector):
         except ConnectFailed as exc:
             if exc.problem.check == "tls":
                 checks.append(Check(name="connect", ok=True, detail=f"reached {self._where}"))
-            checks.append(Check(name=exc.problem.check, ok=False, detail=exc.problem.detail, fix=exc.problem.fix))
+            checks.append(
+                Check(name=exc.problem.check, ok=False, detail=exc.problem.detail, fix=exc.problem.fix)
+            )
             return report
         except IntegratorError as exc:
             checks.append(Check(name="connect", ok=False, detail=str(exc)))
@@ -407,7 +435,11 @@ class Pop3Connector(Connector):
         try:
             checks.append(Check(name="connect", ok=True, detail=f"reached {self._where}"))
             if self.cred.security != "none":
-                verified = "certificate verified" if self.cred.tls_verify else "certificate NOT verified (tls_verify = false)"
+                verified = (
+                    "certificate verified"
+                    if self.cred.tls_verify
+                    else "certificate NOT verified (tls_verify = false)"
+                )
                 checks.append(Check(name="tls", ok=True, detail=f"{self.cred.security}: {verified}"))
             try:
                 report.capabilities = sorted(self._need_raw().capa())
@@ -416,10 +448,14 @@ class Pop3Connector(Connector):
             try:
                 self._login()
             except SecretError as exc:
-                checks.append(Check(
-                    name="login", ok=False, detail=str(exc),
-                    fix=f"Store the right secret with `integrator credentials add {self.mailbox.name}`.",
-                ))
+                checks.append(
+                    Check(
+                        name="login",
+                        ok=False,
+                        detail=str(exc),
+                        fix=f"Store the right secret with `integrator credentials add {self.mailbox.name}`.",
+                    )
+                )
                 return report
             except IntegratorError as exc:
                 checks.append(Check(name="login", ok=False, detail=str(exc)))
@@ -428,16 +464,26 @@ class Pop3Connector(Connector):
             checks.append(Check(name="login", ok=True, detail=f"logged in as {self.user} ({self.cred.auth})"))
             report.message_count = self.count()
             self._index()
-            checks.append(Check(
-                name="folder", ok=True,
-                detail=f"INBOX: {report.message_count} message(s); ids from "
-                + ("UIDL" if self.has_uidl else "header hashes (the server has no UIDL; weaker)"),
-            ))
-            checks.append(Check(
-                name="after_import", ok=True,
-                detail="POP3 has no folders: imported messages are "
-                + ("left on the server" if self.mailbox.incoming.after_import == "mark_read" else "deleted"),
-            ))
+            checks.append(
+                Check(
+                    name="folder",
+                    ok=True,
+                    detail=f"INBOX: {report.message_count} message(s); ids from "
+                    + ("UIDL" if self.has_uidl else "header hashes (the server has no UIDL; weaker)"),
+                )
+            )
+            checks.append(
+                Check(
+                    name="after_import",
+                    ok=True,
+                    detail="POP3 has no folders: imported messages are "
+                    + (
+                        "left on the server"
+                        if self.mailbox.incoming.after_import == "mark_read"
+                        else "deleted"
+                    ),
+                )
+            )
         except IntegratorError as exc:
             checks.append(Check(name="connection", ok=False, detail=str(exc)))
         finally:
@@ -461,7 +507,5 @@ def _reason(exc: BaseException, timeout: float) -> str:
 
 
 def _quiet_close(client: poplib.POP3) -> None:
-    try:
+    with contextlib.suppress(Exception):
         client.close()
-    except Exception:  # noqa: S110 - best effort
-        pass
