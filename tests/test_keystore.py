@@ -584,6 +584,18 @@ def test_backend_error_never_carries_the_secret(caplog: pytest.LogCaptureFixture
     assert all(SECRET not in r.getMessage() for r in caplog.records)
 
 
+def test_backend_error_echoing_part_of_the_secret_is_withheld() -> None:
+    class PartialEcho(MemoryKeyring):
+        def set_password(self, service: str, username: str, password: str) -> None:
+            raise OSError(f"write failed near ...{password[3:15]}...")
+
+    keyring.set_keyring(PartialEcho())
+    with pytest.raises(SecretError) as info:
+        store().set("Support", "prod", "password", SECRET)
+    assert SECRET[3:15] not in str(info.value)
+    assert "details withheld" in str(info.value) and "OSError" in str(info.value)
+
+
 def test_secret_never_appears_in_logs_or_errors(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

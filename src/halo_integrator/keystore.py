@@ -229,7 +229,8 @@ class Keystore:
 
     def source(self, mailbox: str, credential: str, kind: str) -> str | None:
         """Where :meth:`get` would find the secret: ``"environment"``, ``"keyring"`` or ``None``; never the
-        value. Raises :class:`SecretError` when the keyring is consulted and unusable."""
+        value. Pieces of a large secret are not verified here (:meth:`get` does). Raises
+        :class:`SecretError` when the keyring is consulted and unusable."""
         env = env_name(mailbox, credential, kind)
         if os.environ.get(env):
             return "environment"
