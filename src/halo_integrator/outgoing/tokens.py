@@ -238,10 +238,16 @@ class MsalClientCredentials:
             cached = self._cache.fresh()
             if cached:
                 return cached
+            import msal
+
             app = self._application()
             try:
                 result = app.acquire_token_for_client(scopes=self.scopes)
-            except OSError as exc:  # includes requests.HTTPError, which msal raises for a 5xx answer
+            except msal.exceptions.MsalServiceError as exc:  # msal raises this for a 5xx answer
+                raise ConnectError(
+                    f"The Entra ID token endpoint of {self.authority} failed ({exc}); try later."
+                ) from None
+            except OSError as exc:  # requests' ConnectionError, Timeout, SSLError
                 raise ConnectError(
                     f"Cannot reach the Entra ID token endpoint of {self.authority}: {exc}"
                 ) from None
