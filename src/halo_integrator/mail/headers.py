@@ -51,7 +51,20 @@ def decode_8bit(value: str, hint: str | None = None) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         pass
-    return decode_bytes(data, hint or "windows-1252", guess=False)[0]
+    if hint:
+        text, trouble = decode_bytes(data, hint, guess=False)
+        if trouble is None:
+            return text
+    # long enough for a statistical guess to beat windows-1252 (CJK names in raw 8-bit headers)
+    if len(data) >= 8 and not _mostly_latin(data):
+        return decode_bytes(data, None)[0]
+    return decode_bytes(data, "windows-1252", guess=False)[0]
+
+
+def _mostly_latin(data: bytes) -> bool:
+    """Few 8-bit bytes among ASCII letters: a Western name (ä, é), not a CJK or Cyrillic string."""
+    high = sum(1 for byte in data if byte >= 0x80)
+    return high * 3 < len(data)
 
 
 def _has_surrogates(value: str) -> bool:
@@ -93,8 +106,8 @@ def decode_header(value: str | None, hint: str | None = None) -> str:
         b64 = ""
         for encoding, text in run_words:
             if encoding == "B":
-                b64 += text
-                if len(re.sub(r"[^A-Za-z0-9+/]", "", b64)) % 4 == 0:
+                b64 += text.strip()
+                if len(b64) % 4 == 0:
                     chunks.append(_b_decode(b64))
                     b64 = ""
             else:

@@ -90,5 +90,7 @@ def safe_filename(name: str | None, content_type: str, fallback_stem: str = "att
         stem, dot, ext = name.rpartition(".")
         name = (stem[: MAX_NAME - len(ext) - 1] + "." + ext) if dot and len(ext) <= 10 else name[:MAX_NAME]
     if not name:
-        name = _STEMS.get(content_type, fallback_stem) + extension_for(content_type)
+        major = content_type.split("/", 1)[0]
+        stem = _STEMS.get(content_type) or (major if major in ("image", "audio", "video") else fallback_stem)
+        name = stem + extension_for(content_type)
     return name

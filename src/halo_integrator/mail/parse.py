@@ -33,7 +33,7 @@ from halo_integrator.mail.headers import (
     unfold,
 )
 from halo_integrator.mail.model import Address, Attachment, ParsedEmail
-from halo_integrator.mail.names import safe_filename
+from halo_integrator.mail.names import extension_for, safe_filename
 
 MAX_DEPTH = 50
 MAX_PARTS = 2000
@@ -43,6 +43,7 @@ _HEADER_LINE = re.compile(rb"^[!-9;-~]+[ \t]*:")
 _BASE64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")
 _BOUNDARY_LINE = re.compile(rb"^--([^\s-][^\r\n]{0,200}?)(?:--)?[ \t]*\r?$", re.MULTILINE)
 _NO_ADDRESS = Address("", "")
+_CID_FILENAME = re.compile(r"[\w\-. ]{1,80}\.[A-Za-z][A-Za-z0-9]{1,4}")
 _TNEF_TYPES = frozenset({"application/ms-tnef", "application/vnd.ms-tnef"})
 _BODY_TYPES = frozenset({"text/plain", "text/html"})
 
@@ -76,7 +77,25 @@ def _clean_input(raw: bytes) -> tuple[bytes, list[str]]:
         if data.startswith(b"From ") or data.startswith(b">From "):
             end = data.find(b"\n")
             data = data[end + 1 :] if end >= 0 else b""
+        elif data and not _HEADER_LINE.match(data):
+            skipped = _skip_junk_lines(data)
+            if skipped is not None:
+                data = skipped
+                defects.append("junk lines before the headers")
     return data, defects
+
+
+def _skip_junk_lines(data: bytes, limit: int = 3) -> bytes | None:
+    """Drop up to ``limit`` lines of junk ("---- Original message ----") when real headers follow."""
+    lines = data[:4096].splitlines(keepends=True)
+    offset = 0
+    for index, line in enumerate(lines[:limit]):
+        offset += len(line)
+        following = lines[index + 1 : index + 3]
+        if len(following) == 2 and all(_HEADER_LINE.match(x) or x[:1] in (b" ", b"\t") for x in following) \
+                and _HEADER_LINE.match(following[0]):
+            return data[offset:]
+    return None
 
 
 def _body_bytes(data: bytes) -> bytes:
@@ -144,18 +163,47 @@ def _to_bytes(payload: str) -> bytes:
         return payload.encode("utf-8", "surrogateescape")
 
 
-def _flatten(message: Message) -> bytes:
-    from email.generator import BytesGenerator
-    from io import BytesIO
+def _flatten(message: Message, out: list[bytes], depth: int = 0) -> None:
+    """Serialise a compat32 message back to bytes, cheaply (the stdlib generator re-folds every header).
 
-    out = BytesIO()
-    BytesGenerator(out, mangle_from_=False, maxheaderlen=0).flatten(message)
-    return out.getvalue()
+    Headers are written as stored (original folding), payloads as received; only the line endings
+    between parts may differ from the original.
+    """
+    if depth > MAX_DEPTH:
+        return
+    for name, value in message._headers:  # type: ignore[attr-defined]
+        out.append(_to_bytes(f"{name}: {value}\n"))
+    out.append(b"\n")
+    payload = getattr(message, "_payload", None)
+    if isinstance(payload, str):
+        out.append(_to_bytes(payload))
+    elif isinstance(payload, list):
+        boundary = message.get_boundary()
+        if boundary is None or message.get_content_maintype() == "message":
+            for index, child in enumerate(payload):
+                if index:
+                    out.append(b"\n")
+                if isinstance(child, Message):
+                    _flatten(child, out, depth + 1)
+            return
+        delimiter = _to_bytes("--" + boundary)
+        if message.preamble:
+            out.append(_to_bytes(message.preamble + "\n"))
+        for child in payload:
+            out.append(delimiter + b"\n")
+            if isinstance(child, Message):
+                _flatten(child, out, depth + 1)
+            out.append(b"\n")
+        out.append(delimiter + b"--\n")
+        if message.epilogue:
+            out.append(_to_bytes(message.epilogue))
 
 
 def _flatten_body(part: Message) -> bytes:
     """The body of a message/* part (its payload is parsed into Message objects by compat32)."""
-    return _body_bytes(_flatten(part))
+    out: list[bytes] = []
+    _flatten(part, out)
+    return _body_bytes(b"".join(out))
 
 
 # -- the walk -------------------------------------------------------------------------------------
@@ -189,16 +237,22 @@ class _Parse:
         if not _HEADER_LINE.match(data):
             self.defect("no header block: not a MIME message")
         message = BytesParser(policy=compat32).parsebytes(data)
+        if any(type(d).__name__ == "MissingHeaderBodySeparatorDefect" for d in message.defects):
+            repaired = _repair_header_block(data)
+            if repaired is not None:
+                self.defect("header lines without folding whitespace: read as continuations")
+                data = repaired
+                message = BytesParser(policy=compat32).parsebytes(data)
+        top = message.get_param("charset")
+        if isinstance(top, str) and top.strip():
+            self.hint = top.strip()
         self.walk(message, 0)
         headers = self.headers(message)
         return self.build(message, headers, data)
 
     def headers(self, message: Message) -> tuple[tuple[str, str], ...]:
-        top = message.get_param("charset")
-        if isinstance(top, str):
-            self.hint = top
         result = []
-        for name, value in message.items():
+        for name, value in _raw_headers(message):
             result.append((decode_8bit(str(name)), decode_header(str(value), self.hint)))
         return tuple(result)
 
@@ -273,11 +327,10 @@ class _Parse:
 
     def filename(self, part: Message) -> str:
         for header, param in (("content-disposition", "filename"), ("content-type", "name")):
-            raw = part.get(header)
+            raw = _raw_get(part, header)
             if raw is None:
                 continue
             source = part
-            raw = str(raw)
             if not raw.isascii():  # raw 8-bit parameters: decode the header, then read the parameter
                 source = Message()
                 source[header] = decode_8bit(raw, self.hint)
@@ -292,9 +345,11 @@ class _Parse:
         return ""
 
     def add_attachment(self, part: Message, ctype: str, data: bytes, filename: str, disposition: str) -> None:
-        content_id = part.get("content-id")
+        content_id = _raw_get(part, "content-id")
         cid = unfold(str(content_id)).strip().strip("<>").strip() if content_id is not None else ""
         inline = disposition == "inline" or (not disposition and bool(cid))
+        if not filename:
+            filename = _fallback_name(part, ctype, cid)
         self.attachments.append(
             Attachment(safe_filename(filename, ctype), ctype, data, cid or None, inline)
         )
@@ -312,11 +367,13 @@ class _Parse:
             data = _decode_base64(data)
         filename = self.filename(part)
         if not filename and ctype == "message/rfc822":
-            inner = part.get_payload()
+            inner = getattr(part, "_payload", None)
             subject = ""
             if isinstance(inner, list) and inner and isinstance(inner[0], Message):
-                subject = decode_header(inner[0].get("subject"), self.hint)
-            filename = (subject + ".eml") if subject.strip() else "forwarded.eml"
+                subject = decode_header(_raw_get(inner[0], "subject"), self.hint)
+            filename = (subject + ".eml") if subject.strip() else ""
+        if not filename:
+            filename = _fallback_name(part, ctype, "")
         disposition = (part.get_content_disposition() or "").lower()
         if ctype == "message/rfc822" and filename and not filename.lower().endswith((".eml", ".msg")):
             filename += ".eml"
@@ -335,17 +392,23 @@ class _Parse:
 
     def build(self, message: Message, headers: tuple[tuple[str, str], ...], data: bytes) -> ParsedEmail:
         first = verdicts.first_values(headers)
-        raw_first = {str(k).lower(): str(v) for k, v in reversed(message.items())}
+        raw_all: dict[str, list[str]] = {}
+        for key, value in _raw_headers(message):
+            raw_all.setdefault(key.lower(), []).append(value)
+        raw_first = {key: values[0] for key, values in raw_all.items()}
+        # the first address with an addr-spec; a bare display name ("MAILER-DAEMON <>") only as last resort
         sender = _NO_ADDRESS
         for name in ("from", "sender", "reply-to", "return-path"):
-            found = parse_addresses(raw_first.get(name), self.hint)
-            if found:
-                sender = found[0]
+            found = tuple(a for v in raw_all.get(name, ()) for a in parse_addresses(v, self.hint))
+            usable = [a for a in found if "@" in a.address]
+            if usable:
+                sender = usable[0]
                 break
+            if found and sender is _NO_ADDRESS:
+                sender = found[0]
 
         def addresses(name: str) -> tuple[Address, ...]:
-            values = message.get_all(name) or []
-            return tuple(a for v in values for a in parse_addresses(str(v), self.hint))
+            return tuple(a for v in raw_all.get(name, ()) for a in parse_addresses(v, self.hint))
 
         subject = first.get("subject", "")
         ids = parse_msgids(raw_first.get("message-id"))
@@ -406,6 +469,54 @@ class _Parse:
         return text, html_body
 
 
+def _repair_header_block(data: bytes) -> bytes | None:
+    """Indent stray lines inside the header block (broken folding) when real headers follow them."""
+    lines = data[:65536].split(b"\n")
+    out: list[bytes] = []
+    changed = False
+    for index, line in enumerate(lines[:-1]):
+        if line in (b"", b"\r"):
+            break
+        if _HEADER_LINE.match(line) or line[:1] in (b" ", b"\t"):
+            out.append(line)
+            continue
+        if any(_HEADER_LINE.match(x) for x in lines[index + 1 : index + 13]):
+            out.append(b" " + line)
+            changed = True
+            continue
+        break
+    if not changed:
+        return None
+    head = b"\n".join(out)
+    return head + data[len(b"\n".join(lines[: len(out)])) :]
+
+
+def _fallback_name(part: Message, ctype: str, cid: str) -> str:
+    """A name for an unnamed part: Outlook's "image001.png@01D..." Content-ID, else Content-Description."""
+    local = cid.split("@", 1)[0]
+    if _CID_FILENAME.fullmatch(local):
+        return local
+    description = decode_header(_raw_get(part, "content-description"))
+    if description and len(description) <= 80 and "/" not in description:
+        ext = extension_for(ctype)
+        return description if description.lower().endswith(ext) else description + ext
+    return ""
+
+
+def _raw_headers(part: Message) -> list[tuple[str, str]]:
+    """Header (name, value) pairs as received: compat32's get()/items() turn 8-bit values into Header objects."""
+    headers = getattr(part, "_headers", None)
+    return [(str(k), str(v)) for k, v in headers] if isinstance(headers, list) else []
+
+
+def _raw_get(part: Message, name: str) -> str | None:
+    headers = getattr(part, "_headers", None) or []
+    for key, value in headers:
+        if str(key).lower() == name:
+            return str(value)
+    return None
+
+
 def _recover_multipart(part: Message) -> list[Message] | None:
     """Children of a multipart whose boundary is missing or wrong, by guessing the boundary from the body."""
     payload = getattr(part, "_payload", None)
@@ -451,8 +562,8 @@ def _fallback(raw: bytes, why: str) -> ParsedEmail:
         data, _ = _clean_input(raw)
         message = BytesParser(policy=compat32).parsebytes(data, headersonly=True)
         headers = tuple((str(k), decode_header(str(v))) for k, v in message.items())
-        subject = decode_header(message.get("subject"))
-        found = parse_addresses(message.get("from"))
+        subject = decode_header(_raw_get(message, "subject"))
+        found = parse_addresses(_raw_get(message, "from"))
         sender = found[0] if found else _NO_ADDRESS
         text = decode_bytes(_body_bytes(data)[:1_000_000], None, guess=False)[0]
     except Exception:
