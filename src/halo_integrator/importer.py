@@ -306,7 +306,9 @@ class Importer:
                         quarantine.append(source_id)
                     elif outcome == "committed":
                         committed.append(source_id)
+                _fault("before_commit")
             del raws
+            _fault("after_commit")
             if committed:
                 conn.dispose(committed)
                 self.store.mark_disposed(mailbox.name, cred, committed)
@@ -333,8 +335,8 @@ class Importer:
         redo = []
         for source_id in ids:
             state = known.get(source_id)
-            if state is None or state == "quarantined":
-                continue
+            if state is None or state in ("quarantined", "skipped"):
+                continue  # quarantined, or left alone by `mailbox add --only-new`
             if state == "disposed" and mailbox.incoming.after_import == "mark_read":
                 continue  # still on the server by design
             redo.append(source_id)
@@ -569,6 +571,16 @@ class Importer:
             )
         res.errors += 1
         return "failed"
+
+
+def _fault(point: str) -> None:
+    """Crash-test hook: ``INTEGRATOR_FAULT=before_commit|after_commit`` ends the process abruptly there.
+
+    The tests use it to prove contract 1 (a crash at any point loses nothing and duplicates nothing); it
+    does nothing unless that variable is set.
+    """
+    if os.environ.get("INTEGRATOR_FAULT") == point:
+        os._exit(86)
 
 
 def _is_fatal_store_error(exc: StoreError) -> bool:

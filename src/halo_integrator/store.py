@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -75,15 +76,21 @@ class Store:
 
     # ------------------------------------------------------------------------------------ lifecycle
     @classmethod
-    def open(cls, path: Path, *, create: bool = True) -> Store:
+    def open(cls, path: Path, *, create: bool = True, busy_timeout: float | None = None) -> Store:
+        """Open (and migrate) the store. ``busy_timeout`` seconds to wait for another writer, default
+        ``$INTEGRATOR_DB_TIMEOUT`` or 10."""
         path = Path(path)
+        if busy_timeout is None:
+            busy_timeout = float(os.environ.get("INTEGRATOR_DB_TIMEOUT") or 10)
         if not create and not path.exists():
             raise StoreError(f"No database at {path}. Run `integrator init` or `integrator run` to create it.")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(path), timeout=10, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(
+                str(path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
             db = Database(conn)
-            conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")

@@ -1,0 +1,362 @@
+"""`integrator mailbox add|list|show|edit|remove|test`."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from halo_integrator.cli import output
+from halo_integrator.cli.app import App
+from halo_integrator.errors import EXIT_ERROR, EXIT_SECRET, EXIT_USAGE, SecretError
+
+if TYPE_CHECKING:
+    from halo_integrator.config import Credential, Mailbox
+    from halo_integrator.connectors.base import TestReport
+
+AFTER_IMPORT_PHRASE = {
+    "move_to_deleted": "moved to Deleted Items",
+    "delete": "deleted from the server",
+    "move_to_folder": "moved to the folder {folder}",
+    "mark_read": "marked as read and left on the server",
+}
+
+
+def _keystore(app: App, interactive: bool) -> Any:
+    from halo_integrator.keystore import Keystore
+
+    return Keystore(app.config.secrets, base_dir=app.config.base_dir, interactive=interactive)
+
+
+def _secrets_for(app: App, mailbox: Mailbox, credential: Credential | None, interactive: bool) -> Any:
+    if credential is None:
+        return lambda kind: ""
+    return _keystore(app, interactive).lookup(mailbox.name, credential.name)
+
+
+@click.group()
+def mailbox() -> None:
+    """Add, inspect, change and test mailboxes.
+
+    \b
+    Examples:
+      integrator mailbox add Support --connection imap --host imap.example.com --username support@example.com
+      integrator mailbox test Support
+      integrator mailbox edit Support --set incoming.after_import=mark_read
+    """
+
+
+@mailbox.command("list", epilog="\b\nExample:\n  integrator mailbox list --json")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def list_(app: App, as_json: bool) -> None:
+    """List the mailboxes and the credentials this instance uses for each."""
+    from halo_integrator.mailboxes import account
+
+    cfg = app.config
+    rows = []
+    for mb in cfg.mailboxes:
+        creds = cfg.credentials_for(mb, app.instance)
+        rows.append(
+            {
+                "name": mb.name,
+                "connection": mb.connection,
+                "address": mb.address,
+                "after_import": mb.incoming.after_import,
+                "credentials": [c.name for c in mb.credentials],
+                "this_instance_uses": [f"{c.name} ({account(mb, c)})" for c in creds]
+                if mb.connection != "folder" else [mb.path],
+            }
+        )
+    if as_json:
+        output.print_json(rows)
+        return
+    if not rows:
+        output.info("No mailboxes yet. Add one with `integrator mailbox add`.")
+        return
+    output.table(
+        None,
+        ["Name", "Connection", "Address", "After import", f"Instance {app.instance or '(none)'} uses"],
+        [[r["name"], r["connection"], r["address"], r["after_import"], ", ".join(r["this_instance_uses"]) or "-"]
+         for r in rows],
+    )
+
+
+@mailbox.command("show", epilog="\b\nExample:\n  integrator mailbox show Support")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def show(app: App, name: str, as_json: bool) -> None:
+    """Show a mailbox's settings and which credential this instance processes. Never shows a secret."""
+    from halo_integrator.mailboxes import describe
+
+    cfg = app.config
+    mb = cfg.mailbox(name)
+    data = describe(cfg, mb, app.instance)
+    if as_json:
+        output.print_json(data)
+        return
+    click.echo(f"Mailbox {mb.name} ({mb.connection}) {mb.address}")
+    if mb.connection == "folder":
+        click.echo(f"Folder: {cfg.resolve(mb.path)}")
+    used = data["processed_by_this_instance"]
+    inst = app.instance or "(no instance)"
+    if mb.connection != "folder":
+        if used:
+            for u in used:
+                click.echo(f"Instance {inst} processes it with credential {u['credential']!r}: {u['account']}")
+        else:
+            click.echo(f"Instance {inst} has no credential for it: runs skip it.")
+    inc = mb.incoming
+    click.echo(f"After import: {inc.after_import}; new tickets: {'on' if inc.log_new_tickets else 'off'}; "
+               f"updates: {'on' if inc.update_existing else 'off'}; ticket tag: {inc.ticket_tag}")
+    for cred in mb.credentials:
+        marker = "*" if any(u["credential"] == cred.name for u in used) else " "
+        click.echo(
+            f" {marker} credential {cred.name}: instance={cred.instance or '(all)'} {cred.security} "
+            f"{cred.username}@{cred.host}:{cred.port or 'default'} auth={cred.auth}"
+        )
+
+
+def _print_report(report: TestReport, title: str) -> None:
+    click.echo(title)
+    for check in report.checks:
+        mark = "ok " if check.ok else "FAIL"
+        click.echo(f"  [{mark}] {check.name}: {check.detail}")
+        if not check.ok and check.fix:
+            click.echo(f"         fix: {check.fix}")
+    if report.folder:
+        click.echo(f"  Reads folder: {report.folder}")
+    if report.deleted_folder:
+        click.echo(f"  Deleted Items folder: {report.deleted_folder}")
+    if report.message_count is not None:
+        click.echo(f"  Emails waiting: {report.message_count:,}")
+    if report.capabilities:
+        click.echo(f"  Server capabilities: {' '.join(report.capabilities)}")
+
+
+def _report_exit(report: TestReport) -> int:
+    if report.ok:
+        return 0
+    failed = [c.name for c in report.checks if not c.ok]
+    return EXIT_SECRET if any(n in ("login", "password", "secret") for n in failed) else EXIT_ERROR
+
+
+@mailbox.command("test", epilog="\b\nExample:\n  integrator mailbox test Support --json")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def test(app: App, name: str, as_json: bool) -> None:
+    """Connect, log in, find the folder read and the Deleted Items folder, and count the emails."""
+    from halo_integrator.mailboxes import account, test_mailbox
+
+    cfg = app.config
+    mb = cfg.mailbox(name)
+    creds: list[Credential | None] = [None] if mb.connection == "folder" else list(
+        cfg.credentials_for(mb, app.instance)
+    )
+    if not creds:
+        raise SecretError(
+            f"Mailbox {mb.name!r} has no credential for instance {app.instance!r}; add one with "
+            f"`integrator credentials add {mb.name}` or run with --instance."
+        )
+    results = []
+    code = 0
+    for cred in creds:
+        try:
+            secrets = _secrets_for(app, mb, cred, interactive=False)
+            report = test_mailbox(cfg, mb, cred, secrets)
+        except SecretError as exc:
+            from halo_integrator.connectors.base import Check, TestReport
+
+            report = TestReport(checks=[Check(name="secret", ok=False, detail=str(exc))])
+        code = max(code, _report_exit(report))
+        results.append((cred, report))
+    if as_json:
+        output.print_json(
+            [
+                {
+                    "mailbox": mb.name,
+                    "credential": cred.name if cred else None,
+                    "account": account(mb, cred),
+                    "ok": r.ok,
+                    "folder": r.folder,
+                    "deleted_folder": r.deleted_folder,
+                    "message_count": r.message_count,
+                    "capabilities": r.capabilities,
+                    "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix} for c in r.checks],
+                }
+                for cred, r in results
+            ]
+        )
+    else:
+        for cred, r in results:
+            label = f"{mb.name}" + (f" / credential {cred.name} ({account(mb, cred)})" if cred else "")
+            _print_report(r, f"{'OK' if r.ok else 'FAILED'}: {label}")
+    click.get_current_context().exit(code)
+
+
+ADD_EXAMPLES = """
+\b
+Examples:
+  integrator mailbox add                     # asks for everything
+  integrator mailbox add Support --connection imap --host imap.example.com \\
+      --username support@example.com --password-stdin --yes --only-new < password.txt
+  integrator mailbox add Drop --connection folder --path /srv/maildrop --yes --import-existing
+"""
+
+
+@mailbox.command("add", epilog=ADD_EXAMPLES)
+@click.argument("name", required=False)
+@click.option("--connection", type=click.Choice(["imap", "pop3", "folder"]), help="How to reach the mailbox.")
+@click.option("--address", help="The mailbox's email address.")
+@click.option("--host", help="Server host name.")
+@click.option("--port", type=click.IntRange(1, 65535), help="Server port (default: by protocol and security).")
+@click.option("--security", type=click.Choice(["ssl", "starttls", "none"]), help="Default: ssl.")
+@click.option("--username", help="Login name (default: the address).")
+@click.option("--auth", type=click.Choice(["password", "oauth2"]), default="password", show_default=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password (or token) from standard input.")
+@click.option("--folder", default="", help="Folder to read (IMAP; default INBOX).")
+@click.option("--path", "folder_path", help="For --connection folder: the directory of .eml files or Maildir.")
+@click.option("--after-import", type=click.Choice(["move_to_deleted", "delete", "move_to_folder", "mark_read"]),
+              default="move_to_deleted", show_default=True)
+@click.option("--ca-file", default="", help="Trust this CA certificate file (PEM) for a private CA.")
+@click.option("--insecure-skip-verify", is_flag=True, help="Do not verify the server certificate (warned).")
+@click.option("--credential", "cred_name", default="default", show_default=True, help="Name of the credential.")
+@click.option("--credential-instance", default=None,
+              help="Instance this credential serves (default: this config's instance; '' for all).")
+@click.option("--import-existing", "choice", flag_value="all", help="Import every email already there.")
+@click.option("--only-new", "choice", flag_value="new", help="Leave existing email alone; import only new mail.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask; needs --import-existing or --only-new.")
+@click.pass_obj
+def add(app: App, name: str | None, connection: str | None, address: str | None, host: str | None,
+        port: int | None, security: str | None, username: str | None, auth: str, password_stdin: bool,
+        folder: str, folder_path: str | None, after_import: str, ca_file: str, insecure_skip_verify: bool,
+        cred_name: str, credential_instance: str | None, choice: str | None, yes: bool) -> None:
+    """Add a mailbox: test the connection, say what will happen to the email already there, then save.
+
+    The password goes to the OS keyring, never into the config file.
+    """
+    from halo_integrator import config as config_mod
+    from halo_integrator import mailboxes as svc
+
+    cfg = app.config
+    interactive = sys.stdin.isatty() and not yes
+    ctx = click.get_current_context()
+
+    def ask(value: Any, text: str, **kw: Any) -> Any:
+        if value not in (None, ""):
+            return value
+        if yes or not sys.stdin.isatty():
+            if "default" in kw:
+                return kw["default"]
+            raise click.UsageError(f"{text} is needed: pass it as an option (see --help).")
+        return click.prompt(text, **kw)
+
+    name = ask(name, "Mailbox name")
+    connection = ask(connection, "Connection", type=click.Choice(["imap", "pop3", "folder"]), default="imap")
+    address = ask(address, "Email address of the mailbox", default="")
+    credentials: tuple[config_mod.Credential, ...] = ()
+    secret = ""
+    if connection == "folder":
+        folder_path = ask(folder_path, "Folder of .eml files or Maildir")
+        cred = None
+    else:
+        host = ask(host, "Server host")
+        security = ask(security, "Security", type=click.Choice(["ssl", "starttls", "none"]), default="ssl")
+        username = ask(username, "Login name", default=address or "")
+        inst = cfg.instance if credential_instance is None else credential_instance
+        cred = config_mod.Credential(
+            name=cred_name, instance=inst, host=host or "", port=port or 0, security=security or "ssl",
+            username=username or "", auth=auth, ca_file=ca_file, tls_verify=not insecure_skip_verify,
+        )
+        credentials = (cred,)
+        if password_stdin:
+            secret = sys.stdin.readline().rstrip("\r\n")
+        elif sys.stdin.isatty():
+            secret = click.prompt("Password" if auth == "password" else "Access token", hide_input=True)
+        if not secret:
+            raise click.UsageError("No password given: use --password-stdin in scripts.")
+    if insecure_skip_verify:
+        output.warn("Certificate checks are off for this server: anyone on the network path could read this mail.")
+    new_mailbox = config_mod.Mailbox(
+        name=name, address=address or "", connection=connection, path=folder_path or "",
+        incoming=config_mod.Incoming(after_import=after_import, folder=folder), credentials=credentials,
+    )
+    # validate the whole config before touching anything
+    test_cfg = config_mod.replace_mailbox(cfg, new_mailbox)
+    config_mod.from_dict(config_mod.to_dict(test_cfg), cfg.path)
+
+    def secrets(kind: str) -> str:
+        return secret
+
+    report = svc.test_mailbox(test_cfg, new_mailbox, cred, secrets)
+    _print_report(report, f"Testing {name}:")
+    if not report.ok:
+        output.error("The connection test failed, so nothing was saved. Fix the settings above and try again.")
+        ctx.exit(_report_exit(report))
+    count = report.message_count or 0
+    where = report.folder or "the mailbox"
+    fate = AFTER_IMPORT_PHRASE[after_import].format(folder=new_mailbox.incoming.move_folder)
+    if count:
+        click.echo(f"All {count:,} emails in {where} will be turned into tickets and {fate}.")
+        click.echo("Emails older than a day get no acknowledgement, so customers are not flooded.")
+    if choice is None:
+        if not interactive:
+            output.error("Say what to do with the emails already there: --import-existing or --only-new.")
+            ctx.exit(EXIT_USAGE)
+        answer = click.prompt(
+            "Import them all (a), import only email arriving from now on (n), or cancel (c)?",
+            type=click.Choice(["a", "n", "c"]), default="n",
+        )
+        if answer == "c":
+            click.echo("Cancelled; nothing was saved.")
+            ctx.exit(0)
+        choice = "all" if answer == "a" else "new"
+    if cred is not None:
+        _keystore(app, interactive=False).set(name, cred.name, svc.secret_kind(cred), secret)
+    svc.add_mailbox(cfg, new_mailbox)
+    cfg = app.reload()
+    if choice == "new":
+        left = svc.only_new(cfg, cfg.mailbox(name), cred, secrets, app.store())
+        click.echo(f"Saved. The {left:,} emails there now are left alone; new mail is imported from now on.")
+    else:
+        click.echo(f"Saved. The next `integrator run` imports {count:,} email(s) from {name}.")
+
+
+@mailbox.command("edit", epilog="\b\nExamples:\n  integrator mailbox edit Support --set incoming.after_import=mark_read"
+                 "\n  integrator mailbox edit Support --set credentials.prod.port=1993")
+@click.argument("name")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", required=True,
+              help="A setting under the mailbox, dotted (repeatable).")
+@click.pass_obj
+def edit(app: App, name: str, assignments: tuple[str, ...]) -> None:
+    """Change a mailbox's settings. The whole config is checked before it is written."""
+    from halo_integrator.mailboxes import edit_mailbox
+
+    _, changes = edit_mailbox(app.config, name, list(assignments))
+    for key, (before, after) in changes.items():
+        click.echo(f"{name}: {key}: {before!r} -> {after!r}")
+
+
+@mailbox.command("remove", epilog="\b\nExample:\n  integrator mailbox remove Old --yes")
+@click.argument("name")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask.")
+@click.pass_obj
+def remove(app: App, name: str, yes: bool) -> None:
+    """Remove a mailbox from the config and its secrets from the keyring. Tickets and logs stay."""
+    from halo_integrator.mailboxes import remove_mailbox
+
+    mb = app.config.mailbox(name)
+    if not yes:
+        click.confirm(f"Remove mailbox {mb.name!r} and its secrets? Its tickets and logs stay.", abort=True)
+    _, removed = remove_mailbox(app.config, name)
+    keystore = None
+    for cred in removed.credentials:
+        keystore = keystore or _keystore(app, interactive=False)
+        gone = keystore.delete_all(removed.name, cred.name, ["password", "access_token", "client_secret",
+                                                             "refresh_token", "token_cache"])
+        if gone:
+            click.echo(f"Deleted the {', '.join(gone)} of credential {cred.name} from the keyring.")
+    click.echo(f"Removed mailbox {removed.name}.")

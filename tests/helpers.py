@@ -1,0 +1,95 @@
+"""Small helpers shared by the CLI and importer tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner, Result
+
+from halo_integrator.cli import cli
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+
+
+def write_config(directory: Path, body: str = "", *, mail: str = "mail", after_import: str = "move_to_deleted",
+                 extra_incoming: str = "") -> Path:
+    """A config with one folder mailbox "Desk" over DIRECTORY/mail."""
+    (directory / mail).mkdir(parents=True, exist_ok=True)
+    path = directory / "integrator.toml"
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            instance = "test"
+            database = "tickets.db"
+
+            [[mailboxes]]
+            name = "Desk"
+            address = "desk@example.com"
+            connection = "folder"
+            path = "{mail}"
+
+            [mailboxes.incoming]
+            after_import = "{after_import}"
+            """
+        )
+        + extra_incoming
+        + body,
+        encoding="utf-8",
+    )
+    return path
+
+
+def email_bytes(subject: str, *, sender: str = "Customer <customer@example.org>", body: str = "Hello",
+                message_id: str | None = None, in_reply_to: str | None = None, references: str | None = None,
+                date: str = "Mon, 23 Nov 2026 08:00:00 +0000", headers: dict[str, str] | None = None) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = "desk@example.com"
+    msg["Subject"] = subject
+    msg["Date"] = date
+    if message_id:
+        msg["Message-ID"] = f"<{message_id}>"
+    if in_reply_to:
+        msg["In-Reply-To"] = f"<{in_reply_to}>"
+    if references:
+        msg["References"] = references
+    for k, v in (headers or {}).items():
+        msg[k] = v
+    msg.set_content(body)
+    return msg.as_bytes()
+
+
+def invoke(config: Path | None, *args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
+    runner = CliRunner()
+    argv = (["--config", str(config)] if config else []) + list(args)
+    return runner.invoke(cli, argv, input=input, env=env, catch_exceptions=False)
+
+
+def invoke_json(config: Path, *args: str) -> Any:
+    result = invoke(config, *args, "--json")
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    return json.loads(result.stdout)
+
+
+def run_subprocess(config: Path, *args: str, env: dict[str, str] | None = None,
+                   **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """The real console entry point in a child process (for crashes, locks and resource limits)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "halo_integrator", "--config", str(config), *args],
+        capture_output=True, text=True, env=full_env, timeout=120, **kwargs,
+    )
+
+
+def copy_examples(target: Path) -> None:
+    for f in sorted((EXAMPLES / "mail").iterdir()):
+        shutil.copy2(f, target / f.name)

@@ -1,0 +1,341 @@
+"""The importer end to end on folder mailboxes: tickets, threading, duplicates, crashes, bad input."""
+
+from __future__ import annotations
+
+import json
+import resource
+import signal
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from halo_integrator.store import Store
+from helpers import copy_examples, email_bytes, invoke, invoke_json, run_subprocess, write_config
+
+
+def actions_per_message_id(db: Path) -> dict[str, int]:
+    con = sqlite3.connect(db)
+    try:
+        rows = con.execute(
+            "SELECT message_id, count(*) FROM actions WHERE kind = 'email_in' GROUP BY message_id"
+        ).fetchall()
+    finally:
+        con.close()
+    return {r[0]: r[1] for r in rows}
+
+
+def inbound_rows(db: Path) -> list[tuple[str, str, int | None]]:
+    con = sqlite3.connect(db)
+    try:
+        return con.execute("SELECT source_id, status, ticket_id FROM inbound_log ORDER BY id").fetchall()
+    finally:
+        con.close()
+
+
+def test_examples_become_tickets_threaded_as_expected(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    copy_examples(tmp_path / "mail")
+    result = invoke(cfg, "run", "--json")
+    assert result.exit_code == 0, result.stderr
+    (summary,) = json.loads(result.stdout)
+    assert summary["mailbox"] == "Desk"
+    assert summary["fetched"] == 12
+    assert summary["created"] == 8
+    assert summary["updated"] == 2
+    assert summary["ignored"] == 2  # the out-of-office and the bounce
+    assert summary["errors"] == 0
+    assert summary["disposed"] == 12
+
+    tickets = invoke_json(cfg, "tickets", "list")
+    by_subject = {t["subject"]: t for t in tickets}
+    printer = by_subject["Printer on the 3rd floor jams on every job"]
+    # the original, the reply with [#1], the reply matched only by References, and the out-of-office
+    assert printer["action_count"] == 4
+    assert printer["requester"] == "dana.whitfield@northwind.example"
+    assert "Drucker im Büro Köln druckt leere Seiten" in by_subject
+    assert "ノートPCのセットアップ依頼" in by_subject
+    assert "Can't open the shared “Budget 2027” workbook" in by_subject
+
+    logs = invoke_json(cfg, "logs")
+    status = {row["subject"]: row["status"] for row in logs}
+    assert status["Undelivered Mail Returned to Sender"] == "bounce"
+    assert status["Automatic reply: [#1] Printer on the 3rd floor jams on every job"] == "auto_reply"
+    assert status["AW: Printer on the 3rd floor jams on every job"] == "updated"
+    refs = next(r for r in logs if r["subject"].startswith("AW:"))
+    assert "References" in refs["detail"]
+
+    # every file moved to Deleted Items, nothing left, nothing lost
+    assert list((tmp_path / "mail").iterdir()) == []
+    assert len(list((tmp_path / "mail Deleted Items").iterdir())) == 12
+
+
+def test_second_run_imports_nothing_again(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, after_import="mark_read")
+    copy_examples(tmp_path / "mail")
+    assert invoke(cfg, "run").exit_code == 0
+    (second,) = invoke_json(cfg, "run")
+    assert second["fetched"] == 0 and second["created"] == 0 and second["duplicates"] == 0
+    assert len(list((tmp_path / "mail").iterdir())) == 12  # mark_read leaves the files
+    assert all(n == 1 for n in actions_per_message_id(tmp_path / "tickets.db").values())
+
+
+def test_same_email_in_two_mailboxes_makes_one_ticket(tmp_path: Path) -> None:
+    cfg = write_config(
+        tmp_path,
+        '\n[[mailboxes]]\nname = "Sales"\naddress = "sales@example.com"\nconnection = "folder"\npath = "sales"\n',
+    )
+    (tmp_path / "sales").mkdir()
+    raw = email_bytes("Quote please", message_id="q-1@example.org")
+    (tmp_path / "mail" / "a.eml").write_bytes(b"Received: from a by b\r\nDelivered-To: desk@example.com\r\n" + raw)
+    (tmp_path / "sales" / "b.eml").write_bytes(b"Received: from c by d\r\nDelivered-To: sales@example.com\r\n" + raw)
+    # a different email that happens to reuse the Message-ID is still imported
+    (tmp_path / "sales" / "c.eml").write_bytes(email_bytes("Other thing", message_id="q-1@example.org", body="Other"))
+    rows = invoke_json(cfg, "run")
+    assert sum(r["created"] for r in rows) == 2
+    assert sum(r["duplicates"] for r in rows) == 1
+    assert len(invoke_json(cfg, "tickets", "list")) == 2
+
+
+def test_maildir_new_and_cur(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    for sub in ("new", "cur", "tmp"):
+        (tmp_path / "mail" / sub).mkdir()
+    (tmp_path / "mail" / "new" / "1700000000.M1P1.host").write_bytes(email_bytes("One", message_id="1@x"))
+    (tmp_path / "mail" / "cur" / "1700000001.M2P2.host:2,S").write_bytes(email_bytes("Two", message_id="2@x"))
+    (tmp_path / "mail" / "tmp" / "1700000002.M3P3.host").write_bytes(email_bytes("Partial", message_id="3@x"))
+    (summary,) = invoke_json(cfg, "run")
+    assert summary["created"] == 2  # tmp/ holds deliveries still being written
+    assert sorted(p.name for p in (tmp_path / "mail" / ".Trash").iterdir()) == [
+        "1700000000.M1P1.host", "1700000001.M2P2.host:2,S"
+    ]
+
+
+@pytest.mark.parametrize("point", ["before_commit", "after_commit"])
+def test_crash_at_any_point_loses_nothing_and_duplicates_nothing(tmp_path: Path, point: str) -> None:
+    cfg = write_config(tmp_path)
+    copy_examples(tmp_path / "mail")
+    crashed = run_subprocess(cfg, "run", env={"INTEGRATOR_FAULT": point, "INTEGRATOR_WORKERS": "1"})
+    assert crashed.returncode == 86, crashed.stderr  # the process died at the fault point
+    left = sorted(p.name for p in (tmp_path / "mail").iterdir())
+    assert len(left) == 12  # nothing was disposed of before the crash
+    committed = actions_per_message_id(tmp_path / "tickets.db") if (tmp_path / "tickets.db").exists() else {}
+    assert (len(committed) > 0) == (point == "after_commit")
+
+    again = run_subprocess(cfg, "run", "--json")
+    assert again.returncode == 0, again.stderr
+    (summary,) = json.loads(again.stdout)
+    if point == "after_commit":
+        assert summary["duplicates"] == 12 and summary["created"] == 0  # recognised, then disposed of
+    else:
+        assert summary["created"] == 8
+    assert list((tmp_path / "mail").iterdir()) == []
+    assert len(list((tmp_path / "mail Deleted Items").iterdir())) == 12
+    counts = actions_per_message_id(tmp_path / "tickets.db")
+    # 12 emails: the bounce matches no ticket and is only logged; the out-of-office joins ticket 1
+    assert len(counts) == 11 and all(n == 1 for n in counts.values())
+    statuses = [s for _, s, _ in inbound_rows(tmp_path / "tickets.db")]
+    assert statuses.count("created") == 8
+
+
+def test_second_run_waits_for_the_lock_and_exits_75(tmp_path: Path) -> None:
+    import fcntl
+
+    cfg = write_config(tmp_path)
+    (tmp_path / "mail" / "a.eml").write_bytes(email_bytes("Hi", message_id="a@x"))
+    lock = tmp_path / "tickets.db.lock"
+    with open(lock, "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = run_subprocess(cfg, "run")
+    assert result.returncode == 75
+    assert "Another run holds" in result.stderr
+    assert (tmp_path / "mail" / "a.eml").exists()
+    ok = run_subprocess(cfg, "run")
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_one_bad_email_is_logged_retried_and_quarantined_after_three_runs(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    mail = tmp_path / "mail"
+    (mail / "good.eml").write_bytes(email_bytes("Fine", message_id="good@x"))
+    (mail / "poison.eml").write_bytes(email_bytes("poison pill", message_id="poison@x"))
+    # storage of this one email fails: a trigger in the database (not in our code) refuses it
+    with Store.open(tmp_path / "tickets.db"):
+        pass
+    con = sqlite3.connect(tmp_path / "tickets.db")
+    con.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON actions WHEN NEW.subject LIKE '%poison%' "
+        "BEGIN SELECT RAISE(ABORT, 'simulated storage fault'); END"
+    )
+    con.commit()
+    con.close()
+    for run in (1, 2):
+        result = invoke(cfg, "run", "--json")
+        assert result.exit_code == 5
+        (summary,) = json.loads(result.stdout)
+        assert summary["errors"] == 1
+        assert summary["created"] == (1 if run == 1 else 0)
+        assert (mail / "poison.eml").exists()
+    third = invoke(cfg, "run", "--json")
+    (summary,) = json.loads(third.stdout)
+    assert summary["quarantined"] == 1
+    assert not (mail / "poison.eml").exists()
+    assert (tmp_path / "mail Quarantine" / "poison.eml").exists()
+    rows = invoke_json(cfg, "logs", "--mailbox", "Desk")
+    statuses = [r["status"] for r in rows if r["subject"] == "poison pill"]
+    assert statuses == ["quarantined", "error", "error"]
+    assert "simulated storage fault" in rows[0]["detail"]
+    # the raw bytes are kept
+    con = sqlite3.connect(tmp_path / "tickets.db")
+    (raw_id,) = con.execute("SELECT raw_id FROM inbound_log WHERE status = 'quarantined'").fetchone()
+    con.close()
+    with Store.open(tmp_path / "tickets.db") as store:
+        assert store.raw_message(raw_id) == (tmp_path / "mail Quarantine" / "poison.eml").read_bytes()
+    # a fourth run leaves it alone
+    (fourth,) = invoke_json(cfg, "run")
+    assert fourth["errors"] == 0 and fourth["fetched"] == 0
+
+
+def test_not_mime_empty_and_oversized_emails(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, extra_incoming="max_email_mb = 0.01\n")
+    mail = tmp_path / "mail"
+    (mail / "plain.eml").write_bytes(b"just some words, no headers at all\r\nsecond line\r\n")
+    (mail / "empty.eml").write_bytes(b"")
+    (mail / "big.eml").write_bytes(email_bytes("Big", message_id="big@x", body="x" * 20000))
+    result = invoke(cfg, "run", "--json")
+    (summary,) = json.loads(result.stdout)
+    assert summary["created"] == 1
+    assert summary["ignored"] == 1
+    assert summary["quarantined"] == 1
+    rows = {r["source_id"]: r for r in invoke_json(cfg, "logs")}
+    assert rows["empty.eml"]["status"] == "ignored" and "empty" in rows["empty.eml"]["detail"]
+    assert rows["big.eml"]["status"] == "quarantined" and "max_email_mb" in rows["big.eml"]["detail"]
+    assert rows["plain.eml"]["status"] == "created"
+
+
+def test_nesting_bomb_is_imported_without_crashing(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    depth = 3000
+    parts = [b"From: a@example.org\r\nSubject: bomb\r\nMIME-Version: 1.0\r\n"]
+    for i in range(depth):
+        parts.append(b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i))
+    parts.append(b"Content-Type: text/plain\r\n\r\ninner\r\n")
+    for i in reversed(range(depth)):
+        parts.append(b"--b%d--\r\n" % i)
+    raw = b"".join(parts) + b"x" * (3 * 1024 * 1024 - sum(map(len, parts)))
+    (tmp_path / "mail" / "bomb.eml").write_bytes(raw)
+    (summary,) = invoke_json(cfg, "run")
+    assert summary["created"] == 1 and summary["errors"] == 0
+
+
+def test_missing_folder_fails_that_mailbox_only(tmp_path: Path) -> None:
+    cfg = write_config(
+        tmp_path,
+        '\n[[mailboxes]]\nname = "Gone"\nconnection = "folder"\npath = "does-not-exist"\n',
+    )
+    (tmp_path / "mail" / "a.eml").write_bytes(email_bytes("Hi", message_id="a@x"))
+    result = invoke(cfg, "run", "--json")
+    assert result.exit_code == 5
+    rows = {r["mailbox"]: r for r in json.loads(result.stdout)}
+    assert rows["Desk"]["created"] == 1
+    assert "does not exist" in rows["Gone"]["error"]
+
+
+def test_database_locked_is_a_clear_error_and_nothing_moves(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    (tmp_path / "mail" / "a.eml").write_bytes(email_bytes("Hi", message_id="a@x"))
+    with Store.open(tmp_path / "tickets.db"):
+        pass
+    holder = sqlite3.connect(tmp_path / "tickets.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        result = run_subprocess(cfg, "run", env={"INTEGRATOR_DB_TIMEOUT": "0.3"})
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.returncode not in (0, 75)
+    assert "locked" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (tmp_path / "mail" / "a.eml").exists()
+
+
+def test_full_disk_is_a_clear_error_and_nothing_is_lost(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    for i in range(30):
+        (tmp_path / "mail" / f"{i:02}.eml").write_bytes(
+            email_bytes(f"Report {i}", message_id=f"r{i}@x", body="".join(chr(65 + (i * j) % 26) for j in range(40000)))
+        )
+    with Store.open(tmp_path / "tickets.db"):
+        pass
+    limit = (tmp_path / "tickets.db").stat().st_size + 200_000
+
+    def small_disk() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    result = run_subprocess(cfg, "run", "--json", env={"INTEGRATOR_WORKERS": "1"}, preexec_fn=small_disk)
+    assert result.returncode in (1, 5), result.stderr
+    assert "Traceback" not in result.stderr
+    summary = json.loads(result.stdout)[0] if result.stdout.strip() else {"error": result.stderr}
+    text = summary["error"] or ""
+    assert "full" in text or "failing" in text
+    # every email is either imported or still in its mailbox
+    left = {p.name for p in (tmp_path / "mail").iterdir()}
+    moved = {p.name for p in (tmp_path / "mail Deleted Items").iterdir()} if (
+        tmp_path / "mail Deleted Items").exists() else set()
+    assert left | moved == {f"{i:02}.eml" for i in range(30)}
+    assert len(left) > 0
+    after = run_subprocess(cfg, "run", "--json")
+    assert after.returncode == 0, after.stderr
+    assert len(actions_per_message_id(tmp_path / "tickets.db")) == 30
+    assert list((tmp_path / "mail").iterdir()) == []
+
+
+def test_incoming_service_off_imports_nothing_and_says_so(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, "\n[services]\nincoming = false\n")
+    (tmp_path / "mail" / "a.eml").write_bytes(email_bytes("Hi", message_id="a@x"))
+    result = invoke(cfg, "run")
+    assert result.exit_code == 0
+    assert "incoming service is off" in result.stderr
+    assert (tmp_path / "mail" / "a.eml").exists()
+
+
+def test_limit_and_dry_run(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    copy_examples(tmp_path / "mail")
+    dry = invoke(cfg, "run", "--dry-run", "--json")
+    assert dry.exit_code == 0
+    (summary,) = json.loads(dry.stdout)
+    outcomes = [d["outcome"] for d in summary["decisions"]]
+    assert outcomes.count("created") == 10  # replies cannot thread to tickets that a dry run never made
+    assert outcomes.count("bounce") == 1 and outcomes.count("auto_reply") == 1
+    assert len(list((tmp_path / "mail").iterdir())) == 12
+    assert invoke_json(cfg, "tickets", "list") == []
+    (limited,) = invoke_json(cfg, "import", "Desk", "--limit", "3")
+    assert limited["created"] == 1 and limited["updated"] == 2
+    assert len(list((tmp_path / "mail").iterdir())) == 9
+
+
+def test_reply_to_closed_ticket_reopens_it(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    (tmp_path / "mail" / "1.eml").write_bytes(email_bytes("VPN down", message_id="v1@x"))
+    invoke(cfg, "run")
+    con = sqlite3.connect(tmp_path / "tickets.db")
+    con.execute("UPDATE tickets SET status = 'closed'")
+    con.commit()
+    con.close()
+    (tmp_path / "mail" / "2.eml").write_bytes(email_bytes("Re: VPN down", message_id="v2@x", in_reply_to="v1@x"))
+    (summary,) = invoke_json(cfg, "run")
+    assert summary["updated"] == 1
+    ticket = invoke_json(cfg, "tickets", "show", "1")
+    assert ticket["status"] == "open"
+    assert [a["message_id"] for a in ticket["actions"]] == ["v1@x", "v2@x"]
+
+
+def test_tag_of_a_missing_ticket_falls_back_to_a_new_ticket(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    (tmp_path / "mail" / "1.eml").write_bytes(email_bytes("RE: [#999] Old thing", message_id="o@x"))
+    (summary,) = invoke_json(cfg, "run")
+    assert summary["created"] == 1
+    (row,) = invoke_json(cfg, "logs")
+    assert "ticket 999, which does not exist" in row["detail"]
