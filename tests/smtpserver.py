@@ -99,7 +99,7 @@ class _Handler:
         )
         user = fields.get("user", "")
         token = fields.get("auth", "").removeprefix("Bearer ")
-        if token and self.server.tokens.get(user) == token:
+        if token and self.server.token_ok(user, token):
             self.server.last_mechanism = "XOAUTH2"
             return AuthResult(success=True, handled=False, auth_data=LoginPassword(user.encode(), b""))
         error = {"status": "401", "schemes": "bearer", "scope": "https://mail.google.com/"}
@@ -133,6 +133,10 @@ class SmtpServer:
         self._ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ca.issue_cert("127.0.0.1", "localhost").configure_cert(self._ctx)
         self._controller: Controller | None = None
+
+    def token_ok(self, user: str, token: str) -> bool:
+        """Whether XOAUTH2 accepts this token for this user; tests may replace it (e.g. ask FakeCloud)."""
+        return self.tokens.get(user) == token
 
     def _authenticator(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any

@@ -27,6 +27,7 @@ from halo_integrator.outgoing import (
     compose,
     make_transport,
 )
+from smtpserver import SmtpServer
 
 
 @pytest.fixture(scope="module")
@@ -297,6 +298,43 @@ def test_graph_unreachable_is_temporary(cloud: FakeCloud) -> None:
         send(transport, mail_from(mb))
     assert info.value.temporary is True
     assert "Cannot reach Microsoft Graph" in str(info.value)
+
+
+def test_graph_ca_file_beats_requests_ca_bundle(
+    cloud: FakeCloud, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # requests lets $REQUESTS_CA_BUNDLE override a session's verify; the configured ca_file must still win
+    other = tmp_path_factory.mktemp("other") / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(other))
+    mb, cred = m365_mailbox(cloud)
+    assert send(make_transport(mb, cred, secrets_for(cloud)), mail_from(mb)).startswith("202")
+
+
+def test_smtp_xoauth2_with_an_entra_app_token(cloud: FakeCloud, ca: trustme.CA) -> None:
+    # SMTP AUTH XOAUTH2 as Exchange Online does it app-only: a token for outlook.office365.com/.default
+    mb, cred = m365_mailbox(cloud)
+    with SmtpServer(ca, mode="starttls") as server:
+        server.token_ok = lambda user, token: user == mb.address and cloud.issued.get(token) == "microsoft"
+        mb = dataclasses.replace(
+            mb,
+            outgoing=Outgoing(
+                method="smtp",
+                host=server.host,
+                port=server.port,
+                username=mb.address,
+                auth="oauth2",
+                ca_file=cloud.ca_file,
+                timeout=5.0,
+            ),
+        )
+        mail = mail_from(mb)
+        transport = make_transport(mb, cred, secrets_for(cloud))
+        assert transport.send(mail.message, envelope_from=mb.address, recipients=list(mail.recipients))
+        got = server.received()
+    assert (got.user, got.mechanism) == (mb.address, "XOAUTH2")
+    (call,) = cloud.requests_to("/oauth2/v2.0/token")
+    assert call.form()["scope"] == "https://outlook.office365.com/.default"
 
 
 # ------------------------------------------------------------------------------------------ Google / Gmail
