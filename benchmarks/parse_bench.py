@@ -33,10 +33,12 @@ def load(corpus: Path) -> list[tuple[str, bytes]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--corpus", type=Path, default=REPO / ".." / "shared" / "corpus")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--profile", action="store_true", help="run one round under cProfile and print hot spots")
+    parser.add_argument("--profile", action="store_true", help="one round under cProfile: print hot spots")
     args = parser.parse_args()
     if not (args.corpus / "INDEX.tsv").exists():
         print(f"no corpus at {args.corpus}", file=sys.stderr)

@@ -21,6 +21,7 @@ _ENCODED_WORD = re.compile(r"=\?([^?\s]{1,75}?)\?([QqBb])\?(.*?)\?=", re.DOTALL)
 _FOLD = re.compile(r"\r\n[ \t]?|\n[ \t]?|\r[ \t]?")
 _Q_HEX = re.compile(rb"=([0-9A-Fa-f]{2})")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_PERCENT = re.compile(rb"%[0-9A-Fa-f]{2}")
 _MSG_ID = re.compile(r"<([^<>\s]+)>")
 _BARE_ID = re.compile(r"[^\s<>,;\"()]+@[^\s<>,;\"()]+")
 
@@ -43,7 +44,7 @@ def raw_bytes(value: str) -> bytes:
 
 
 def decode_8bit(value: str, hint: str | None = None) -> str:
-    """Decode a header value that may carry raw 8-bit bytes: UTF-8, else the message's charset, else cp1252."""
+    """Decode a header value with raw 8-bit bytes: UTF-8, else the message's charset, else a guess."""
     if value.isascii():
         return value
     data = raw_bytes(value) if _has_surrogates(value) else value.encode("utf-8", "surrogatepass")
@@ -146,7 +147,13 @@ def decode_param(value: str | tuple[str | None, str | None, str] | None, hint: s
         return ""
     if isinstance(value, tuple):
         charset, _lang, text = value
-        data = urllib.parse.unquote_to_bytes(raw_bytes(text)) if "%" in text else raw_bytes(text)
+        # compat32 has already %-unquoted the value as latin-1: undo that to get the bytes back
+        try:
+            data = text.encode("latin-1")
+        except UnicodeEncodeError:
+            data = raw_bytes(text)
+        if b"%" in data and _PERCENT.search(data):  # still quoted (some mailers double-encode)
+            data = urllib.parse.unquote_to_bytes(data)
         return decode_bytes(data, charset or hint, guess=False)[0]
     return decode_header(value.strip().strip('"'), hint)
 
@@ -167,9 +174,9 @@ def parse_addresses(value: str | None, hint: str | None = None) -> tuple[Address
         except Exception:
             pairs = []
     result: list[Address] = []
-    for name, addr in pairs:
-        name = decode_header(name, hint).strip().strip('"').strip() if name else ""
-        addr = decode_8bit(addr, hint).strip().strip("<>").strip().lower()
+    for raw_name, raw_addr in pairs:
+        name = decode_header(raw_name, hint).strip().strip('"').strip() if raw_name else ""
+        addr = decode_8bit(raw_addr, hint).strip().strip("<>").strip().lower()
         if not name and not addr:
             continue
         if not addr and "@" in name:
@@ -186,13 +193,13 @@ def parse_msgids(value: str | None) -> tuple[str, ...]:
     """Message ids of a Message-ID / In-Reply-To / References header, without angle brackets."""
     if not value:
         return ()
-    value = unfold(value)
-    ids = _MSG_ID.findall(value)
+    text = unfold(value)
+    ids = _MSG_ID.findall(text)
     if not ids:
-        ids = _BARE_ID.findall(value) or [tok for tok in value.replace(",", " ").split() if tok]
+        ids = _BARE_ID.findall(text) or [tok for tok in text.replace(",", " ").split() if tok]
     seen: dict[str, None] = {}
-    for msgid in ids:
-        msgid = decode_8bit(msgid).strip()
+    for raw_id in ids:
+        msgid = decode_8bit(raw_id).strip()
         if msgid:
             seen.setdefault(msgid, None)
     return tuple(seen)

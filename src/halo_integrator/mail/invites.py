@@ -27,7 +27,7 @@ def _person(value: object) -> str:
 
 
 def summarise(ics: bytes | str) -> str:
-    """Summary lines (method, summary, start/end, location, organizer) of each event. Raises on non-iCalendar."""
+    """Method, summary, start/end, location and organizer of each event. Raises on non-iCalendar."""
     from icalendar import Calendar
 
     calendar = Calendar.from_ical(ics)

@@ -274,7 +274,8 @@ class _Parse:
             payload = part.get_payload()
             if isinstance(payload, list):
                 for child in payload:
-                    self.walk(child, depth + 1)
+                    if isinstance(child, Message):
+                        self.walk(child, depth + 1)
             return
         if ctype.startswith("multipart/"):
             recovered = _recover_multipart(part)
@@ -302,9 +303,8 @@ class _Parse:
             text = self.text(data, charset)
             (self.texts if ctype == "text/plain" else self.htmls).append(text)
             return
-        if ctype in _TNEF_TYPES or filename.lower() == "winmail.dat":
-            if self.unpack_tnef(data):
-                return
+        if (ctype in _TNEF_TYPES or filename.lower() == "winmail.dat") and self.unpack_tnef(data):
+            return
         if ctype == "text/calendar" and not self.calendars:
             try:
                 summary = invites.summarise(self.text(data, charset))
@@ -336,10 +336,10 @@ class _Parse:
                 source[header] = decode_8bit(raw, self.hint)
             try:
                 value = source.get_param(param, header=header)
-            except Exception:
-                continue
+            except Exception:  # a malformed parameter list: try the other header
+                value = None
             if value:
-                name = decode_param(value, self.hint)  # type: ignore[arg-type]
+                name = decode_param(value, self.hint)
                 if name.strip():
                     return name.strip()
         return ""
@@ -504,7 +504,7 @@ def _fallback_name(part: Message, ctype: str, cid: str) -> str:
 
 
 def _raw_headers(part: Message) -> list[tuple[str, str]]:
-    """Header (name, value) pairs as received: compat32's get()/items() turn 8-bit values into Header objects."""
+    """Header (name, value) pairs as received (compat32's get()/items() turn 8-bit values into Headers)."""
     headers = getattr(part, "_headers", None)
     return [(str(k), str(v)) for k, v in headers] if isinstance(headers, list) else []
 
@@ -535,12 +535,13 @@ def _recover_multipart(part: Message) -> list[Message] | None:
     if seen < 1 or b'"' in boundary:
         return None
     subtype = part.get_content_subtype() or "mixed"
-    header = b'Content-Type: multipart/' + subtype.encode("ascii", "replace") + b'; boundary="' + boundary + b'"\n\n'
+    kind = subtype.encode("ascii", "replace")
+    header = b"Content-Type: multipart/%s; boundary=\"%s\"\n\n" % (kind, boundary)
     rebuilt = BytesParser(policy=compat32).parsebytes(header + body)
     children = rebuilt.get_payload()
     if not rebuilt.is_multipart() or not isinstance(children, list) or not children:
         return None
-    return children
+    return [child for child in children if isinstance(child, Message)]
 
 
 def _not_mime(raw: bytes, why: str, filename: str, content_type: str) -> ParsedEmail:
@@ -566,8 +567,8 @@ def _fallback(raw: bytes, why: str) -> ParsedEmail:
         found = parse_addresses(_raw_get(message, "from"))
         sender = found[0] if found else _NO_ADDRESS
         text = decode_bytes(_body_bytes(data)[:1_000_000], None, guess=False)[0]
-    except Exception:
-        pass
+    except Exception as exc:  # even the headers are unreadable: keep the first reason, add this one
+        why = f"{why}; fallback failed too ({type(exc).__name__})"
     return ParsedEmail(
         message_id=None, in_reply_to=(), references=(), subject=subject, sender=sender, to=(), cc=(),
         reply_to=(), date=None, headers=headers, text_body=text, html_body=None, attachments=(),

@@ -72,7 +72,7 @@ def _first(headers: Mapping[str, str], name: str) -> str:
 
 def bounce_reason(sig: Signals) -> str | None:
     report = sig.report_type
-    if sig.content_type == "multipart/report" and report in ("delivery-status", "delivery-status-notification"):
+    if sig.content_type == "multipart/report" and report.startswith("delivery-status"):
         return "multipart/report; report-type=delivery-status"
     if "message/delivery-status" in sig.part_types or "message/global-delivery-status" in sig.part_types:
         return "message/delivery-status part"
@@ -81,7 +81,7 @@ def bounce_reason(sig: Signals) -> str | None:
     local = sig.sender_address.split("@", 1)[0]
     daemon = bool(_DAEMON.match(local)) or bool(_DAEMON_NAME.search(sig.sender_name))
     return_path = _first(sig.headers, "return-path")
-    null_path = return_path.replace(" ", "") in ("<>", "")and "return-path" in sig.headers
+    null_path = return_path.replace(" ", "") in ("<>", "") and "return-path" in sig.headers
     if daemon and null_path:
         return f"null Return-Path from {sig.sender_address or sig.sender_name}"
     if _BOUNCE_SUBJECT.match(sig.subject) and (daemon or null_path or not sig.sender_address):
@@ -108,7 +108,8 @@ def auto_reply_reason(sig: Signals) -> str | None:
     if precedence in ("bulk", "junk", "auto_reply", "list", "auto-reply"):
         return f"Precedence: {precedence}"
     if "x-ms-exchange-generated-message-source" in h:
-        return "X-MS-Exchange-Generated-Message-Source: " + _first(h, "x-ms-exchange-generated-message-source")[:40]
+        source = _first(h, "x-ms-exchange-generated-message-source")
+        return "X-MS-Exchange-Generated-Message-Source: " + source[:40]
     if "x-ms-exchange-inbox-rules-loop" in h:
         return "X-MS-Exchange-Inbox-Rules-Loop header"
     if sig.content_type == "multipart/report" and sig.report_type == "disposition-notification":
@@ -116,7 +117,8 @@ def auto_reply_reason(sig: Signals) -> str | None:
     if _AUTO_REPLY_SUBJECT.match(sig.subject):
         return f"auto-reply subject: {sig.subject[:60]}"
     if "x-auto-response-suppress" in h:
-        calendar = "text/calendar" in sig.part_types or "calendarmessage" in _first(h, "content-class").lower()
+        content_class = _first(h, "content-class").lower()
+        calendar = "text/calendar" in sig.part_types or "calendarmessage" in content_class
         if not calendar:
             return "X-Auto-Response-Suppress: " + _first(h, "x-auto-response-suppress")[:40]
     return None

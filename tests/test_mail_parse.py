@@ -1,0 +1,404 @@
+"""Unit tests of halo_integrator.mail.parse on small hand-written emails."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from conftest import corpus_or_skip
+from halo_integrator.mail import Address, ParsedEmail, parse
+from halo_integrator.mail.charsets import codec_for, decode_bytes
+from halo_integrator.mail.headers import decode_header
+
+
+def mail(headers: str, body: bytes | str = b"Hello\n", *, eol: bytes = b"\n") -> bytes:
+    head = headers.strip("\n").encode("utf-8")
+    data = body.encode("utf-8") if isinstance(body, str) else body
+    return (head + b"\n\n" + data).replace(b"\n", eol)
+
+
+BASIC = """\
+From: "Doe, Jane" <Jane.Doe@Example.COM>
+To: Support <support@example.com>, bob@example.org
+Cc: =?utf-8?q?J=C3=B6rg?= <joerg@example.de>
+Subject: Printer on fire
+Date: Tue, 02 Jan 2024 10:30:00 +0100
+Message-ID: <abc.123@example.com>
+In-Reply-To: <prev@example.com>
+References: <one@example.com> junk <two@example.com>
+"""
+
+
+def test_basic_headers_and_addresses() -> None:
+    email = parse(mail(BASIC))
+    assert email.subject == "Printer on fire"
+    assert email.sender == Address("Doe, Jane", "jane.doe@example.com")
+    assert email.to == (Address("Support", "support@example.com"), Address("", "bob@example.org"))
+    assert email.cc == (Address("Jörg", "joerg@example.de"),)
+    assert email.message_id == "abc.123@example.com"
+    assert email.in_reply_to == ("prev@example.com",)
+    assert email.references == ("one@example.com", "two@example.com")
+    assert email.date == datetime(2024, 1, 2, 9, 30, tzinfo=UTC)
+    assert email.date is not None and email.date.utcoffset() == timedelta(hours=1)
+    assert email.text_body.strip() == "Hello"
+    assert email.header("subject") == "Printer on fire"
+    assert [name for name, _ in email.headers][:3] == ["From", "To", "Cc"]
+    assert email.auto_reply is None and email.bounce is None
+
+
+def test_message_ids_without_brackets_and_bad_date() -> None:
+    email = parse(mail("From: a@b.c\nMessage-ID: bare-id@example.com\nReferences: x@y z@w\nDate: not a date"))
+    assert email.message_id == "bare-id@example.com"
+    assert email.references == ("x@y", "z@w")
+    assert email.date is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("=?utf-8?B?w6TDtsO8?=", "äöü"),
+        ("Re: =?ISO-8859-1?Q?Andr=E9?= Pirard", "Re: André Pirard"),
+        ("=?utf-8?q?a?= =?utf-8?q?b?=", "ab"),  # whitespace between encoded words is dropped
+        ("=?utf-8?B?w6TD?==?utf-8?B?tsO8?=", "äöü"),  # no space, split mid-character
+        ("=?utf-8?B?w6TDt?= =?utf-8?B?sO8?=", "äöü"),  # base64 split mid-quantum
+        ("=?x-bogus?Q?caf=C3=A9?=", "café"),  # unknown charset: falls back
+        ("=?utf8?Q?caf=C3=A9?=", "café"),
+        ("=?ks_c_5601-1987?B?x9GxuQ==?=", "한국"),
+        ("=?gb2312?B?1tDOxA==?=", "中文"),
+        ("=?iso-2022-jp?B?GyRCJEgkaxsoQg==?=", "とる"),
+        ("=?utf-8?Q?with spaces inside?=", "with spaces inside"),
+        ("=?utf-8*en?Q?lang=C3=BC?=", "langü"),
+    ],
+)
+def test_rfc2047_decoding(raw: str, expected: str) -> None:
+    assert decode_header(raw) == expected
+
+
+def test_raw_8bit_headers() -> None:
+    utf8 = b"From: J\xc3\xb6rg <j@example.de>\nSubject: Gr\xc3\xbc\xc3\x9fe\n\nx"
+    assert parse(utf8).subject == "Grüße"
+    assert parse(utf8).sender.name == "Jörg"
+    latin = b"From: a@example.de\nSubject: Gr\xfc\xdfe\nContent-Type: text/plain; charset=iso-8859-1\n\nx"
+    assert parse(latin).subject == "Grüße"
+
+
+def test_sender_falls_back_to_sender_reply_to_return_path() -> None:
+    assert parse(mail("Sender: S <s@example.com>\nSubject: x")).sender.address == "s@example.com"
+    assert parse(mail("Reply-To: r@example.com\nSubject: x")).sender.address == "r@example.com"
+    assert parse(mail("Return-Path: <rp@example.com>\nSubject: x")).sender.address == "rp@example.com"
+    assert parse(mail('From: "Nobody" <>\nReply-To: <real@example.com>')).sender.address == "real@example.com"
+
+
+MULTI = """\
+From: a@example.com
+Subject: multi
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="XX"
+"""
+
+
+def multipart(*parts: str, boundary: str = "XX", close: bool = True) -> str:
+    body = "".join(f"--{boundary}\n{p.strip(chr(10))}\n" for p in parts)
+    return body + (f"--{boundary}--\n" if close else "")
+
+
+def test_plain_body_preferred_over_html_and_html_sanitised() -> None:
+    alt = multipart(
+        "Content-Type: text/plain; charset=utf-8\n\nPlain text body",
+        'Content-Type: text/html; charset=utf-8\n\n<p onclick="evil()">HTML <b>body</b>'
+        '<script>alert(1)</script><img src="cid:logo@x"></p>',
+        boundary="ALT",
+    )
+    raw = mail(MULTI.replace('multipart/mixed; boundary="XX"', 'multipart/alternative; boundary="ALT"'), alt)
+    email = parse(raw)
+    assert email.text_body.strip() == "Plain text body"
+    assert email.html_body is not None
+    assert "<b>body</b>" in email.html_body
+    assert "script" not in email.html_body and "alert" not in email.html_body
+    assert "onclick" not in email.html_body
+    assert 'src="cid:logo@x"' in email.html_body
+
+
+def test_html_only_converted_to_readable_text() -> None:
+    html = (
+        "<html><head><style>p {color: red}</style><title>T</title></head><body>"
+        "<p>Hello <b>World</b>, see <a href='https://example.com/x'>the page</a>.</p>"
+        "<ul><li>1. one</li><li>two</li></ul><table><tr><td>a</td><td>b</td></tr></table></body></html>"
+    )
+    email = parse(mail("From: a@b.c\nContent-Type: text/html; charset=utf-8", html))
+    text = email.text_body
+    assert "Hello World, see the page." in text
+    assert "https://example.com" not in text  # no link clutter
+    assert "color" not in text and "**" not in text and "\\." not in text
+    assert "a b" in text
+    assert "one" in text and "two" in text
+
+
+def test_attachments_inline_cid_and_parts_without_disposition() -> None:
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
+    body = multipart(
+        "Content-Type: text/plain\n\nSee attached",
+        f"Content-Type: image/png\nContent-Transfer-Encoding: base64\nContent-ID: <logo@x>\n"
+        f"Content-Disposition: inline\n\n{png}",
+        f"Content-Type: image/png\nContent-Transfer-Encoding: base64\n\n{png}",
+        'Content-Type: application/pdf; name="../../etc/pass\\x.pdf"\n'
+        "Content-Transfer-Encoding: base64\n\nJVBERg==",
+        "Content-Type: application/octet-stream\n"
+        'Content-Disposition: attachment; filename="a\x01b.bin"\n\nzz',
+    )
+    email = parse(mail(MULTI, body))
+    assert email.text_body.strip() == "See attached"
+    names = [a.filename for a in email.attachments]
+    assert len(email.attachments) == 4
+    inline = email.attachments[0]
+    assert inline.content_id == "logo@x" and inline.inline and inline.data.startswith(b"\x89PNG")
+    assert names[1] == "image.png" and not email.attachments[1].inline
+    assert "/" not in names[2] and "\\" not in names[2] and names[2].endswith(".pdf")
+    assert email.attachments[2].data == b"%PDF"
+    assert "\x01" not in names[3]
+
+
+def test_rfc2231_filename() -> None:
+    body = multipart(
+        "Content-Type: text/plain\n\nbody",
+        "Content-Type: application/octet-stream\nContent-Disposition: attachment;\n"
+        " filename*0*=utf-8''%C3%A4rger%20;\n filename*1*=%C3%BCber.txt\n\ndata",
+        "Content-Type: application/octet-stream\nContent-Disposition: attachment;"
+        ' filename="=?utf-8?B?w6QucGRm?="\n\ndata',
+    )
+    names = [a.filename for a in parse(mail(MULTI, body)).attachments]
+    assert names == ["ärger über.txt", "ä.pdf"]
+
+
+def test_forwarded_message_kept_as_one_eml() -> None:
+    inner = "From: x@example.com\nSubject: Original question\n\nInner body\n"
+    body = multipart("Content-Type: text/plain\n\nFYI", f"Content-Type: message/rfc822\n\n{inner}")
+    email = parse(mail(MULTI, body))
+    assert email.text_body.strip() == "FYI"
+    assert "Inner body" not in email.text_body
+    assert [a.filename for a in email.attachments] == ["Original question.eml"]
+    assert email.attachments[0].content_type == "message/rfc822"
+    assert b"Subject: Original question" in email.attachments[0].data
+    assert b"Inner body" in email.attachments[0].data
+    no_subject = multipart("Content-Type: text/plain\n\nFYI",
+                           "Content-Type: message/rfc822\n\nFrom: x@y.z\n\nhi\n")
+    assert [a.filename for a in parse(mail(MULTI, no_subject)).attachments] == ["forwarded.eml"]
+
+
+def test_tolerant_base64_and_quoted_printable() -> None:
+    good = base64.b64encode("Grüße aus Köln".encode()).decode()
+    broken = good.rstrip("=") + "\n!!garbage!!"
+    email = parse(mail("From: a@b.c\nContent-Type: text/plain; charset=utf-8\n"
+                       "Content-Transfer-Encoding: base64", broken))
+    assert "Grüße aus Köln" in email.text_body
+    qp = parse(mail("From: a@b.c\nContent-Type: text/plain; charset=utf-8\n"
+                    "Content-Transfer-Encoding: quoted-printable", "Gr=C3=BC=C3=9Fe =\nzusammen =ZZ"))
+    assert qp.text_body.startswith("Grüße zusammen")
+
+
+@pytest.mark.parametrize(
+    ("charset", "data", "expected"),
+    [
+        ("iso-8859-1", "“smart” – quotes".encode("cp1252"), "“smart” – quotes"),
+        ("ks_c_5601-1987", "한국어".encode("cp949"), "한국어"),
+        ("gb2312", "中文".encode("gb18030"), "中文"),
+        ("utf8", "ü".encode(), "ü"),
+        ("unknown-8bit", "Grüße".encode(), "Grüße"),
+        ("us-ascii", "Grüße".encode(), "Grüße"),
+        ("iso-8859-1", "Grüße".encode(), "Grüße"),  # mislabelled UTF-8
+        ("x-nonsense", "Grüße".encode("cp1252"), None),
+    ],
+)
+def test_charset_aliases_and_fallbacks(charset: str, data: bytes, expected: str | None) -> None:
+    text, _ = decode_bytes(data, charset)
+    if expected is None:
+        assert text  # something readable, never an exception
+    else:
+        assert text == expected
+
+
+def test_codec_aliases() -> None:
+    assert codec_for("ks_c_5601-1987") == "cp949"
+    assert codec_for('"GB2312"') == "gb18030"
+    assert codec_for("iso-2022-jp") == "iso2022_jp_ext"
+    assert codec_for("unknown-8bit") is None
+    assert codec_for("windows-1251") == "cp1251"
+
+
+def test_undeclared_8bit_body_is_detected_not_dropped() -> None:
+    text = "Привет, это тестовое сообщение на русском языке, достаточно длинное для определения."
+    email = parse(b"From: a@b.c\nSubject: x\n\n" + text.encode("cp1251"))
+    assert email.text_body.strip() == text
+
+
+def test_winmail_dat_that_is_not_tnef_is_kept_with_a_defect() -> None:
+    body = multipart(
+        "Content-Type: text/plain\n\nbody",
+        "Content-Type: application/ms-tnef; name=winmail.dat\n"
+        "Content-Transfer-Encoding: base64\n\nbm90IHRuZWY=",
+    )
+    email = parse(mail(MULTI, body))
+    assert [a.filename for a in email.attachments] == ["winmail.dat"]
+    assert any("winmail.dat" in d for d in email.defects)
+
+
+def test_tnef_unpacked_from_corpus() -> None:
+    corpus = corpus_or_skip()
+    path = corpus / "mimekit" / "tnef" / "rich-text.eml"
+    if not path.exists():
+        pytest.skip("TNEF sample not in corpus")
+    email = parse(path.read_bytes())
+    assert "winmail.dat" not in [a.filename.lower() for a in email.attachments]
+    assert not any("winmail.dat" in d for d in email.defects)
+
+
+ICS = """\
+BEGIN:VCALENDAR
+VERSION:2.0
+METHOD:REQUEST
+PRODID:-//test//EN
+BEGIN:VEVENT
+UID:1@example.com
+SUMMARY:Quarterly review
+DTSTART:20240305T140000Z
+DTEND:20240305T150000Z
+LOCATION:Room 4
+ORGANIZER;CN=Boss:mailto:boss@example.com
+END:VEVENT
+END:VCALENDAR
+"""
+
+
+def test_calendar_invite_summarised_and_kept() -> None:
+    body = multipart("Content-Type: text/plain\n\nPlease join",
+                     f"Content-Type: text/calendar; method=REQUEST\n\n{ICS}")
+    email = parse(mail(MULTI + "X-Auto-Response-Suppress: All\n", body))
+    assert "Please join" in email.text_body
+    for needle in ("REQUEST", "Quarterly review", "2024-03-05 14:00", "Room 4", "boss@example.com"):
+        assert needle in email.text_body
+    assert [a.filename for a in email.attachments] == ["invite.ics"]
+    assert email.auto_reply is None  # X-Auto-Response-Suppress on a meeting request is not an auto-reply
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        ("Auto-Submitted: auto-replied", "Auto-Submitted"),
+        ("X-Autoreply: yes", "x-autoreply"),
+        ("X-Autorespond: yes", "x-autorespond"),
+        ("Precedence: bulk", "Precedence"),
+        ("Precedence: list", "Precedence"),
+        ("X-Auto-Response-Suppress: All", "X-Auto-Response-Suppress"),
+        ("X-MS-Exchange-Inbox-Rules-Loop: a@b.c", "Inbox-Rules-Loop"),
+        ("X-MS-Exchange-Generated-Message-Source: Mailbox Rules Agent", "Generated-Message-Source"),
+    ],
+)
+def test_auto_reply_headers(extra: str, reason: str) -> None:
+    email = parse(mail(f"From: a@example.com\nSubject: hello\n{extra}"))
+    assert email.auto_reply is not None and reason in email.auto_reply
+    assert email.bounce is None
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["Out of Office: hello", "Automatic reply: hello", "Abwesenheitsnotiz: hi", "Autosvar: hej",
+     "Réponse automatique : x", "AUTO: Jane is out of the office"],
+)
+def test_auto_reply_subjects(subject: str) -> None:
+    assert parse(mail(f"From: a@example.com\nSubject: {subject}")).auto_reply
+
+
+def test_ordinary_mail_is_not_flagged() -> None:
+    email = parse(mail("From: a@example.com\nSubject: Re: out of paper\nAuto-Submitted: no"))
+    assert email.auto_reply is None and email.bounce is None
+
+
+def test_bounces() -> None:
+    report = multipart(
+        "Content-Type: text/plain\n\nDelivery failed",
+        "Content-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.com\n\n"
+        "Final-Recipient: rfc822; x@example.org\nAction: failed\nStatus: 5.1.1\n",
+        "Content-Type: message/rfc822\n\nFrom: a@example.com\nSubject: hi\n\nbody\n",
+    )
+    dsn = parse(mail(MULTI.replace("multipart/mixed", "multipart/report; report-type=delivery-status")
+                     + "Auto-Submitted: auto-replied\n", report))
+    assert dsn.bounce and dsn.auto_reply is None  # a bounce wins over an auto-reply
+    assert "delivery-status.txt" in [a.filename for a in dsn.attachments]
+    null_path = parse(mail("Return-Path: <>\nFrom: MAILER-DAEMON@example.com\nSubject: Returned mail"))
+    assert null_path.bounce
+    by_subject = parse(mail("From: postmaster@example.com\nSubject: Undeliverable: hello"))
+    assert by_subject.bounce
+    person = parse(mail("From: a@example.com\nSubject: Undeliverable parcels in our warehouse"))
+    assert person.bounce is None
+
+
+def test_fingerprint_ignores_transport_headers_but_not_content() -> None:
+    body = "Same body\r\n"
+    one = mail("Received: from a by b\nDelivered-To: one@example.com\nX-Spam: 1\n" + BASIC, body)
+    two = mail("Received: from c by d\nReceived: from e\nDelivered-To: two@example.com\n" + BASIC, body,
+               eol=b"\r\n")
+    assert parse(one).fingerprint == parse(two).fingerprint
+    other = mail(BASIC, "A different email that reuses the Message-ID\n")
+    assert parse(other).fingerprint != parse(one).fingerprint
+    assert len(parse(one).fingerprint) == 64
+
+
+def test_input_oddities() -> None:
+    plain = mail(BASIC)
+    for variant in (
+        b"\xef\xbb\xbf" + plain,
+        b"\n\n  \n" + plain,
+        b"From jane@example.com Tue Jan  2 10:30:00 2024\n" + plain,
+        plain.replace(b"\n", b"\r"),
+        plain.replace(b"\n", b"\r\n").replace(b"Subject", b"\nSubject", 0),
+    ):
+        email = parse(variant)
+        assert email.subject == "Printer on fire", variant[:40]
+        assert email.text_body.strip() == "Hello"
+
+
+def test_null_bytes_and_garbage_never_raise() -> None:
+    for raw in (b"", b"\x00" * 100, b"From: a@b.c\x00\nSubject: x\x00y\n\nbo\x00dy", bytes(range(256)) * 10,
+                b"Content-Type: multipart/mixed; boundary=\n\n--\n--"):
+        email = parse(raw)
+        assert isinstance(email, ParsedEmail)
+    nul = parse(b"From: a@b.c\nSubject: x\x00y\n\nbo\x00dy")
+    assert "\x00" not in nul.subject and "\x00" not in nul.text_body
+
+
+def test_missing_final_and_missing_boundary() -> None:
+    email = parse(mail(MULTI, multipart("Content-Type: text/plain\n\nfirst part", close=False)))
+    assert "first part" in email.text_body
+    no_param = MULTI.replace('; boundary="XX"', "")
+    email = parse(mail(no_param, multipart("Content-Type: text/plain\n\nrecovered text",
+                                           "Content-Type: image/gif\n\nGIF89a")))
+    assert "recovered text" in email.text_body
+    assert [a.content_type for a in email.attachments] == ["image/gif"]
+    assert any("boundary" in d for d in email.defects)
+
+
+def test_nesting_bomb_is_cut_with_a_defect() -> None:
+    depth = 120
+    parts = [f'Content-Type: multipart/mixed; boundary="b{i}"\n\n--b{i}\n' for i in range(depth)]
+    inner = "Content-Type: text/plain\n\ndeep\n"
+    closing = "".join(f"--b{i}--\n" for i in reversed(range(depth)))
+    raw = ("From: a@b.c\nSubject: bomb\nMIME-Version: 1.0\n" + "".join(parts) + inner + closing).encode()
+    email = parse(raw)
+    assert email.subject == "bomb"
+    assert any("cut" in d for d in email.defects)
+
+
+def test_many_parts_are_cut_with_a_defect() -> None:
+    body = multipart(*["Content-Type: application/octet-stream\n\nx"] * 2100)
+    email = parse(mail(MULTI, body))
+    assert len(email.attachments) < 2000
+    assert any("cut" in d for d in email.defects)
+
+
+def test_outlook_msg_is_not_mime() -> None:
+    raw = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 600
+    email = parse(raw)
+    assert any("not a MIME message" in d for d in email.defects)
+    assert email.attachments[0].data == raw
