@@ -388,6 +388,12 @@ class _Parse:
         self.tnef_text = self.tnef_text or content.text
         self.tnef_html = self.tnef_html or content.html
         self.attachments.extend(content.attachments)
+        if content.rtf_only:
+            self.defect("winmail.dat body is RTF only; winmail.dat kept as attachment")
+            return False
+        if not (content.text or content.html or content.attachments):
+            self.defect("winmail.dat held nothing readable; kept as attachment")
+            return False
         return True
 
     def build(self, message: Message, headers: tuple[tuple[str, str], ...], data: bytes) -> ParsedEmail:

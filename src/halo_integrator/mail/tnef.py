@@ -13,6 +13,7 @@ from halo_integrator.mail.names import content_type_for, safe_filename
 class TnefContent:
     text: str = ""
     html: str = ""
+    rtf_only: bool = False  # the body exists only as (compressed) RTF, which we cannot render
     attachments: list[Attachment] = field(default_factory=list)
 
 
@@ -30,6 +31,7 @@ def unpack(data: bytes) -> TnefContent:
 
     tnef = TNEF(data, do_checksum=False)
     result = TnefContent(text=_text(tnef.body), html=_text(tnef.htmlbody))
+    result.rtf_only = not (result.text or result.html) and bool(getattr(tnef, "_rtfbody", None))
     for index, item in enumerate(tnef.attachments, 1):
         try:
             name = item.long_filename()
