@@ -215,3 +215,25 @@ def apply(db: Database) -> list[str]:
             )
         applied.append(name)
     return applied
+
+
+@migration
+def m002_config_history(db: Database) -> None:
+    """Config change tracking (``[config] track_changes = true``): one row per change a command makes to a
+    mailbox, its credentials or its access lines. Values of secret-like keys are stored masked."""
+    _script(
+        db,
+        """
+        CREATE TABLE config_history (
+            id INTEGER PRIMARY KEY,
+            time TEXT NOT NULL,
+            agent TEXT NOT NULL DEFAULT '',
+            instance TEXT NOT NULL DEFAULT '',
+            mailbox TEXT NOT NULL,
+            action TEXT NOT NULL,           -- e.g. mailbox added | mailbox changed | credential added
+            summary TEXT NOT NULL DEFAULT '',
+            changes_json TEXT NOT NULL DEFAULT '[]'   -- [{"key": ..., "before": ..., "after": ...}]
+        );
+        CREATE INDEX idx_config_history_mailbox ON config_history(mailbox, time)
+        """,
+    )

@@ -590,6 +590,31 @@ class Store:
             b = self.db.execute("DELETE FROM outbound_log WHERE time < ?", [cutoff]).rowcount
         return int(a + b)
 
+    # ------------------------------------------------------------------------------ config history
+    def record_config_change(
+        self, *, agent: str, instance: str, mailbox: str, action: str, summary: str,
+        changes: Sequence[dict[str, Any]], time: str | None = None,
+    ) -> int:
+        """One row of config change tracking; ``changes`` must already be masked (see history.py)."""
+        with self.transaction():
+            cur = self.db.execute(
+                "INSERT INTO config_history (time, agent, instance, mailbox, action, summary, changes_json) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [time or now(), agent, instance, mailbox, action, summary,
+                 json.dumps(list(changes), ensure_ascii=False, default=str)],
+            )
+        return int(cur.lastrowid or 0)
+
+    def config_history(self, mailbox: str | None = None, *, limit: int = 100) -> list[dict[str, Any]]:
+        """Config changes, newest first; ``mailbox`` matches case-insensitively."""
+        where, params = ("WHERE mailbox = ? COLLATE NOCASE", [mailbox]) if mailbox else ("", [])
+        rows = self._q(
+            f"SELECT * FROM config_history {where} ORDER BY time DESC, id DESC LIMIT ?", [*params, limit]
+        )
+        for row in rows:
+            row["changes"] = json.loads(row.pop("changes_json") or "[]")
+        return rows
+
 
 class StoreState:
     """A connector's persistent key/value state (see connectors/base.py ``StateView``)."""
