@@ -1,0 +1,131 @@
+"""The command surface: help text with an example everywhere, JSON shapes as DESIGN states them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+
+from halo_integrator.cli import cli
+from helpers import copy_examples, invoke, invoke_json, write_config
+
+
+def all_commands() -> list[tuple[str, click.Command]]:
+    out: list[tuple[str, click.Command]] = []
+
+    def walk(prefix: str, group: click.Group) -> None:
+        ctx = click.Context(group)
+        for name in group.list_commands(ctx):
+            cmd = group.get_command(ctx, name)
+            assert cmd is not None, name
+            full = f"{prefix} {name}".strip()
+            out.append((full, cmd))
+            if isinstance(cmd, click.Group):
+                walk(full, cmd)
+
+    walk("", cli)
+    return out
+
+
+@pytest.mark.parametrize(("name", "command"), all_commands(), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_command_has_help_with_an_example(name: str, command: click.Command) -> None:
+    result = invoke(None, *name.split(), "--help")
+    assert result.exit_code == 0, result.output
+    assert (command.help or "").strip(), f"{name} has no help text"
+    assert "Example" in result.output, f"`integrator {name} --help` shows no example"
+
+
+def test_help_is_fast_because_heavy_modules_stay_unloaded() -> None:
+    code = (
+        "import sys; from halo_integrator.cli import main; sys.argv=['integrator','--help'];\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('imapclient','nh3','html2text','charset_normalizer','icalendar','tnefparse',"
+        "'sqlite_utils','keyring','rich','msal','google.auth','exchangelib','requests') if m in sys.modules]\n"
+        "print('HEAVY', heavy, file=sys.stderr)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "HEAVY []" in result.stderr, result.stderr
+
+
+def test_unknown_command_and_bad_option_are_usage_errors(tmp_path: Path) -> None:
+    assert invoke(None, "frobnicate").exit_code == 2
+    cfg = write_config(tmp_path)
+    assert invoke(cfg, "run", "--limit", "0").exit_code == 2
+
+
+def test_json_shapes(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    copy_examples(tmp_path / "mail")
+    run = invoke(cfg, "run", "--json")
+    assert run.exit_code == 0
+    (summary,) = json.loads(run.stdout)  # stdout is one JSON document and nothing else
+    assert {"mailbox", "credential", "fetched", "created", "updated", "ignored", "errors", "disposed",
+            "seconds"} <= set(summary)
+
+    tickets = invoke_json(cfg, "tickets", "list")
+    assert tickets
+    for t in tickets:
+        assert {"id", "subject", "status", "mailbox", "requester", "created_at", "updated_at",
+                "action_count"} <= set(t)
+
+    vpn = next(t for t in tickets if t["subject"] == "VPN client shows this error")
+    shown = invoke_json(cfg, "tickets", "show", str(vpn["id"]))
+    assert set(tickets[0]) <= set(shown)
+    (action,) = shown["actions"]
+    assert {"id", "kind", "message_id", "from", "to", "subject", "date", "body_text", "attachments"} <= set(action)
+    assert action["kind"] == "email_in"
+    assert action["from"] == "Zoë Martin <zoe.martin@contoso.example>"
+    (att,) = action["attachments"]
+    assert {"filename", "content_type", "size", "sha256", "content_id"} <= set(att)
+    assert att["content_id"] == "screenshot-01@contoso.example" and att["content_type"] == "image/png"
+
+    logs = invoke_json(cfg, "logs")
+    assert len(logs) == 12
+    for row in logs:
+        assert {"id", "time", "direction", "mailbox", "status", "message_id", "subject", "sender", "ticket_id",
+                "detail"} <= set(row)
+        assert row["direction"] == "inbound"
+        assert row["status"] in {"created", "updated", "duplicate", "ignored", "auto_reply", "bounce", "error",
+                                 "quarantined"}
+        assert row["detail"]
+
+
+def test_logs_filters_and_show(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    copy_examples(tmp_path / "mail")
+    invoke(cfg, "run")
+    assert [r["status"] for r in invoke_json(cfg, "logs", "--status", "bounce")] == ["bounce"]
+    assert len(invoke_json(cfg, "logs", "inbound", "--since", "1h")) == 12
+    assert invoke_json(cfg, "logs", "--since", "2999-01-01") == []
+    assert len(invoke_json(cfg, "logs", "--search", "Budget 2027")) == 1
+    assert invoke_json(cfg, "logs", "outbound") == []
+    bad = invoke(cfg, "logs", "--since", "yesterday-ish")
+    assert bad.exit_code == 2
+    first = invoke_json(cfg, "logs", "--status", "updated", "--limit", "1")[0]
+    shown = invoke(cfg, "logs", "show", str(first["id"]))
+    assert shown.exit_code == 0
+    assert "Decision" in shown.stdout and "Message-ID:" in shown.stdout
+    missing = invoke(cfg, "logs", "show", "99999")
+    assert missing.exit_code == 1 and "No inbound log entry 99999" in missing.stderr
+
+
+def test_tickets_show_missing_and_plain_output(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    copy_examples(tmp_path / "mail")
+    invoke(cfg, "run")
+    listing = invoke(cfg, "tickets", "list")
+    header, *rows = listing.stdout.splitlines()
+    assert header.split("\t")[:3] == ["ID", "Status", "Mailbox"]
+    assert len(rows) == 8
+    shown = invoke(cfg, "tickets", "show", "1")
+    assert "Printer on the 3rd floor" in shown.stdout and "Error 13.A2" in shown.stdout
+    assert invoke(cfg, "tickets", "show", "404").exit_code == 1
+
+
+def test_python_dash_m_works(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "halo_integrator", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and "integrator" in result.stdout
