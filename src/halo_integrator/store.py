@@ -615,6 +615,38 @@ class Store:
             row["changes"] = json.loads(row.pop("changes_json") or "[]")
         return rows
 
+    # ------------------------------------------------------------------------------ operations
+    def mailbox_health(self) -> list[dict[str, Any]]:
+        """Per mailbox and credential: ``runs``, ``last_run``, ``last_ok`` (None if never), ``last_error``
+        (of the newest run, "" when it succeeded) and ``failures_in_a_row`` (runs since the last success)."""
+        return self._q(
+            "SELECT m.mailbox, m.credential, count(*) AS runs, max(m.started_at) AS last_run, "
+            "max(CASE WHEN m.ok THEN m.started_at END) AS last_ok, "
+            "sum(CASE WHEN NOT m.ok AND m.started_at > coalesce((SELECT max(o.started_at) FROM mailbox_runs o "
+            "WHERE o.mailbox = m.mailbox AND o.credential = m.credential AND o.ok), '') THEN 1 ELSE 0 END) "
+            "AS failures_in_a_row, "
+            "(SELECT l.error FROM mailbox_runs l WHERE l.mailbox = m.mailbox AND l.credential = m.credential "
+            "ORDER BY l.started_at DESC, l.id DESC LIMIT 1) AS last_error "
+            "FROM mailbox_runs m GROUP BY m.mailbox, m.credential ORDER BY m.mailbox, m.credential"
+        )
+
+    def run_count(self) -> int:
+        return int(self._one("SELECT count(*) FROM runs WHERE NOT dry_run"))
+
+    def quick_check(self) -> list[str]:
+        """SQLite's ``PRAGMA quick_check``: ``["ok"]`` for a sound database, else what is wrong."""
+        try:
+            return [str(r[0]) for r in self.db.execute("PRAGMA quick_check").fetchall()]
+        except sqlite3.Error as exc:
+            return [str(exc)]
+
+    def max_log_ids(self) -> dict[str, int]:
+        """The newest id of each log (0 when empty), for following new rows with ``logs(after_id=...)``."""
+        return {
+            "inbound": int(self._one("SELECT coalesce(max(id), 0) FROM inbound_log")),
+            "outbound": int(self._one("SELECT coalesce(max(id), 0) FROM outbound_log")),
+        }
+
 
 class StoreState:
     """A connector's persistent key/value state (see connectors/base.py ``StateView``)."""
