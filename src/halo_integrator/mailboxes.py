@@ -19,6 +19,7 @@ from halo_integrator.errors import ConfigError
 
 if TYPE_CHECKING:
     from halo_integrator.config import Config, Credential, Mailbox
+    from halo_integrator.history import Actor
     from halo_integrator.store import Store
 
 DEFAULT_PORTS = {
@@ -86,20 +87,30 @@ def only_new(cfg: Config, mailbox: Mailbox, credential: Credential | None, secre
 # ------------------------------------------------------------------------------------------ editing
 
 
-def add_mailbox(cfg: Config, mailbox: Mailbox) -> Config:
+def add_mailbox(cfg: Config, mailbox: Mailbox, *, actor: Actor | None = None) -> Config:
+    """Add a mailbox to the config file (and to the config history when tracking is on)."""
+    from halo_integrator import history
+
     for existing in cfg.mailboxes:
         if existing.name.casefold() == mailbox.name.casefold():
             raise ConfigError(f"A mailbox named {existing.name!r} already exists; choose another name.")
     new = config_mod.replace_mailbox(cfg, mailbox)
     config_mod.save(new)
-    return config_mod.load(cfg.path)
+    loaded = config_mod.load(cfg.path)
+    history.record(loaded, actor, mailbox.name, None, loaded.mailbox(mailbox.name))
+    return loaded
 
 
-def remove_mailbox(cfg: Config, name: str) -> tuple[Config, Mailbox]:
+def remove_mailbox(cfg: Config, name: str, *, actor: Actor | None = None) -> tuple[Config, Mailbox]:
+    """Remove a mailbox from the config file (and record it when tracking is on)."""
+    from halo_integrator import history
+
     mailbox = cfg.mailbox(name)
     new = dataclasses.replace(cfg, mailboxes=tuple(m for m in cfg.mailboxes if m is not mailbox))
     config_mod.save(new)
-    return config_mod.load(cfg.path), mailbox
+    loaded = config_mod.load(cfg.path)
+    history.record(cfg, actor, mailbox.name, mailbox, None)
+    return loaded, mailbox
 
 
 def parse_assignment(text: str) -> tuple[list[str], Any]:
@@ -116,7 +127,9 @@ def parse_assignment(text: str) -> tuple[list[str], Any]:
     return [p.strip() for p in key.strip().split(".")], value
 
 
-def edit_mailbox(cfg: Config, name: str, assignments: list[str]) -> tuple[Config, dict[str, tuple[Any, Any]]]:
+def edit_mailbox(
+    cfg: Config, name: str, assignments: list[str], *, actor: Actor | None = None
+) -> tuple[Config, dict[str, tuple[Any, Any]]]:
     """Apply ``KEY=VALUE`` settings to a mailbox (``credentials.<name>.<key>`` reaches a credential).
 
     Returns the new config and what changed (key → (before, after)). Nothing is written if any setting is
@@ -146,7 +159,11 @@ def edit_mailbox(cfg: Config, name: str, assignments: list[str]) -> tuple[Config
         changes[".".join(path)] = (before, value)
     new = config_mod.from_dict(data, cfg.path)
     config_mod.save(new)
-    return config_mod.load(cfg.path), changes
+    loaded = config_mod.load(cfg.path)
+    from halo_integrator import history
+
+    history.record(loaded, actor, mailbox.name, mailbox, loaded.mailboxes[index])  # same place, maybe renamed
+    return loaded, changes
 
 
 def describe(cfg: Config, mailbox: Mailbox, instance: str) -> dict[str, Any]:
@@ -158,7 +175,8 @@ def describe(cfg: Config, mailbox: Mailbox, instance: str) -> dict[str, Any]:
         {"credential": c.name, "account": account(mailbox, c)} for c in used
     ]
     data.setdefault("incoming", {})
-    data["incoming"] = {**config_mod.to_dict(mailbox.incoming), **{"after_import": mailbox.incoming.after_import}}
+    incoming = config_mod.to_dict(mailbox.incoming)  # type: ignore[arg-type]  # any dataclass works
+    data["incoming"] = {**incoming, "after_import": mailbox.incoming.after_import}
     return data
 
 
