@@ -78,7 +78,7 @@ Examples:
 @click.option("--test/--no-test", "run_test", default=True, show_default=True,
               help="Log in with it before saving (skip when the server is not reachable from here).")
 @click.pass_obj
-def add(  # noqa: PLR0917 - one parameter per option
+def add(
     app: App, mailbox: str, name: str | None, cred_instance: str | None, host: str | None, port: int | None,
     security: str | None, username: str | None, auth: str | None, ca_file: str | None,
     tenant_id: str | None, client_id: str | None, secret_stdin: bool, run_test: bool,
