@@ -97,7 +97,7 @@ def bench(count: int, mix: list[bytes], workers: str | None) -> dict[str, float]
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        out, err = proc.communicate()
+        _, err = proc.communicate()
         elapsed = time.perf_counter() - start
         done.set()
         sampler.join()

@@ -5,12 +5,12 @@ Run with ``-s`` to see the measured numbers.
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+import zammad_oracle
 from conftest import corpus_or_skip
 from halo_integrator.mail import ParsedEmail, parse
 from halo_integrator.mail.names import safe_filename
@@ -98,58 +98,35 @@ class Agreement:
     differences: list[str] = field(default_factory=list)
 
 
-def _norm(text: str) -> str:
-    return " ".join(unicodedata.normalize("NFC", text).split())
-
-
 def zammad_agreement(corpus: Path) -> Agreement:
     """Compare subject, sender address and attachment file names with Zammad's mailNNN.yml.
 
     Zammad stores the HTML body as an attachment named ``message.html``: those entries are not
-    attachments for us and are skipped. Oracle file names go through our own file-name sanitiser (we
-    replace ``:`` and other characters that are unsafe on Windows), so only real disagreements count.
+    attachments for us and are left out by the oracle loader. Oracle file names go through our own
+    file-name sanitiser (we replace ``:`` and other characters that are unsafe on Windows), so only real
+    disagreements count.
     """
-    yaml = pytest.importorskip("yaml")
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    def any_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> object:
-        if isinstance(node, yaml.MappingNode):
-            return loader.construct_mapping(node, deep=True)
-        if isinstance(node, yaml.SequenceNode):
-            return loader.construct_sequence(node, deep=True)
-        return loader.construct_scalar(node)  # type: ignore[arg-type]
-
-    Loader.add_multi_constructor("!", any_tag)
     result = Agreement()
-    for yml in sorted((corpus / "zammad").glob("mail*.yml")):
-        box = yml.with_suffix(".box")
-        if not box.exists():
-            continue
-        expected = yaml.load(yml.read_text(encoding="utf-8"), Loader=Loader) or {}
-        email = parse(box.read_bytes())
+    for oracle in zammad_oracle.load(corpus):
+        email = parse(oracle.box.read_bytes())
+        name = oracle.box.name
         result.total += 1
-        want_subject = _norm(str(expected.get("subject") or ""))
-        if _norm(email.subject) == want_subject:
+        if zammad_oracle.norm(email.subject) == oracle.subject:
             result.subject += 1
         else:
-            result.differences.append(f"{box.name} subject: {email.subject!r} != {want_subject!r}")
-        want_from = str(expected.get("from_email") or "").strip().lower()
-        if email.sender.address == want_from:
+            result.differences.append(f"{name} subject: {email.subject!r} != {oracle.subject!r}")
+        if email.sender.address == oracle.from_email:
             result.sender += 1
         else:
-            result.differences.append(f"{box.name} from: {email.sender.address!r} != {want_from!r}")
+            result.differences.append(f"{name} from: {email.sender.address!r} != {oracle.from_email!r}")
         want_files = sorted(
-            _norm(safe_filename(str(a.get("filename") or ""), "application/octet-stream"))
-            for a in expected.get("attachments") or []
-            if str(a.get("filename")) != "message.html"
+            zammad_oracle.norm(safe_filename(n, "application/octet-stream")) for n in oracle.attachments
         )
-        got_files = sorted(_norm(a.filename) for a in email.attachments)
+        got_files = sorted(zammad_oracle.norm(a.filename) for a in email.attachments)
         if got_files == want_files:
             result.attachments += 1
         else:
-            result.differences.append(f"{box.name} attachments: {got_files} != {want_files}")
+            result.differences.append(f"{name} attachments: {got_files} != {want_files}")
     return result
 
 

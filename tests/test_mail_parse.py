@@ -154,7 +154,8 @@ def test_attachments_inline_cid_and_parts_without_disposition() -> None:
     assert len(email.attachments) == 4
     inline = email.attachments[0]
     assert inline.content_id == "logo@x" and inline.inline and inline.data.startswith(b"\x89PNG")
-    assert names[1] == "image.png" and not email.attachments[1].inline
+    # the inline logo took "image.png", so the second unnamed image is numbered
+    assert names[1] == "image (2).png" and not email.attachments[1].inline
     assert "/" not in names[2] and "\\" not in names[2] and names[2].endswith(".pdf")
     assert email.attachments[2].data == b"%PDF"
     assert "\x01" not in names[3]
@@ -405,3 +406,18 @@ def test_outlook_msg_is_not_mime() -> None:
     email = parse(raw)
     assert any("not a MIME message" in d for d in email.defects)
     assert email.attachments[0].data == raw
+
+
+def test_attachment_names_are_unique_within_an_email() -> None:
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    msg["From"] = "a@example.org"
+    msg["Subject"] = "two videos"
+    msg.set_content("see attached")
+    for data in (b"one", b"two", b"three"):
+        msg.add_attachment(data, maintype="video", subtype="quicktime", filename="video.mov")
+    msg.add_attachment(b"x", maintype="application", subtype="octet-stream", filename="README")
+    msg.add_attachment(b"y", maintype="application", subtype="octet-stream", filename="readme")
+    names = [a.filename for a in parse(msg.as_bytes()).attachments]
+    assert names == ["video.mov", "video (2).mov", "video (3).mov", "README", "readme (2)"]

@@ -197,13 +197,14 @@ class Importer:
     # --------------------------------------------------------------------------------- top level
     def run(self, mailbox_names: Sequence[str] = ()) -> RunResult:
         result = RunResult()
-        if mailbox_names:
-            mailboxes = [self.config.mailbox(n) for n in mailbox_names]
-        else:
-            mailboxes = list(self.config.mailboxes)
+        mailboxes = [self.config.mailbox(n) for n in mailbox_names] if mailbox_names else list(self.config.mailboxes)
         if not self.config.services.incoming:
             result.incoming_disabled = True
             return result
+        from halo_integrator.credentials import split_warnings
+
+        for text in split_warnings(self.config, [m.name for m in mailboxes]):
+            log.warning("%s", text)
         if not self.dry_run:
             self.run_id = self.store.start_run(instance=self.instance, dry_run=False)
         try:
@@ -261,7 +262,7 @@ class Importer:
         except IntegratorError as exc:
             res.error = str(exc)
             res.error_kind = _error_kind(exc)
-            log.error("%s: %s", mailbox.name, exc)
+            log.info("%s: %s", mailbox.name, exc)  # reported once, by the caller, from res.error
         except Exception as exc:  # a bug must not stop the other mailboxes
             res.error = f"Unexpected {type(exc).__name__}: {exc}. Please report this with `integrator logs`."
             res.error_kind = "internal"
@@ -405,7 +406,11 @@ class Importer:
             return decision
         evidence = self.find_thread(mailbox, email)
         decision["thread"] = evidence.as_dict()
-        loop = email.bounce and f"bounce: {email.bounce}" or email.auto_reply and f"auto-reply: {email.auto_reply}"
+        loop = ""
+        if email.bounce:
+            loop = f"bounce: {email.bounce}"
+        elif email.auto_reply:
+            loop = f"auto-reply: {email.auto_reply}"
         decision["loop"] = loop or None
         if evidence.ticket_id is not None:
             if email.bounce or email.auto_reply:

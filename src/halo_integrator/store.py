@@ -8,6 +8,7 @@ at all (DESIGN contract 1).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -103,10 +104,8 @@ class Store:
         return cls(db, path)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(sqlite3.Error):
             self.db.conn.close()
-        except sqlite3.Error:  # pragma: no cover - closing never matters for correctness
-            pass
 
     def __enter__(self) -> Store:
         return self
@@ -532,7 +531,7 @@ class Store:
         for table, dirn, who in (("inbound_log", "inbound", "sender"), ("outbound_log", "outbound", "recipients")):
             if direction and direction != dirn:
                 continue
-            where, p = ["1 = 1"], []
+            where, p = ["1 = 1"], list[Any]()
             if mailbox:
                 where.append("mailbox = ? COLLATE NOCASE")
                 p.append(mailbox)

@@ -104,7 +104,9 @@ def cli(
 
     output.reset()
     output.configure_logging(verbose, quiet)
-    ctx.obj = App(config_option=config_path, agent=agent or os.environ.get("INTEGRATOR_AGENT"), instance_option=instance)
+    ctx.obj = App(
+        config_option=config_path, agent=agent or os.environ.get("INTEGRATOR_AGENT"), instance_option=instance
+    )
     ctx.call_on_close(ctx.obj.close)
 
 

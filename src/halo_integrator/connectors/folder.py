@@ -67,10 +67,7 @@ class FolderConnector(Connector):
         return self.root.parent / f"{self.root.name} Deleted Items"
 
     def _candidates(self) -> list[Path]:
-        if self.maildir:
-            dirs = [self.root / "new", self.root / "cur"]
-        else:
-            dirs = [self.root]
+        dirs = [self.root / "new", self.root / "cur"] if self.maildir else [self.root]
         found: list[Path] = []
         for d in dirs:
             try:

@@ -94,3 +94,21 @@ def safe_filename(name: str | None, content_type: str, fallback_stem: str = "att
         stem = _STEMS.get(content_type) or (major if major in ("image", "audio", "video") else fallback_stem)
         name = stem + extension_for(content_type)
     return name
+
+
+def unique_filenames(names: list[str]) -> list[str]:
+    """Make file names unique within one email, case-insensitively: a second ``video.mov`` becomes
+    ``video (2).mov``, so that no attachment hides another when saved to disk."""
+    taken: set[str] = set()
+    out = []
+    for name in names:
+        candidate, n = name, 1
+        stem, dot, ext = name.rpartition(".")
+        if not dot or not stem:
+            stem, dot, ext = name, "", ""
+        while candidate.casefold() in taken:
+            n += 1
+            candidate = f"{stem} ({n}){dot}{ext}"
+        taken.add(candidate.casefold())
+        out.append(candidate)
+    return out

@@ -33,7 +33,7 @@ from halo_integrator.mail.headers import (
     unfold,
 )
 from halo_integrator.mail.model import Address, Attachment, ParsedEmail
-from halo_integrator.mail.names import extension_for, safe_filename
+from halo_integrator.mail.names import extension_for, safe_filename, unique_filenames
 
 MAX_DEPTH = 50
 MAX_PARTS = 2000
@@ -447,7 +447,7 @@ class _Parse:
             headers=headers,
             text_body=text_body,
             html_body=html_body,
-            attachments=tuple(self.attachments),
+            attachments=_unique_names(self.attachments),
             auto_reply=auto_reply,
             bounce=bounce,
             defects=tuple(self.defects),
@@ -579,4 +579,12 @@ def _fallback(raw: bytes, why: str) -> ParsedEmail:
         message_id=None, in_reply_to=(), references=(), subject=subject, sender=sender, to=(), cc=(),
         reply_to=(), date=None, headers=headers, text_body=text, html_body=None, attachments=(),
         defects=(why,), fingerprint=hashlib.sha256(raw).hexdigest(),
+    )
+
+
+def _unique_names(attachments: list[Attachment]) -> tuple[Attachment, ...]:
+    names = unique_filenames([a.filename for a in attachments])
+    return tuple(
+        a if a.filename == name else Attachment(name, a.content_type, a.data, a.content_id, a.inline)
+        for a, name in zip(attachments, names, strict=True)
     )
