@@ -163,11 +163,10 @@ def read_crontab() -> str:
         except FileNotFoundError:
             return ""
     try:
-        proc = subprocess.run(["crontab", "-l"], capture_output=True, timeout=30)
+        proc = subprocess.run(["crontab", "-l"], capture_output=True, timeout=30, check=False)
     except FileNotFoundError:
         raise ScheduleError(
-            "The crontab command is not installed. Install cron (Debian: apt-get install cron), or use "
-            "--kind systemd."
+            "The crontab command is not installed. Install cron (Debian: apt-get install cron), or use --kind systemd."
         ) from None
     if proc.returncode != 0:
         err = proc.stderr.decode("utf-8", "replace").strip()
@@ -184,7 +183,7 @@ def write_crontab(text: str) -> None:
         Path(override).write_bytes(data)
         return
     try:
-        proc = subprocess.run(["crontab", "-"], input=data, capture_output=True, timeout=30)
+        proc = subprocess.run(["crontab", "-"], input=data, capture_output=True, timeout=30, check=False)
     except FileNotFoundError:
         raise ScheduleError("The crontab command is not installed; use --kind systemd.") from None
     if proc.returncode != 0:
@@ -239,8 +238,10 @@ def foreign_cron_lines() -> list[str]:
     except ScheduleError:
         return []
     return [
-        line for line in text.splitlines()
-        if not line.lstrip().startswith("#") and MARK not in line
+        line
+        for line in text.splitlines()
+        if not line.lstrip().startswith("#")
+        and MARK not in line
         and ("halo_integrator" in line or re.search(r"\bintegrator\b.*\brun\b", line))
     ]
 
@@ -284,7 +285,8 @@ def systemd_units(job: Job) -> dict[str, str]:
         f"ExecStart={' '.join(_systemd_quote(a) for a in job.argv)}\n"
     )
     timer = (
-        f"{head}[Unit]\nDescription=Run halo-integrator {describe_every(job.every_minutes)} ({job.config_path})\n\n"
+        f"{head}[Unit]\nDescription=Run halo-integrator {describe_every(job.every_minutes)} "
+        f"({job.config_path})\n\n"
         f"[Timer]\nOnCalendar={_on_calendar(job.every_minutes)}\nPersistent=true\nAccuracySec=10s\n"
         f"Unit={name}.service\n\n[Install]\nWantedBy=timers.target\n"
     )
@@ -405,7 +407,8 @@ def windows_xml(job: Job) -> str:
         '<Task version="1.2" xmlns="http://schemas.microsoft.com/windows/2004/02/mit/task">\n'
         f"  <RegistrationInfo><Description>{escape(job.marker[2:])}</Description></RegistrationInfo>\n"
         "  <Triggers>\n    <TimeTrigger>\n"
-        f"      <Repetition><Interval>{interval}</Interval><StopAtDurationEnd>false</StopAtDurationEnd></Repetition>\n"
+        f"      <Repetition><Interval>{interval}</Interval>"
+        "<StopAtDurationEnd>false</StopAtDurationEnd></Repetition>\n"
         "      <StartBoundary>2000-01-01T00:00:00</StartBoundary>\n      <Enabled>true</Enabled>\n"
         "    </TimeTrigger>\n  </Triggers>\n"
         "  <Settings>\n    <MultipleInstancesPolicy>IgnoreNew</MultipleInstancesPolicy>\n"
@@ -426,7 +429,7 @@ def _require_windows() -> None:
 
 
 def _schtasks(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["schtasks", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run(["schtasks", *args], capture_output=True, text=True, timeout=60, check=False)
 
 
 # ----------------------------------------------------------------------------------------- the facade
@@ -497,7 +500,11 @@ def remove(job: Job, kind: str) -> Outcome:
         path = launchd_dir() / f"{launchd_label(job)}.plist"
         if path.exists() and _launchd_owned(path, job):
             path.unlink()
-            return Outcome(kind=kind, changed=[str(path)], next_step=f"launchctl bootout gui/$(id -u)/{launchd_label(job)}")
+            return Outcome(
+                kind=kind,
+                changed=[str(path)],
+                next_step=f"launchctl bootout gui/$(id -u)/{launchd_label(job)}",
+            )
         return Outcome(kind=kind, changed=[])
     if kind == "windows":
         _require_windows()

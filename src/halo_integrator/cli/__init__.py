@@ -105,7 +105,8 @@ def cli(
     output.reset()
     output.configure_logging(verbose, quiet)
     ctx.obj = App(
-        config_option=config_path, agent=agent or os.environ.get("INTEGRATOR_AGENT"), instance_option=instance
+        config_option=config_path, agent=agent or os.environ.get("INTEGRATOR_AGENT"), instance_option=instance,
+        verbose=0 if quiet else verbose,
     )
     ctx.call_on_close(ctx.obj.close)
 

@@ -16,6 +16,7 @@ class App:
     config_option: str | None = None
     agent: str | None = None
     instance_option: str | None = None
+    verbose: int = 0  # the global -v count (-v: summaries even without a terminal)
     _config: Config | None = None
     _store: Store | None = None
     extras: dict[str, Any] = field(default_factory=dict)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -42,7 +43,17 @@ def is_terminal() -> bool:
     return sys.stdout.isatty()
 
 
+LOG_FILE_BYTES = 5 * 1024 * 1024
+LOG_FILE_BACKUPS = 5
+LOG_FILE_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
+
+
 def configure_logging(verbose: int, quiet: bool) -> None:
+    """Messages on stderr: warnings and errors; -v adds INFO, -vv DEBUG, -q keeps only errors.
+
+    Also drops the diagnostic log file of a previous invocation in this process (see :func:`log_to_file`).
+    """
+    _close_log_file()
     level = logging.WARNING
     if verbose == 1:
         level = logging.INFO
@@ -62,6 +73,54 @@ def configure_logging(verbose: int, quiet: bool) -> None:
             h.setLevel(level)
             if isinstance(h, logging.StreamHandler):
                 h.setStream(sys.stderr)
+
+
+class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating log whose files only their owner can read (they name senders and subjects)."""
+
+    def _open(self) -> Any:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
+def log_to_file(path: os.PathLike[str] | str) -> bool:
+    """Also write INFO and above to a rotating file (5 MB x 5), for scheduled runs (`[logs] file`).
+
+    The file never holds a secret, because nothing logs one. A file that cannot be opened is a warning, not
+    a failed run. Returns whether the file is attached."""
+    _close_log_file()
+    target = os.fspath(path)
+    try:
+        os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+        handler = _PrivateRotatingFileHandler(
+            target, maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8"
+        )
+    except OSError as exc:
+        warn(f"cannot write the log file {target}: {exc.strerror or exc}; going on without it.")
+        return False
+    handler.setFormatter(logging.Formatter(LOG_FILE_FORMAT))
+    handler.setLevel(logging.INFO)
+    handler._integrator_file = True  # type: ignore[attr-defined]
+    root = logging.getLogger("halo_integrator")
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)  # the stderr handler keeps its own, higher level
+    return True
+
+
+def _close_log_file() -> None:
+    root = logging.getLogger("halo_integrator")
+    for h in list(root.handlers):
+        if getattr(h, "_integrator_file", False):
+            root.removeHandler(h)
+            h.close()
+
+
+def escape(text: str) -> str:
+    """Text shown inside a rich table cell, with its [brackets] kept literal."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 def print_json(data: Any) -> None:
