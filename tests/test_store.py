@@ -1,0 +1,106 @@
+"""The ticket store: migrations from a blank database, WAL mode, attachments stored once."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from halo_integrator import migrations
+from halo_integrator.mail import parse
+from halo_integrator.store import Store, StoredRaw, compress_raw, now
+from helpers import email_bytes
+
+
+def test_blank_database_gets_every_migration_once(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    with Store.open(db) as store:
+        names = [r[0] for r in store.db.execute("SELECT name FROM _migrations ORDER BY rowid")]
+        assert names == [name for name, _ in migrations.MIGRATIONS]
+        tables = set(store.db.table_names())
+        assert {"tickets", "actions", "attachments", "blobs", "raw_messages", "inbound_log", "outbound_log",
+                "seen", "failures", "connector_state", "runs", "mailbox_runs"} <= tables
+        assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with Store.open(db) as store:  # reopening applies nothing again
+        assert migrations.apply(store.db) == []
+
+
+def test_migration_names_are_unique_and_ordered() -> None:
+    names = [name for name, _ in migrations.MIGRATIONS]
+    assert len(names) == len(set(names))
+    assert names == sorted(names)
+    assert names[0] == "m001_initial"
+
+
+def test_a_failing_migration_leaves_nothing_half_done(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    Store.open(db).close()
+
+    def broken(database: object) -> None:
+        database.execute("CREATE TABLE half_done (x)")  # type: ignore[attr-defined]
+        raise RuntimeError("boom")
+
+    migrations.MIGRATIONS.append(("m999_broken", broken))
+    try:
+        con = sqlite3.connect(db, isolation_level=None)
+        from sqlite_utils import Database
+
+        try:
+            migrations.apply(Database(con))
+        except RuntimeError:
+            pass
+        assert "half_done" not in Database(con).table_names()
+        assert con.execute("SELECT count(*) FROM _migrations WHERE name = 'm999_broken'").fetchone()[0] == 0
+        con.close()
+    finally:
+        migrations.MIGRATIONS.pop()
+
+
+def test_attachments_and_raw_messages_are_stored_once(tmp_path: Path) -> None:
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    msg["From"] = "a@example.org"
+    msg["Subject"] = "logo"
+    msg["Message-ID"] = "<m1@x>"
+    msg.set_content("see logo")
+    msg.add_attachment(b"\x89PNG same bytes", maintype="image", subtype="png", filename="logo.png")
+    raw = msg.as_bytes()
+    email = parse(raw)
+    with Store.open(tmp_path / "t.db") as store, store.transaction():
+        sha, blob = compress_raw(raw)
+        raw_id = store.save_raw(StoredRaw(sha256=sha, compressed=blob, size=len(raw)))
+        assert store.save_raw(StoredRaw(sha256=sha, compressed=blob, size=len(raw))) == raw_id
+        ticket = store.create_ticket(subject="logo", mailbox="M", requester_name="", requester_email="a@example.org",
+                                     time=now())
+        for _ in range(3):
+            store.add_email_action(ticket_id=ticket, kind="email_in", mailbox="M", email=email, raw_id=raw_id,
+                                   time=now())
+        assert store.db.execute("SELECT count(*) FROM blobs").fetchone()[0] == 1
+        assert store.db.execute("SELECT count(*) FROM attachments").fetchone()[0] == 3
+        assert store.raw_message(raw_id) == raw
+        assert len(blob) < len(raw) or len(raw) < 200
+
+
+def test_thread_lookup_prefers_the_newest_action(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "t.db") as store, store.transaction():
+        t1 = store.create_ticket(subject="a", mailbox="M", requester_name="", requester_email="", time=now())
+        t2 = store.create_ticket(subject="b", mailbox="M", requester_name="", requester_email="", time=now())
+        store.add_email_action(ticket_id=t1, kind="email_in", mailbox="M",
+                               email=parse(email_bytes("a", message_id="shared@x")), raw_id=None, time=now())
+        store.add_email_action(ticket_id=t2, kind="email_in", mailbox="M",
+                               email=parse(email_bytes("b", message_id="other@x")), raw_id=None, time=now())
+        assert store.ticket_for_message_ids(["nope@x", "other@x"]) == (t2, "other@x")
+        assert store.ticket_for_message_ids(["shared@x"]) == (t1, "shared@x")
+        assert store.ticket_for_message_ids([]) is None
+
+
+def test_opening_a_file_that_is_not_a_database_says_so(tmp_path: Path) -> None:
+    import pytest
+
+    from halo_integrator.errors import StoreError
+
+    bad = tmp_path / "t.db"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError) as err:
+        Store.open(bad)
+    assert "damaged" in str(err.value) or "not a database" in str(err.value)
