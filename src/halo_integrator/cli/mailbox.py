@@ -78,8 +78,11 @@ def list_(app: App, as_json: bool) -> None:
     output.table(
         None,
         ["Name", "Connection", "Address", "After import", f"Instance {app.instance or '(none)'} uses"],
-        [[r["name"], r["connection"], r["address"], r["after_import"], ", ".join(r["this_instance_uses"]) or "-"]
-         for r in rows],
+        [
+            [r["name"], r["connection"], r["address"], r["after_import"],
+             ", ".join(r["this_instance_uses"]) or "-"]
+            for r in rows
+        ],
     )
 
 
@@ -105,7 +108,9 @@ def show(app: App, name: str, as_json: bool) -> None:
     if mb.connection != "folder":
         if used:
             for u in used:
-                click.echo(f"Instance {inst} processes it with credential {u['credential']!r}: {u['account']}")
+                click.echo(
+                    f"Instance {inst} processes it with credential {u['credential']!r}: {u['account']}"
+                )
         else:
             click.echo(f"Instance {inst} has no credential for it: runs skip it.")
     inc = mb.incoming
@@ -185,7 +190,9 @@ def test(app: App, name: str, as_json: bool) -> None:
                     "deleted_folder": r.deleted_folder,
                     "message_count": r.message_count,
                     "capabilities": r.capabilities,
-                    "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix} for c in r.checks],
+                    "checks": [
+                        {"name": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix} for c in r.checks
+                    ],
                 }
                 for cred, r in results
             ]
@@ -212,25 +219,31 @@ Examples:
 @click.option("--connection", type=click.Choice(["imap", "pop3", "folder"]), help="How to reach the mailbox.")
 @click.option("--address", help="The mailbox's email address.")
 @click.option("--host", help="Server host name.")
-@click.option("--port", type=click.IntRange(1, 65535), help="Server port (default: by protocol and security).")
+@click.option("--port", type=click.IntRange(1, 65535),
+              help="Server port (default: by protocol and security).")
 @click.option("--security", type=click.Choice(["ssl", "starttls", "none"]), help="Default: ssl.")
 @click.option("--username", help="Login name (default: the address).")
 @click.option("--auth", type=click.Choice(["password", "oauth2"]), default="password", show_default=True)
 @click.option("--password-stdin", is_flag=True, help="Read the password (or token) from standard input.")
 @click.option("--folder", default="", help="Folder to read (IMAP; default INBOX).")
-@click.option("--path", "folder_path", help="For --connection folder: the directory of .eml files or Maildir.")
-@click.option("--after-import", type=click.Choice(["move_to_deleted", "delete", "move_to_folder", "mark_read"]),
+@click.option("--path", "folder_path",
+              help="For --connection folder: the directory of .eml files or Maildir.")
+@click.option("--after-import",
+              type=click.Choice(["move_to_deleted", "delete", "move_to_folder", "mark_read"]),
               default="move_to_deleted", show_default=True)
 @click.option("--ca-file", default="", help="Trust this CA certificate file (PEM) for a private CA.")
 @click.option("--insecure-skip-verify", is_flag=True, help="Do not verify the server certificate (warned).")
-@click.option("--credential", "cred_name", default="default", show_default=True, help="Name of the credential.")
+@click.option("--credential", "cred_name", default="default", show_default=True,
+              help="Name of the credential.")
 @click.option("--credential-instance", default=None,
               help="Instance this credential serves (default: this config's instance; '' for all).")
 @click.option("--import-existing", "choice", flag_value="all", help="Import every email already there.")
-@click.option("--only-new", "choice", flag_value="new", help="Leave existing email alone; import only new mail.")
+@click.option("--only-new", "choice", flag_value="new",
+              help="Leave existing email alone; import only new mail.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask; needs --import-existing or --only-new.")
 @click.pass_obj
-def add(app: App, name: str | None, connection: str | None, address: str | None, host: str | None,
+def add(
+        app: App, name: str | None, connection: str | None, address: str | None, host: str | None,
         port: int | None, security: str | None, username: str | None, auth: str, password_stdin: bool,
         folder: str, folder_path: str | None, after_import: str, ca_file: str, insecure_skip_verify: bool,
         cred_name: str, credential_instance: str | None, choice: str | None, yes: bool) -> None:
@@ -242,13 +255,15 @@ def add(app: App, name: str | None, connection: str | None, address: str | None,
     from halo_integrator import mailboxes as svc
 
     cfg = app.config
-    interactive = sys.stdin.isatty() and not yes
+    # Without --yes every missing answer is asked for (a script that pipes nothing gets "Aborted!");
+    # with --yes nothing is asked and whatever is missing is a usage error.
+    interactive = not yes
     ctx = click.get_current_context()
 
     def ask(value: Any, text: str, **kw: Any) -> Any:
         if value not in (None, ""):
             return value
-        if yes or not sys.stdin.isatty():
+        if not interactive:
             if "default" in kw:
                 return kw["default"]
             raise click.UsageError(f"{text} is needed: pass it as an option (see --help).")
@@ -274,12 +289,14 @@ def add(app: App, name: str | None, connection: str | None, address: str | None,
         credentials = (cred,)
         if password_stdin:
             secret = sys.stdin.readline().rstrip("\r\n")
-        elif sys.stdin.isatty():
+        elif interactive:
             secret = click.prompt("Password" if auth == "password" else "Access token", hide_input=True)
         if not secret:
             raise click.UsageError("No password given: use --password-stdin in scripts.")
     if insecure_skip_verify:
-        output.warn("Certificate checks are off for this server: anyone on the network path could read this mail.")
+        output.warn(
+            "Certificate checks are off for this server: anyone on the network path could read this mail."
+        )
     new_mailbox = config_mod.Mailbox(
         name=name, address=address or "", connection=connection, path=folder_path or "",
         incoming=config_mod.Incoming(after_import=after_import, folder=folder), credentials=credentials,
@@ -294,7 +311,9 @@ def add(app: App, name: str | None, connection: str | None, address: str | None,
     report = svc.test_mailbox(test_cfg, new_mailbox, cred, secrets)
     _print_report(report, f"Testing {name}:")
     if not report.ok:
-        output.error("The connection test failed, so nothing was saved. Fix the settings above and try again.")
+        output.error(
+            "The connection test failed, so nothing was saved. Fix the settings above and try again."
+        )
         ctx.exit(_report_exit(report))
     count = report.message_count or 0
     where = report.folder or "the mailbox"
@@ -325,7 +344,8 @@ def add(app: App, name: str | None, connection: str | None, address: str | None,
         click.echo(f"Saved. The next `integrator run` imports {count:,} email(s) from {name}.")
 
 
-@mailbox.command("edit", epilog="\b\nExamples:\n  integrator mailbox edit Support --set incoming.after_import=mark_read"
+@mailbox.command("edit", epilog="\b\nExamples:"
+                 "\n  integrator mailbox edit Support --set incoming.after_import=mark_read"
                  "\n  integrator mailbox edit Support --set credentials.prod.port=1993")
 @click.argument("name")
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", required=True,

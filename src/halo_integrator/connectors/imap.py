@@ -186,7 +186,7 @@ class ImapConnector(Connector):
                 self._secret = self.secrets("password")
                 client.login(self.user, self._secret)
         except LoginError as exc:
-            said = scrub(str(exc), self._secret)
+            said = scrub(_server_text(exc), self._secret)
             if "UNAVAILABLE" in said.upper():
                 raise ConnectError(
                     f"The IMAP server {self._where} could not check the {what} for {self.user} right now "
@@ -232,7 +232,8 @@ class ImapConnector(Connector):
         except imaplib.IMAP4.error as exc:
             raise RetrievalError(
                 f"The folder {folder!r} does not exist for {self.user} on {self._where} (the server said: "
-                f"{exc}). Folders there: {self._folder_names()}. Set incoming.folder to one of them."
+                f"{_server_text(exc)}). Folders there: {self._folder_names()}. Set incoming.folder to one of "
+                "them."
             ) from None
         self._uidvalidity = int(info.get(b"UIDVALIDITY", 0))
         self._uidnext = int(info.get(b"UIDNEXT", 0))
@@ -611,6 +612,14 @@ def _text(value: bytes | str) -> str:
     return value.decode("ascii", "replace") if isinstance(value, bytes) else value
 
 
+def _server_text(exc: BaseException) -> str:
+    """A server's answer from an exception, without the ``b'...'`` that imapclient leaves around it."""
+    text = str(exc)
+    if len(text) >= 3 and text[0] == "b" and text[1] in "'\"" and text[-1] == text[1]:
+        text = text[2:-1]
+    return text
+
+
 def _reason(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, TimeoutError):
         return f"no answer within {timeout:g} s"
@@ -618,7 +627,7 @@ def _reason(exc: BaseException, timeout: float) -> str:
         return f"the connection was lost: {exc}"
     if isinstance(exc, OSError):
         return f"the connection was lost: {exc.strerror or exc}"
-    return f"the server said: {exc}"
+    return f"the server said: {_server_text(exc)}"
 
 
 def _quiet_shutdown(client: IMAPClient) -> None:

@@ -1,0 +1,630 @@
+"""End to end through the `integrator` CLI against the real Dovecot on loopback (tests/dovecot.py).
+
+Each test has its own Dovecot user (a fresh mailbox) and its own config + SQLite store in tmp_path. Secrets
+come from the in-memory keyring (`mailbox add --password-stdin`) or the documented environment override.
+The server side is always checked from an independent imapclient session.
+"""
+
+# ruff: noqa: F811 - fixtures are imported from tests/dovecot.py and then requested by name
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from dovecot import Dovecot, User, dovecot_server, dovecot_user  # noqa: F401 - pytest fixtures
+from helpers import email_bytes, invoke, invoke_json, run_subprocess
+from netproxy import NetProxy
+
+pytestmark = pytest.mark.dovecot
+
+SECRET_ENV = "INTEGRATOR_SECRET_SUPPORT_DEFAULT_PASSWORD"
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def mailbox_toml(
+    server: Dovecot,
+    user: User,
+    *,
+    name: str = "Support",
+    connection: str = "imap",
+    security: str = "none",
+    port: int | None = None,
+    after_import: str = "move_to_deleted",
+    incoming: str = "",
+    credential: str = "",
+) -> str:
+    if port is None:
+        ports = {
+            ("imap", "ssl"): server.imaps_port,
+            ("pop3", "ssl"): server.pop3s_port,
+            ("imap", "starttls"): server.imap_port,
+            ("imap", "none"): server.imap_port,
+        }
+        port = ports.get((connection, security), server.pop3_port)
+    return f"""
+[[mailboxes]]
+name = "{name}"
+address = "{user.name}@example.com"
+connection = "{connection}"
+
+[mailboxes.incoming]
+after_import = "{after_import}"
+{incoming}
+
+[[mailboxes.credentials]]
+name = "default"
+host = "127.0.0.1"
+port = {port}
+security = "{security}"
+username = "{user.name}"
+ca_file = "server-ca.pem"
+timeout = 10
+{credential}
+"""
+
+
+def write_config(tmp_path: Path, server: Dovecot, *mailboxes: str) -> Path:
+    shutil.copy(server.ca, tmp_path / "server-ca.pem")
+    path = tmp_path / "integrator.toml"
+    path.write_text('instance = "test"\ndatabase = "tickets.db"\n' + "".join(mailboxes), encoding="utf-8")
+    return path
+
+
+def config_for(tmp_path: Path, server: Dovecot, user: User, **kw: object) -> Path:
+    return write_config(tmp_path, server, mailbox_toml(server, user, **kw))  # type: ignore[arg-type]
+
+
+def secret_env(user: User, mailbox: str = "SUPPORT") -> dict[str, str]:
+    return {f"INTEGRATOR_SECRET_{mailbox}_DEFAULT_PASSWORD": user.password}
+
+
+def seed(server: Dovecot, user: User, messages: list[bytes], folder: str = "INBOX") -> None:
+    client = server.imap(user)
+    try:
+        client.multiappend(folder, messages)
+    finally:
+        client.logout()
+
+
+def message_ids_in(server: Dovecot, user: User, folder: str) -> list[str]:
+    """The Message-IDs in a folder, sorted, read without changing anything."""
+    client = server.imap(user)
+    try:
+        client.select_folder(folder, readonly=True)
+        uids = client.search(["ALL"])
+        if not uids:
+            return []
+        data = client.fetch(uids, ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
+        return sorted(
+            d[b"BODY[HEADER.FIELDS (MESSAGE-ID)]"].decode().strip().partition(":")[2].strip()
+            for d in data.values()
+        )
+    finally:
+        client.logout()
+
+
+def flags_in(server: Dovecot, user: User, folder: str) -> list[tuple[bytes, ...]]:
+    client = server.imap(user)
+    try:
+        client.select_folder(folder, readonly=True)
+        uids = client.search(["ALL"])
+        return [tuple(d[b"FLAGS"]) for d in client.fetch(uids, ["FLAGS"]).values()] if uids else []
+    finally:
+        client.logout()
+
+
+def actions_per_message_id(db: Path) -> dict[str, int]:
+    con = sqlite3.connect(db)
+    try:
+        rows = con.execute(
+            "SELECT message_id, count(*) FROM actions WHERE kind = 'email_in' GROUP BY message_id"
+        ).fetchall()
+    finally:
+        con.close()
+    return {r[0]: r[1] for r in rows}
+
+
+def inbound_statuses(db: Path) -> list[str]:
+    con = sqlite3.connect(db)
+    try:
+        return [r[0] for r in con.execute("SELECT status FROM inbound_log ORDER BY id")]
+    finally:
+        con.close()
+
+
+def mails(prefix: str, count: int, size: int = 0) -> list[bytes]:
+    return [
+        email_bytes(
+            f"{prefix} problem {n}", message_id=f"{prefix}-{n}@example.org", body=f"Body {n}\n" + "x" * size
+        )
+        for n in range(1, count + 1)
+    ]
+
+
+def run_json(cfg: Path, env: dict[str, str], *args: str) -> tuple[int, list[dict[str, object]], str]:
+    result = invoke(cfg, "run", "--json", *args, env=env)
+    return result.exit_code, json.loads(result.stdout), result.stderr
+
+
+def dead_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ------------------------------------------------------------------------------------------ imports
+
+
+@pytest.mark.parametrize(
+    ("connection", "security"),
+    [("imap", "ssl"), ("imap", "starttls"), ("pop3", "ssl"), ("pop3", "starttls")],
+)
+def test_import_and_replies_thread_into_tickets(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, connection: str, security: str
+) -> None:
+    server, user = dovecot_server, dovecot_user
+    cfg = config_for(tmp_path, server, user, connection=connection, security=security)
+    env = secret_env(user)
+    seed(
+        server,
+        user,
+        [
+            email_bytes("Printer jams", message_id="orig@example.org"),
+            email_bytes("VPN is down", message_id="vpn@example.org"),
+        ],
+    )
+    code, (summary,), stderr = run_json(cfg, env)
+    assert code == 0, stderr
+    assert (summary["fetched"], summary["created"], summary["disposed"]) == (2, 2, 2)
+    tickets = {t["subject"]: t for t in invoke_json(cfg, "tickets", "list")}
+    printer = tickets["Printer jams"]["id"]
+
+    seed(
+        server,
+        user,
+        [
+            email_bytes(f"Re: [#{printer}] Printer jams", message_id="tagged@example.org"),
+            email_bytes(
+                "Re: your question",
+                message_id="threaded@example.org",
+                in_reply_to="orig@example.org",
+                references="<orig@example.org>",
+            ),
+        ],
+    )
+    code, (summary,), stderr = run_json(cfg, env)
+    assert code == 0, stderr
+    assert (summary["fetched"], summary["created"], summary["updated"]) == (2, 0, 2)
+    shown = invoke_json(cfg, "tickets", "show", str(printer))
+    assert [a["message_id"] for a in shown["actions"]] == [
+        "orig@example.org",
+        "tagged@example.org",
+        "threaded@example.org",
+    ]
+    assert message_ids_in(server, user, "INBOX") == []
+    if connection == "imap":
+        assert len(message_ids_in(server, user, "Trash")) == 4
+    assert set(actions_per_message_id(tmp_path / "tickets.db").values()) == {1}
+
+
+@pytest.mark.parametrize("after_import", ["delete", "move_to_folder", "mark_read"])
+def test_each_after_import(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, after_import: str
+) -> None:
+    server, user = dovecot_server, dovecot_user
+    extra = 'move_folder = "Processed"' if after_import == "move_to_folder" else ""
+    cfg = config_for(tmp_path, server, user, after_import=after_import, incoming=extra)
+    seed(server, user, mails("a", 3))
+    code, (summary,), stderr = run_json(cfg, secret_env(user))
+    assert code == 0, stderr
+    assert summary["created"] == 3 and summary["disposed"] == 3
+    expected = [f"<a-{n}@example.org>" for n in (1, 2, 3)]
+    assert message_ids_in(server, user, "Trash") == []
+    if after_import == "delete":
+        assert message_ids_in(server, user, "INBOX") == []
+    elif after_import == "move_to_folder":
+        assert message_ids_in(server, user, "INBOX") == []
+        assert message_ids_in(server, user, "Processed") == expected
+    else:
+        assert message_ids_in(server, user, "INBOX") == expected
+        assert all(b"\\Seen" in f for f in flags_in(server, user, "INBOX"))
+    # a second run finds nothing new and touches nothing
+    seed(server, user, mails("b", 1))
+    code, (summary,), stderr = run_json(cfg, secret_env(user))
+    assert code == 0, stderr
+    assert (summary["fetched"], summary["created"], summary["duplicates"]) == (1, 1, 0)
+    assert set(actions_per_message_id(tmp_path / "tickets.db").values()) == {1}
+
+
+def test_move_to_deleted_leaves_the_inbox_empty(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    server, user = dovecot_server, dovecot_user
+    cfg = config_for(tmp_path, server, user)
+    seed(server, user, mails("m", 5))
+    result = invoke(cfg, "run", env=secret_env(user))
+    assert result.exit_code == 0, result.stderr
+    assert message_ids_in(server, user, "INBOX") == []
+    assert message_ids_in(server, user, "Trash") == [f"<m-{n}@example.org>" for n in range(1, 6)]
+
+
+# ------------------------------------------------------------------------------------------ mailbox add
+
+
+def add_args(server: Dovecot, user: User, *extra: str) -> list[str]:
+    return [
+        "mailbox",
+        "add",
+        "Support",
+        "--connection",
+        "imap",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(server.imaps_port),
+        "--security",
+        "ssl",
+        "--username",
+        user.name,
+        "--address",
+        f"{user.name}@example.com",
+        "--ca-file",
+        "server-ca.pem",
+        *extra,
+    ]
+
+
+def empty_config(tmp_path: Path, server: Dovecot) -> Path:
+    return write_config(tmp_path, server)
+
+
+def test_add_only_new_leaves_existing_mail_alone(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    server, user = dovecot_server, dovecot_user
+    cfg = empty_config(tmp_path, server)
+    seed(server, user, mails("old", 3))
+    result = invoke(
+        cfg, *add_args(server, user, "--password-stdin", "--yes", "--only-new"), input=user.password + "\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert "All 3 emails in INBOX will be turned into tickets and moved to Deleted Items." in result.output
+    assert "left alone" in result.output
+    assert user.password not in cfg.read_text()
+
+    seed(server, user, mails("new", 2))
+    code, (summary,), stderr = run_json(cfg, {})  # the password comes from the (in-memory) keyring
+    assert code == 0, stderr
+    assert (summary["fetched"], summary["created"]) == (2, 2)
+    assert message_ids_in(server, user, "INBOX") == [f"<old-{n}@example.org>" for n in (1, 2, 3)]
+    assert all(b"\\Seen" not in f for f in flags_in(server, user, "INBOX"))
+    assert message_ids_in(server, user, "Trash") == ["<new-1@example.org>", "<new-2@example.org>"]
+
+
+def test_add_import_existing(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+    server, user = dovecot_server, dovecot_user
+    cfg = empty_config(tmp_path, server)
+    seed(server, user, mails("old", 2))
+    result = invoke(
+        cfg,
+        *add_args(server, user, "--password-stdin", "--yes", "--import-existing"),
+        input=user.password + "\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert "All 2 emails in INBOX will be turned into tickets and moved to Deleted Items." in result.output
+    code, (summary,), stderr = run_json(cfg, {})
+    assert code == 0, stderr
+    assert (summary["fetched"], summary["created"], summary["disposed"]) == (2, 2, 2)
+    assert message_ids_in(server, user, "INBOX") == []
+
+
+def test_add_yes_without_a_choice_is_a_usage_error(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    server, user = dovecot_server, dovecot_user
+    cfg = empty_config(tmp_path, server)
+    seed(server, user, mails("old", 1))
+    result = invoke(cfg, *add_args(server, user, "--password-stdin", "--yes"), input=user.password + "\n")
+    assert result.exit_code == 2
+    assert "--import-existing or --only-new" in result.stderr
+    assert "Support" not in cfg.read_text()
+
+
+@pytest.mark.parametrize(("answer", "imported"), [("a", 2), ("n", 0), ("c", None)])
+def test_interactive_add_offers_all_new_or_cancel(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, answer: str, imported: int | None
+) -> None:
+    server, user = dovecot_server, dovecot_user
+    cfg = empty_config(tmp_path, server)
+    seed(server, user, mails("old", 2))
+    # name, connection, address, host, security, login name, password; port and CA file given as options
+    typed = [
+        "Support",
+        "imap",
+        f"{user.name}@example.com",
+        "127.0.0.1",
+        "ssl",
+        user.name,
+        user.password,
+        answer,
+    ]
+    result = invoke(
+        cfg,
+        "mailbox",
+        "add",
+        "--port",
+        str(server.imaps_port),
+        "--ca-file",
+        "server-ca.pem",
+        input="\n".join(typed) + "\n",
+    )
+    assert "All 2 emails in INBOX will be turned into tickets and moved to Deleted Items." in result.output
+    assert "import only email arriving from now on" in result.output
+    assert user.password not in result.output
+    assert result.exit_code == 0, result.output
+    if imported is None:
+        assert "Cancelled" in result.output
+        assert "Support" not in cfg.read_text()
+        return
+    seed(server, user, mails("new", 1))
+    code, (summary,), stderr = run_json(cfg, {})
+    assert code == 0, stderr
+    assert summary["created"] == imported + 1
+
+
+def test_show_and_list_never_print_the_secret(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    server, user = dovecot_server, dovecot_user
+    cfg = empty_config(tmp_path, server)
+    result = invoke(
+        cfg, *add_args(server, user, "--password-stdin", "--yes", "--only-new"), input=user.password + "\n"
+    )
+    assert result.exit_code == 0, result.output
+    for args in (
+        ["mailbox", "show", "Support"],
+        ["mailbox", "show", "Support", "--json"],
+        ["mailbox", "list"],
+        ["mailbox", "list", "--json"],
+        ["mailbox", "test", "Support"],
+    ):
+        shown = invoke(cfg, *args)
+        assert shown.exit_code == 0, shown.output
+        assert user.password not in shown.output
+        assert user.password not in shown.stderr
+    assert user.name in invoke(cfg, "mailbox", "show", "Support").output
+
+
+# ------------------------------------------------------------------------------------------ mailbox test
+
+
+def test_mailbox_test_reports_folders_counts_and_capabilities(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    server, user = dovecot_server, dovecot_user
+    cfg = config_for(tmp_path, server, user, security="ssl")
+    seed(server, user, mails("t", 4))
+    result = invoke(cfg, "mailbox", "test", "Support", env=secret_env(user))
+    assert result.exit_code == 0, result.output
+    assert "Reads folder: INBOX" in result.output
+    assert "Deleted Items folder: Trash" in result.output
+    assert "Emails waiting: 4" in result.output
+    assert "MOVE" in result.output and "UIDPLUS" in result.output
+    assert "certificate verified" in result.output
+    assert message_ids_in(server, user, "INBOX") == [f"<t-{n}@example.org>" for n in range(1, 5)]
+
+
+def _failing_test(cfg: Path, env: dict[str, str]) -> tuple[int, dict[str, object], str]:
+    result = invoke(cfg, "mailbox", "test", "Support", env=env)
+    as_json = invoke(cfg, "mailbox", "test", "Support", "--json", env=env)
+    assert as_json.exit_code == result.exit_code
+    (report,) = json.loads(as_json.stdout)
+    failed = [c for c in report["checks"] if not c["ok"]]
+    assert len(failed) == 1, report
+    return result.exit_code, failed[0], result.output
+
+
+def test_mailbox_test_connect_refused(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+    cfg = config_for(tmp_path, dovecot_server, dovecot_user, port=dead_port())
+    code, failed, text = _failing_test(cfg, secret_env(dovecot_user))
+    assert code == 1
+    assert failed["name"] == "connect"
+    assert "refused the connection" in text
+
+
+def test_mailbox_test_untrusted_certificate(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    cfg = config_for(tmp_path, dovecot_server, dovecot_user, security="ssl")
+    cfg.write_text(cfg.read_text().replace('ca_file = "server-ca.pem"\n', ""))
+    code, failed, text = _failing_test(cfg, secret_env(dovecot_user))
+    assert code == 1
+    assert failed["name"] == "tls"
+    assert "certificate" in text and "not trusted" in text and "ca_file" in text
+
+
+def test_mailbox_test_wrong_password(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+    cfg = config_for(tmp_path, dovecot_server, dovecot_user)
+    code, failed, text = _failing_test(cfg, {SECRET_ENV: "not-the-password"})
+    assert code == 4
+    assert failed["name"] == "login"
+    assert "refused the password" in text
+    assert "not-the-password" not in text
+
+
+def test_mailbox_test_missing_folder(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+    cfg = config_for(tmp_path, dovecot_server, dovecot_user, incoming='folder = "Tickets"')
+    code, failed, text = _failing_test(cfg, secret_env(dovecot_user))
+    assert code == 1
+    assert failed["name"] == "folder"
+    assert "'Tickets' does not exist" in text and "INBOX" in text
+
+
+def test_mailbox_test_missing_deleted_items(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    cfg = config_for(tmp_path, dovecot_server, dovecot_user, incoming='deleted_folder = "Deleted Items"')
+    code, failed, text = _failing_test(cfg, secret_env(dovecot_user))
+    assert code == 1
+    assert failed["name"] == "deleted_folder"
+    assert "'Deleted Items'" in text and "does not exist" in text
+
+
+# ------------------------------------------------------------------------------------------ failures on run
+
+
+def test_wrong_password_on_run_exits_4_with_one_line(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    cfg = config_for(tmp_path, dovecot_server, dovecot_user)
+    seed(dovecot_server, dovecot_user, mails("w", 1))
+    result = run_subprocess(cfg, "run", env={SECRET_ENV: "not-the-password"})
+    assert result.returncode == 4
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "refused the password" in lines[0] and dovecot_user.name in lines[0]
+    assert "not-the-password" not in result.stderr + result.stdout
+    assert message_ids_in(dovecot_server, dovecot_user, "INBOX") == ["<w-1@example.org>"]
+
+
+def test_untrusted_certificate_on_run(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+    cfg = config_for(tmp_path, dovecot_server, dovecot_user, security="ssl")
+    cfg.write_text(cfg.read_text().replace('ca_file = "server-ca.pem"\n', ""))
+    seed(dovecot_server, dovecot_user, mails("u", 1))
+    result = run_subprocess(cfg, "run", env=secret_env(dovecot_user))
+    assert result.returncode == 5
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "certificate" in lines[0] and "not trusted" in lines[0] and "ca_file" in lines[0]
+
+
+def test_uidvalidity_reset_imports_nothing_twice(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    server, user = dovecot_server, dovecot_user
+    cfg = config_for(tmp_path, server, user)
+    seed(server, user, mails("v", 3))
+    # a crash right after the commit: the tickets exist, the server copies were not moved yet
+    crashed = run_subprocess(cfg, "run", env={**secret_env(user), "INTEGRATOR_FAULT": "after_commit"})
+    assert crashed.returncode == 86
+    assert len(message_ids_in(server, user, "INBOX")) == 3
+    server.doveadm("mailbox", "update", "-u", user.name, "--uid-validity", "777", "INBOX")
+    code, (summary,), stderr = run_json(cfg, secret_env(user))
+    assert code == 0, stderr
+    assert summary["created"] == 0 and summary["duplicates"] == 3 and summary["disposed"] == 3
+    assert inbound_statuses(tmp_path / "tickets.db").count("duplicate") == 3
+    assert actions_per_message_id(tmp_path / "tickets.db") == {f"v-{n}@example.org": 1 for n in (1, 2, 3)}
+    assert message_ids_in(server, user, "INBOX") == []
+    assert len(message_ids_in(server, user, "Trash")) == 3
+
+
+def _assert_all_once(server: Dovecot, user: User, db: Path, count: int, prefix: str) -> None:
+    assert message_ids_in(server, user, "INBOX") == []
+    assert message_ids_in(server, user, "Trash") == sorted(
+        f"<{prefix}-{n}@example.org>" for n in range(1, count + 1)
+    )
+    assert actions_per_message_id(db) == {f"{prefix}-{n}@example.org": 1 for n in range(1, count + 1)}
+
+
+def test_connection_cut_mid_fetch_then_healthy_run(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    server, user = dovecot_server, dovecot_user
+    seed(server, user, mails("cut", 6, size=20_000))
+    with NetProxy(server.imap_port) as proxy:
+        cfg = config_for(tmp_path, server, user, port=proxy.port, incoming="batch_size = 2")
+        proxy.cut_after(60_000)  # login, list, the first batch of two, then part of the second batch
+        code, (summary,), _ = run_json(cfg, secret_env(user))
+        assert proxy.cuts == 1
+    assert code == 5
+    assert "connection was lost" in str(summary["error"])
+    assert 0 < int(summary["created"]) < 6  # type: ignore[call-overload]
+    left = message_ids_in(server, user, "INBOX")
+    assert 0 < len(left) < 6
+
+    cfg = config_for(tmp_path, server, user)
+    code, (summary,), stderr = run_json(cfg, secret_env(user))
+    assert code == 0, stderr
+    _assert_all_once(server, user, tmp_path / "tickets.db", 6, "cut")
+
+
+def test_stalled_server_times_out_then_healthy_run(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    server, user = dovecot_server, dovecot_user
+    seed(server, user, mails("stall", 6, size=20_000))
+    with NetProxy(server.imap_port) as proxy:
+        sent = 0
+
+        def stall_mid_fetch(data: bytes) -> bytes:
+            nonlocal sent
+            sent += len(data)
+            if sent > 60_000:
+                proxy.stall()  # what was read is held; nothing more reaches the client
+            return data
+
+        proxy.server_filter = stall_mid_fetch
+        cfg = config_for(tmp_path, server, user, port=proxy.port, incoming="batch_size = 2")
+        cfg.write_text(cfg.read_text().replace("timeout = 10", "timeout = 1"))
+        code, (summary,), _ = run_json(cfg, secret_env(user))
+    assert code == 5
+    assert "no answer within 1 s" in str(summary["error"])
+    assert 0 < int(summary["created"]) < 6  # type: ignore[call-overload]
+
+    cfg = config_for(tmp_path, server, user)
+    code, (summary,), stderr = run_json(cfg, secret_env(user))
+    assert code == 0, stderr
+    _assert_all_once(server, user, tmp_path / "tickets.db", 6, "stall")
+
+
+def test_a_dead_server_does_not_block_the_other_mailbox(dovecot_server: Dovecot, tmp_path: Path) -> None:
+    server = dovecot_server
+    alive, dead = server.new_user(), server.new_user()
+    cfg = write_config(
+        tmp_path,
+        server,
+        mailbox_toml(server, dead, name="Dead", port=dead_port()),
+        mailbox_toml(server, alive, name="Alive"),
+    )
+    seed(server, alive, mails("ok", 2))
+    env = {**secret_env(dead, "DEAD"), **secret_env(alive, "ALIVE")}
+    code, rows, _ = run_json(cfg, env)
+    assert code == 5
+    by_name = {r["mailbox"]: r for r in rows}
+    assert "refused the connection" in str(by_name["Dead"]["error"])
+    assert by_name["Alive"]["created"] == 2 and by_name["Alive"]["error"] is None
+    assert message_ids_in(server, alive, "INBOX") == []
+
+
+def test_run_with_pop3_cut_then_healthy_run(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    server, user = dovecot_server, dovecot_user
+    seed(server, user, mails("pop", 6, size=20_000))
+    with NetProxy(server.pop3_port) as proxy:
+        cfg = config_for(
+            tmp_path, server, user, connection="pop3", port=proxy.port, incoming="batch_size = 2"
+        )
+        proxy.cut_after(60_000)
+        code, (summary,), _ = run_json(cfg, secret_env(user))
+        assert proxy.cuts == 1
+    assert code == 5
+    assert "connection was lost" in str(summary["error"])
+    first = int(summary["created"])  # type: ignore[call-overload]
+    assert 0 < first < 6
+    # each batch's DELEs are committed by a QUIT right after its import: the rest is still there
+    assert len(message_ids_in(server, user, "INBOX")) == 6 - first
+    cfg = config_for(tmp_path, server, user, connection="pop3")
+    code, (summary,), stderr = run_json(cfg, secret_env(user))
+    assert code == 0, stderr
+    assert (summary["created"], summary["duplicates"]) == (6 - first, 0)
+    assert message_ids_in(server, user, "INBOX") == []
+    assert actions_per_message_id(tmp_path / "tickets.db") == {f"pop-{n}@example.org": 1 for n in range(1, 7)}
