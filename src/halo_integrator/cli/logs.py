@@ -50,6 +50,7 @@ LOGS_EXAMPLES = """
 \b
 Examples:
   integrator logs --since 2h --status error
+  integrator logs --follow --mailbox Support     # new entries as they come; Ctrl-C stops
   integrator logs inbound --mailbox Support --json
   integrator logs show 17
 """
@@ -76,7 +77,8 @@ def logs(ctx: click.Context) -> None:
 @click.option("--since", metavar="WHEN", help="A duration (45m, 2h, 3d) or a date (2026-11-27).")
 @click.option("--search", metavar="TEXT", help="Subject, address, detail or Message-ID contains TEXT.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (with --follow: one object per line).")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new entries as they arrive (Ctrl-C stops).")
 @click.pass_context
 def list_(
     ctx: click.Context,
@@ -87,8 +89,9 @@ def list_(
     search: str | None = None,
     limit: int = 50,
     as_json: bool = False,
+    follow: bool = False,
 ) -> None:
-    """List log entries, newest first."""
+    """List log entries, newest first (with --follow: oldest first, then new ones as they arrive)."""
     from halo_integrator.timeutil import since_to_iso
 
     app: App = ctx.obj
@@ -97,25 +100,58 @@ def list_(
         since_iso = since_to_iso(since) if since else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from None
-    rows = app.store().logs(
-        direction=direction, mailbox=mailbox, status=status, since=since_iso, search=search, limit=limit
-    )
+    filters: dict[str, Any] = {"direction": direction, "mailbox": mailbox, "status": status, "search": search}
+    store = app.store()
+    if follow:
+        _follow(store, filters, since_iso, limit, as_json)
+        return
+    rows = store.logs(**filters, since=since_iso, limit=limit)
     if as_json:
         output.print_json([log_json(r) for r in rows])
         return
     if not rows:
         output.info("No log entries match.")
         return
-    output.table(
-        None,
-        ["ID", "Time", "Dir", "Mailbox", "Status", "Who", "Subject", "Ticket", "Detail"],
-        [
-            [r["id"], r["time"][:19].replace("T", " "), "in" if r["direction"] == "inbound" else "out", r["mailbox"],
-             r["status"], output.short(r["sender"] if r["direction"] == "inbound" else r["recipients"], 30),
-             output.short(r["subject"], 40), r["ticket_id"] or "", output.short(r["detail"], 60)]
-            for r in rows
-        ],
-    )
+    output.table(None, COLUMNS, [_cells(r) for r in rows])
+
+
+COLUMNS = ["ID", "Time", "Dir", "Mailbox", "Status", "Who", "Subject", "Ticket", "Detail"]
+FOLLOW_POLL_SECONDS = 1.0
+
+
+def _cells(r: dict[str, Any]) -> list[Any]:
+    return [
+        r["id"], r["time"][:19].replace("T", " "), "in" if r["direction"] == "inbound" else "out", r["mailbox"],
+        r["status"], output.short(r["sender"] if r["direction"] == "inbound" else r["recipients"], 30),
+        output.short(r["subject"], 40), r["ticket_id"] or "", output.short(r["detail"], 60),
+    ]
+
+
+def _follow(store: Any, filters: dict[str, Any], since: str | None, limit: int, as_json: bool) -> None:
+    """Print the last ``limit`` matching entries oldest first, then poll every second for newer rows."""
+    import json
+    import time
+
+    after = store.max_log_ids()  # before the first read, so nothing committed in between is missed
+
+    def emit(rows: list[dict[str, Any]]) -> None:
+        for r in sorted(rows, key=lambda r: (r["time"], r["direction"], r["id"])):
+            if as_json:
+                click.echo(json.dumps(log_json(r), ensure_ascii=False, default=str))
+            else:
+                click.echo("\t".join(str(v).replace("\t", " ") for v in _cells(r)))
+            after[r["direction"]] = max(after.get(r["direction"], 0), r["id"])
+
+    if not as_json:
+        click.echo("\t".join(COLUMNS))
+    initial = store.logs(**filters, since=since, limit=limit)
+    emit(initial)
+    try:
+        while True:
+            time.sleep(FOLLOW_POLL_SECONDS)
+            emit(store.logs(**filters, after_id=dict(after), limit=1000))
+    except KeyboardInterrupt:
+        return
 
 
 @logs.command("show", epilog="\b\nExample:\n  integrator logs show 17 --json")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -9,6 +10,8 @@ import click
 
 from halo_integrator.cli import output
 from halo_integrator.cli.app import App
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from halo_integrator.config import Credential, Mailbox
@@ -42,6 +45,12 @@ def _execute(
     cfg = app.config
     for name in names:
         cfg.mailbox(name)  # unknown names fail before anything starts
+    if cfg.logs.file:
+        output.log_to_file(cfg.resolve(cfg.logs.file))
+    log.info(
+        "%s started (instance %r, %s)%s", "import" if len(names) == 1 else "run", app.instance,
+        ", ".join(names) or "every mailbox", " - dry run" if dry_run else "",
+    )
     store = app.store()
     progress = None
     bar: Any = None
@@ -72,7 +81,22 @@ def _execute(
                     result = importer.run(names)
             else:
                 result = importer.run(names)
+    _log_summary(result)
     return result
+
+
+def _log_summary(result: RunResult) -> None:
+    """One line per mailbox for the diagnostic log file (and -v)."""
+    if result.incoming_disabled:
+        log.info("incoming service is off; nothing imported")
+    for m in result.mailboxes:
+        log.info(
+            "%s%s: fetched %d, created %d, updated %d, ignored %d, duplicates %d, errors %d, quarantined %d, "
+            "disposed %d in %.2f s%s", m.mailbox, "/" + m.credential if m.credential else "", m.fetched, m.created,
+            m.updated, m.ignored, m.duplicates, m.errors, m.quarantined, m.disposed, m.seconds,
+            f"; failed: {m.error}" if m.error else "",
+        )
+    log.info("finished with exit code %d", result.exit_code)
 
 
 def _render(result: RunResult, *, as_json: bool, dry_run: bool, verbose: bool) -> None:
@@ -93,8 +117,10 @@ def _render(result: RunResult, *, as_json: bool, dry_run: bool, verbose: bool) -
             "Set it to true to import email."
         )
         return
-    for name, why in result.skipped:
-        output.warn(f"{name}: skipped, {why}.")
+    interactive = output.is_terminal()
+    if interactive or verbose:  # under cron a skipped mailbox is a normal multi-instance setup, not news
+        for name, why in result.skipped:
+            output.warn(f"{name}: skipped, {why}.")
     for m in result.mailboxes:
         if m.error:
             output.error(f"{m.mailbox}{'/' + m.credential if m.credential else ''}: {m.error}")
@@ -109,7 +135,6 @@ def _render(result: RunResult, *, as_json: bool, dry_run: bool, verbose: bool) -
                 for m in result.mailboxes for d in m.decisions
             ],
         )
-    interactive = output.is_terminal()
     if interactive or verbose or dry_run:
         output.table(
             None,
@@ -148,7 +173,7 @@ def run(app: App, mailboxes: tuple[str, ...], dry_run: bool, limit: int | None, 
     nothing and imports nothing twice. Quiet on success when not on a terminal (cron).
     """
     result = _execute(app, mailboxes, dry_run=dry_run, limit=limit, as_json=as_json)
-    _render(result, as_json=as_json, dry_run=dry_run, verbose=False)
+    _render(result, as_json=as_json, dry_run=dry_run, verbose=app.verbose > 0)
     click.get_current_context().exit(result.exit_code)
 
 

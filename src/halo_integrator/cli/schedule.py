@@ -28,13 +28,23 @@ kind_option = click.option(
     help="Which scheduler.",
 )
 every_option = click.option(
-    "--every", default=DEFAULT_EVERY, show_default=True, metavar="INTERVAL", help="How often: 5m, 15m, 1h, ..."
+    "--every",
+    default=DEFAULT_EVERY,
+    show_default=True,
+    metavar="INTERVAL",
+    help="How often: 5m, 15m, 1h, ...",
 )
 
 
 def _job(app: App, every: str = DEFAULT_EVERY) -> Job:
+    from halo_integrator.schedule import ScheduleError
+
     instance = app.instance_option or os.environ.get("INTEGRATOR_INSTANCE") or ""
-    return Job(config_path=app.config_path.resolve(), every_minutes=parse_every(every), instance=instance)
+    try:
+        minutes = parse_every(every)
+    except ScheduleError as exc:
+        raise click.BadParameter(str(exc), param_hint="--every") from None
+    return Job(config_path=app.config_path.resolve(), every_minutes=minutes, instance=instance)
 
 
 @click.group(epilog=EXAMPLES)
@@ -61,8 +71,12 @@ def show(app: App, kind: str, every: str) -> None:
         click.echo(text.rstrip("\n"))
         click.echo()
     if kind == "cron":
-        click.echo("# Cron mails what a job prints to MAILTO (default: the local user). `run` prints only errors")
-        click.echo("# when it has no terminal, so put MAILTO=admin@example.com above the line to be told of them.")
+        click.echo(
+            "# Cron mails what a job prints to MAILTO (default: the local user). `run` prints only errors"
+        )
+        click.echo(
+            "# when it has no terminal, so put MAILTO=admin@example.com above the line to be told of them."
+        )
     try:
         found, unknown = find_installed(job)
     except ScheduleError as exc:  # pragma: no cover - find_installed reports its own problems
@@ -72,7 +86,9 @@ def show(app: App, kind: str, every: str) -> None:
             every_text = describe_every(entry.every_minutes) if entry.every_minutes else "interval unknown"
             click.echo(f"Installed: {entry.kind} ({every_text}) in {entry.where}")
     else:
-        click.echo(f"Not installed for {job.config_path}. `integrator schedule install --kind {kind}` adds it.")
+        click.echo(
+            f"Not installed for {job.config_path}. `integrator schedule install --kind {kind}` adds it."
+        )
     for why in unknown:
         output.warn(f"could not look at {why}")
 
@@ -95,7 +111,9 @@ def install(app: App, kind: str, every: str) -> None:
     if kind == "systemd":
         output.info("To run it while you are logged out: loginctl enable-linger $USER")
     if kind == "cron":
-        output.info("Cron mails errors to MAILTO (default: this user); set MAILTO in the crontab to change that.")
+        output.info(
+            "Cron mails errors to MAILTO (default: this user); set MAILTO in the crontab to change that."
+        )
 
 
 @schedule.command(epilog=EXAMPLES)
