@@ -327,7 +327,8 @@ class Doctor:
                 )
             else:
                 waiting = f", {report.message_count} email(s) waiting" if report.message_count is not None else ""
-                self.report.add("connection", "ok", f"reached and logged in{waiting}", subject=subject)
+                what = "reached and logged in" if cred else "readable"
+                self.report.add("connection", "ok", f"{what}{waiting}", subject=subject)
             self._deleted_folder(
                 mb,
                 report,
