@@ -9,6 +9,7 @@ import click
 
 from halo_integrator.cli import output
 from halo_integrator.cli.app import App
+from halo_integrator.cli.credentials import actor_for, warn_split
 from halo_integrator.errors import EXIT_ERROR, EXIT_SECRET, EXIT_USAGE, SecretError
 
 if TYPE_CHECKING:
@@ -97,6 +98,7 @@ def show(app: App, name: str, as_json: bool) -> None:
     cfg = app.config
     mb = cfg.mailbox(name)
     data = describe(cfg, mb, app.instance)
+    warn_split(app, [mb.name])
     if as_json:
         output.print_json(data)
         return
@@ -335,7 +337,7 @@ def add(
         choice = "all" if answer == "a" else "new"
     if cred is not None:
         _keystore(app, interactive=False).set(name, cred.name, svc.secret_kind(cred), secret)
-    svc.add_mailbox(cfg, new_mailbox)
+    svc.add_mailbox(cfg, new_mailbox, actor=actor_for(app))
     cfg = app.reload()
     if choice == "new":
         left = svc.only_new(cfg, cfg.mailbox(name), cred, secrets, app.store())
@@ -355,7 +357,7 @@ def edit(app: App, name: str, assignments: tuple[str, ...]) -> None:
     """Change a mailbox's settings. The whole config is checked before it is written."""
     from halo_integrator.mailboxes import edit_mailbox
 
-    _, changes = edit_mailbox(app.config, name, list(assignments))
+    _, changes = edit_mailbox(app.config, name, list(assignments), actor=actor_for(app))
     for key, (before, after) in changes.items():
         click.echo(f"{name}: {key}: {before!r} -> {after!r}")
 
@@ -371,7 +373,7 @@ def remove(app: App, name: str, yes: bool) -> None:
     mb = app.config.mailbox(name)
     if not yes:
         click.confirm(f"Remove mailbox {mb.name!r} and its secrets? Its tickets and logs stay.", abort=True)
-    _, removed = remove_mailbox(app.config, name)
+    _, removed = remove_mailbox(app.config, name, actor=actor_for(app))
     keystore = None
     for cred in removed.credentials:
         keystore = keystore or _keystore(app, interactive=False)
