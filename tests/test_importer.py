@@ -263,7 +263,8 @@ def test_full_disk_is_a_clear_error_and_nothing_is_lost(tmp_path: Path) -> None:
     cfg = write_config(tmp_path)
     for i in range(30):
         (tmp_path / "mail" / f"{i:02}.eml").write_bytes(
-            email_bytes(f"Report {i}", message_id=f"r{i}@x", body="".join(chr(65 + (i * j) % 26) for j in range(40000)))
+            email_bytes(f"Report {i}", message_id=f"r{i}@x", sender=f"user{i}@example.org",
+                        body="".join(chr(65 + (i * j) % 26) for j in range(40000)))
         )
     with Store.open(tmp_path / "tickets.db"):
         pass

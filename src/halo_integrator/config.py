@@ -33,6 +33,9 @@ AFTER_IMPORT = ("move_to_deleted", "delete", "move_to_folder", "mark_read")
 SECURITY = ("ssl", "starttls", "none")
 AUTH = ("password", "oauth2")
 OUTGOING_METHODS = ("smtp", "microsoft365", "google", "none")
+CLOSED_REPLY = ("reopen", "new_linked", "ignore")
+UNKNOWN_SENDER_ON_TAG = ("new_linked", "update", "ignore")
+RULE_OPS = ("exact", "contains", "regex")
 LEVELS = ("none", "read", "modify", "owner")
 ENTITIES = ("agent", "team", "department")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,63}$")
@@ -109,6 +112,47 @@ class Credential:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Condition:
+    field: str  # from | to | cc | subject | body | attachment | header:<Name>
+    op: str = dataclasses.field(default="contains", metadata=_choices(*RULE_OPS))
+    value: str
+    negate: bool = False
+    case_sensitive: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuleActions:
+    ignore: bool = False
+    type: str = ""
+    priority: str = ""
+    status: str = ""
+    category: str = ""
+    team: str = ""
+    agent: str = ""
+    no_acknowledgement: bool = False
+    # for suppliers' ticketing systems that strip our headers: a regex whose first group is our ticket number
+    update_ticket_pattern: str = ""
+    update_ticket_in: str = field(default="subject", metadata=_choices("subject", "body", "both"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rule:
+    name: str
+    match: str = field(default="all", metadata=_choices("all", "any"))
+    stop: bool = False
+    conditions: tuple[Condition, ...] = ()
+    actions: RuleActions = field(default_factory=RuleActions)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Exclusions:
+    """Senders that never create tickets; our own mailbox addresses are always among them."""
+
+    addresses: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = ()  # regular expressions on the sender address
+
+
+@dataclass(frozen=True, kw_only=True)
 class Incoming:
     log_new_tickets: bool = True
     update_existing: bool = True
@@ -121,6 +165,16 @@ class Incoming:
     ticket_tag: str = "[#{id}]"  # how the ticket number appears in subjects
     search_body_for_tag: bool = False
     max_email_mb: float = 50.0
+    tell_sender_when_too_big: bool = False
+    closed_ticket_reply: str = field(default="reopen", metadata=_choices(*CLOSED_REPLY))
+    # a ticket tag from someone who is neither the requester nor anyone on the ticket
+    unknown_sender_on_tag: str = field(default="new_linked", metadata=_choices(*UNKNOWN_SENDER_ON_TAG))
+    default_type: str = ""
+    default_priority: str = ""
+    default_status: str = "open"
+    # loop throttle: more than this many new tickets from one sender within the window are quarantined
+    sender_limit: int = 10
+    sender_window_minutes: int = 60
     batch_size: int = 100
     batch_mb: float = 20.0
     only_after_uid: int = 0  # the "only new" watermark recorded by `mailbox add --only-new`
@@ -207,6 +261,7 @@ class Mailbox:
     outgoing: Outgoing = field(default_factory=Outgoing)
     credentials: tuple[Credential, ...] = ()
     access: tuple[AccessLine, ...] = ()
+    rules: tuple[Rule, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -219,6 +274,8 @@ class Config:
     config: ConfigSettings = field(default_factory=ConfigSettings)
     outgoing: OutgoingDefaults = field(default_factory=OutgoingDefaults)
     message_groups: tuple[MessageGroup, ...] = ()
+    rules: tuple[Rule, ...] = ()  # global rules, run before each mailbox's own
+    exclusions: Exclusions = field(default_factory=Exclusions)
     agents: tuple[Agent, ...] = ()
     mailboxes: tuple[Mailbox, ...] = ()
     # where the file was read from; not a key in the file
@@ -431,6 +488,34 @@ def _check(cfg: Config) -> None:
             if mb.connection in ("imap", "pop3") and not cred.host:
                 raise ConfigError(f"{p}: {where}.credentials[{j}].host is required for a {mb.connection} mailbox.")
     import string
+
+    from halo_integrator.rules import FIELDS, check_pattern
+
+    def check_rules(rules: tuple[Rule, ...], where: str) -> None:
+        names: set[str] = set()
+        for j, rule in enumerate(rules):
+            at = f"{where}[{j}]"
+            if rule.name in names:
+                raise ConfigError(f"{p}: {at}.name {rule.name!r} is used twice; rule names must be unique.")
+            names.add(rule.name)
+            for k, cond in enumerate(rule.conditions):
+                ck = f"{at}.conditions[{k}]"
+                if cond.field not in FIELDS and not (cond.field.startswith("header:") and cond.field[7:].strip()):
+                    raise ConfigError(
+                        f"{p}: {ck}.field is {cond.field!r}; allowed: {', '.join(FIELDS)}, or header:<Name>."
+                    )
+                if cond.op == "regex" and (why := check_pattern(cond.value)):
+                    raise ConfigError(f"{p}: {ck}.value {why}.")
+            pattern = rule.actions.update_ticket_pattern
+            if pattern and (why := check_pattern(pattern, needs_group=True)):
+                raise ConfigError(f"{p}: {at}.actions.update_ticket_pattern {why}.")
+
+    check_rules(cfg.rules, "rules")
+    for i, mb in enumerate(cfg.mailboxes):
+        check_rules(mb.rules, f"mailboxes[{i}].rules")
+    for i, pattern in enumerate(cfg.exclusions.patterns):
+        if why := check_pattern(pattern):
+            raise ConfigError(f"{p}: exclusions.patterns[{i}] {why}.")
 
     for i, group in enumerate(cfg.message_groups):
         for kind, tmpl in group.templates.items():

@@ -24,9 +24,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from halo_integrator import matching
+from halo_integrator import rules as rules_mod
 from halo_integrator.connectors import make_connector
 from halo_integrator.connectors.base import Connector, MemoryState, StateView
 from halo_integrator.errors import (
@@ -41,7 +43,7 @@ from halo_integrator.errors import (
     StoreError,
 )
 from halo_integrator.mail import ParsedEmail, parse
-from halo_integrator.store import Store, StoredRaw, compress_raw, now
+from halo_integrator.store import TIME_FORMAT, Store, StoredRaw, compress_raw, now
 
 if TYPE_CHECKING:
     from halo_integrator.config import Config, Credential, Mailbox
@@ -383,9 +385,17 @@ class Importer:
 
     # ---------------------------------------------------------------------------------- decisions
     def decide(self, mailbox: Mailbox, email: ParsedEmail, raw_size: int) -> dict[str, Any]:
-        """What to do with one email, and why. Reads the store, never writes it."""
+        """What to do with one email, and why. Reads the store, never writes it.
+
+        The decision is a plain dict kept in the inbound log: ``outcome`` (an inbound-log status), ``reason``
+        (one sentence), ``ticket_id``, ``rules`` (which matched and what they set), ``thread`` (the threading
+        evidence), ``loop`` (the auto-reply / bounce verdict), ``fields`` for a new ticket, ``linked_ticket_id``,
+        ``kind`` of the action (email_in or note) and ``acknowledge``.
+        """
         inc = mailbox.incoming
-        decision: dict[str, Any] = {"loop": None, "thread": None, "outcome": "", "reason": ""}
+        decision: dict[str, Any] = {
+            "loop": None, "thread": None, "rules": None, "outcome": "", "reason": "", "acknowledge": False,
+        }
         if raw_size == 0:
             decision.update(outcome="ignored", reason="The file is empty: there is no email to import.")
             return decision
@@ -394,6 +404,7 @@ class Importer:
                 outcome="quarantined",
                 reason=f"The email is {raw_size / 1048576:.1f} MB, over this mailbox's limit of "
                 f"{inc.max_email_mb:g} MB (incoming.max_email_mb); kept raw in the store.",
+                too_big=True,
             )
             return decision
         dup = self.store.find_by_fingerprint(email.fingerprint)
@@ -404,7 +415,12 @@ class Importer:
                 reason=f"The same email (Message-ID and content) is already ticket {dup[0]}'s action {dup[1]}.",
             )
             return decision
-        evidence = self.find_thread(mailbox, email)
+        ruled = rules_mod.evaluate((*self.config.rules, *mailbox.rules), email)
+        decision["rules"] = ruled.as_dict()
+        if ruled.ignore_rule:
+            decision.update(outcome="ignored", reason=f"Rule {ruled.ignore_rule!r} ignores it.")
+            return decision
+        evidence = self.find_thread(mailbox, email, ruled)
         decision["thread"] = evidence.as_dict()
         loop = ""
         if email.bounce:
@@ -412,24 +428,18 @@ class Importer:
         elif email.auto_reply:
             loop = f"auto-reply: {email.auto_reply}"
         decision["loop"] = loop or None
+        sender = email.sender.address
         if evidence.ticket_id is not None:
-            if email.bounce or email.auto_reply:
-                decision.update(
-                    outcome="bounce" if email.bounce else "auto_reply",
-                    ticket_id=evidence.ticket_id,
-                    reason=f"{loop}; added to ticket {evidence.ticket_id} ({evidence.detail}) without reopening "
-                    "it or acknowledging.",
-                )
-            elif not inc.update_existing:
-                decision.update(outcome="ignored", reason="Updates to existing tickets are off for this mailbox.")
-            else:
-                decision.update(outcome="updated", ticket_id=evidence.ticket_id, reason=evidence.detail)
-            return decision
-        if email.bounce or email.auto_reply:
+            return self._decide_update(mailbox, email, evidence, loop, ruled, decision)
+        if loop:
             decision.update(
                 outcome="bounce" if email.bounce else "auto_reply",
                 reason=f"{loop}; it matches no ticket, so it opens none (kept in the store).",
             )
+            return decision
+        excluded = self.exclusion(sender)
+        if excluded:
+            decision.update(outcome="ignored", reason=f"The sender {sender} {excluded}; it opens no ticket.")
             return decision
         if not inc.log_new_tickets:
             decision.update(
@@ -437,12 +447,130 @@ class Importer:
                 reason="It matches no ticket and this mailbox does not log new tickets (incoming.log_new_tickets).",
             )
             return decision
-        decision.update(outcome="created", reason=evidence.detail)
+        if inc.sender_limit and sender:
+            since = (datetime.now(UTC) - timedelta(minutes=inc.sender_window_minutes)).strftime(TIME_FORMAT)
+            opened = self.store.tickets_opened_by(sender, since)
+            if opened >= inc.sender_limit:
+                first = not self.store.throttle_reported(mailbox.name, sender, since)
+                decision.update(
+                    outcome="quarantined",
+                    throttle=sender,
+                    reported=first,
+                    reason=f"{sender} already opened {opened} tickets in the last {inc.sender_window_minutes} "
+                    f"minutes (incoming.sender_limit = {inc.sender_limit}); this looks like a mail loop, so it is "
+                    "quarantined instead of opening another. `integrator quarantine release` imports it.",
+                )
+                return decision
+        self._new_ticket(mailbox, ruled, decision, evidence.detail)
         return decision
 
-    def find_thread(self, mailbox: Mailbox, email: ParsedEmail) -> matching.ThreadEvidence:
+    def _new_ticket(
+        self, mailbox: Mailbox, ruled: rules_mod.RuleOutcome, decision: dict[str, Any], reason: str
+    ) -> None:
+        inc = mailbox.incoming
+        fields = {"type": inc.default_type, "priority": inc.default_priority, "status": inc.default_status}
+        fields.update(ruled.fields)
+        decision.update(
+            outcome="created",
+            reason=reason,
+            fields={k: v for k, v in fields.items() if v},
+            acknowledge=ruled.acknowledge,
+        )
+
+    def _decide_update(
+        self,
+        mailbox: Mailbox,
+        email: ParsedEmail,
+        evidence: matching.ThreadEvidence,
+        loop: str,
+        ruled: rules_mod.RuleOutcome,
+        decision: dict[str, Any],
+    ) -> dict[str, Any]:
+        inc = mailbox.incoming
+        ticket_id = evidence.ticket_id
+        assert ticket_id is not None
+        if loop:
+            decision.update(
+                outcome="bounce" if email.bounce else "auto_reply",
+                ticket_id=ticket_id,
+                kind="note" if email.bounce else "email_in",
+                reason=f"{loop}; added to ticket {ticket_id} ({evidence.detail}) "
+                f"{'as a note ' if email.bounce else ''}without reopening it or acknowledging.",
+            )
+            return decision
+        if evidence.how in ("subject_tag", "body_tag", "rule") and email.sender.address not in (
+            self.store.ticket_participants(ticket_id)
+        ):
+            choice = inc.unknown_sender_on_tag
+            who = email.sender.address or "(no sender)"
+            if choice == "ignore":
+                decision.update(
+                    outcome="ignored",
+                    reason=f"{evidence.detail}, but {who} is neither its requester nor anyone on it "
+                    "(incoming.unknown_sender_on_tag = \"ignore\").",
+                )
+                return decision
+            if choice == "new_linked":
+                self._new_ticket(mailbox, ruled, decision, (
+                    f"{evidence.detail}, but {who} is neither its requester nor anyone on it, so it opens a new "
+                    f"ticket linked to ticket {ticket_id} (incoming.unknown_sender_on_tag)"
+                ))
+                decision["linked_ticket_id"] = ticket_id
+                return decision
+        if not inc.update_existing:
+            decision.update(
+                outcome="ignored",
+                reason=f"{evidence.detail}; updates to existing tickets are off (incoming.update_existing).",
+            )
+            return decision
+        if self.store.ticket_status(ticket_id) == "closed":
+            choice = inc.closed_ticket_reply
+            if choice == "ignore":
+                decision.update(
+                    outcome="ignored",
+                    reason=f"{evidence.detail}; the ticket is closed (incoming.closed_ticket_reply = \"ignore\").",
+                )
+                return decision
+            if choice == "new_linked":
+                self._new_ticket(mailbox, ruled, decision, (
+                    f"{evidence.detail}; the ticket is closed, so this opens a new ticket linked to it "
+                    "(incoming.closed_ticket_reply)"
+                ))
+                decision["linked_ticket_id"] = ticket_id
+                return decision
+            decision["reopen"] = True
+        reason = evidence.detail + ("; the ticket was closed and is reopened" if decision.get("reopen") else "")
+        decision.update(outcome="updated", ticket_id=ticket_id, reason=reason)
+        return decision
+
+    def exclusion(self, address: str) -> str | None:
+        """Why a sender may not open tickets (our own addresses, [exclusions]), or None."""
+        if not address:
+            return None
+        address = address.lower()
+        own = {m.address.lower() for m in self.config.mailboxes if m.address}
+        own |= {c.username.lower() for m in self.config.mailboxes for c in m.credentials if "@" in c.username}
+        if address in own:
+            return "is one of our own mailboxes"
+        if address in {a.lower() for a in self.config.exclusions.addresses}:
+            return "is in [exclusions] addresses"
+        for pattern in self.config.exclusions.patterns:
+            if rules_mod.compiled(pattern, False).search(address):
+                return f"matches the exclusion pattern {pattern!r}"
+        return None
+
+    def find_thread(
+        self, mailbox: Mailbox, email: ParsedEmail, ruled: rules_mod.RuleOutcome | None = None
+    ) -> matching.ThreadEvidence:
         tag = mailbox.incoming.ticket_tag
         missing: list[int] = []
+        if ruled is not None and ruled.ticket_number is not None:
+            if self.store.ticket_status(ruled.ticket_number) is not None:
+                return matching.ThreadEvidence(
+                    ruled.ticket_number, "rule",
+                    f"rule {ruled.ticket_number_rule!r} found ticket number {ruled.ticket_number}",
+                )
+            missing.append(ruled.ticket_number)
         sources = [("subject_tag", email.subject)]
         if mailbox.incoming.search_body_for_tag:
             sources.append(("body_tag", email.text_body[:20000]))
@@ -462,10 +590,25 @@ class Importer:
             hit = self.store.ticket_for_message_ids(reversed(email.references))
             if hit:
                 return matching.ThreadEvidence(hit[0], "references", f"References <{hit[1]}> is on ticket {hit[0]}")
+        if email.bounce:
+            hit = self._bounced_original(email)
+            if hit:
+                return matching.ThreadEvidence(
+                    hit[0], "bounced_original", f"the bounced email <{hit[1]}> is on ticket {hit[0]}"
+                )
         detail = "no ticket tag, In-Reply-To or References matched a ticket"
         if missing:
             detail = f"the tag names ticket {missing[0]}, which does not exist; {detail}"
         return matching.ThreadEvidence(None, "none", detail)
+
+    def _bounced_original(self, email: ParsedEmail) -> tuple[int, str] | None:
+        """The ticket of the email a bounce returns, from its attached original or its headers."""
+        ids: list[str] = []
+        for att in email.attachments:
+            if att.content_type in ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers"):
+                original = parse(att.data)
+                ids += [i for i in (original.message_id, *original.in_reply_to, *original.references) if i]
+        return self.store.ticket_for_message_ids(ids) if ids else None
 
     def _dry_decision(self, mailbox: Mailbox, source_id: str, prepared: Prepared) -> dict[str, Any]:
         decision = self.decide(mailbox, prepared.email, prepared.raw.size)
@@ -536,18 +679,18 @@ class Importer:
                 requester_name=email.sender.name,
                 requester_email=email.sender.address,
                 time=stamp,
+                linked_ticket_id=decision.get("linked_ticket_id"),
+                **decision.get("fields", {}),
             )
             decision["ticket_id"] = ticket_id
         elif outcome in ("updated", "auto_reply", "bounce") and decision.get("ticket_id") is not None:
             ticket_id = int(decision["ticket_id"])
-            reopen = outcome == "updated" and self.store.ticket_status(ticket_id) == "closed"
-            self.store.touch_ticket(ticket_id, stamp, status="open" if reopen else None)
-            if reopen:
-                decision["reason"] += "; the ticket was closed and is reopened"
+            self.store.touch_ticket(ticket_id, stamp, status="open" if decision.get("reopen") else None)
         else:
             return (decision.get("ticket_id"), None)
         action_id = self.store.add_email_action(
-            ticket_id=ticket_id, kind="email_in", mailbox=mailbox.name, email=email, raw_id=raw_id, time=stamp
+            ticket_id=ticket_id, kind=decision.get("kind", "email_in"), mailbox=mailbox.name, email=email,
+            raw_id=raw_id, time=stamp,
         )
         return ticket_id, action_id
 
