@@ -62,7 +62,9 @@ def configure_logging(verbose: int, quiet: bool) -> None:
     if quiet:
         level = logging.ERROR
     root = logging.getLogger("halo_integrator")
-    root.setLevel(level)
+    # The default leaves the logger unpinned (it inherits the root logger's WARNING), so that a library
+    # caller's or a test's logging setup still sees our records after a CLI invocation in the same process.
+    root.setLevel(logging.NOTSET if level == logging.WARNING else level)
     if not any(getattr(h, "_integrator", False) for h in root.handlers):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
