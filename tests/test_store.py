@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from halo_integrator import migrations
 from halo_integrator.mail import parse
 from halo_integrator.store import Store, StoredRaw, compress_raw, now
@@ -44,10 +46,8 @@ def test_a_failing_migration_leaves_nothing_half_done(tmp_path: Path) -> None:
         con = sqlite3.connect(db, isolation_level=None)
         from sqlite_utils import Database
 
-        try:
+        with pytest.raises(RuntimeError):
             migrations.apply(Database(con))
-        except RuntimeError:
-            pass
         assert "half_done" not in Database(con).table_names()
         assert con.execute("SELECT count(*) FROM _migrations WHERE name = 'm999_broken'").fetchone()[0] == 0
         con.close()
@@ -95,8 +95,6 @@ def test_thread_lookup_prefers_the_newest_action(tmp_path: Path) -> None:
 
 
 def test_opening_a_file_that_is_not_a_database_says_so(tmp_path: Path) -> None:
-    import pytest
-
     from halo_integrator.errors import StoreError
 
     bad = tmp_path / "t.db"

@@ -550,9 +550,10 @@ def _check(cfg: Config) -> None:
 # --------------------------------------------------------------------------------------------- writing
 
 
-def to_dict(cfg: Config) -> dict[str, Any]:
-    """The config as TOML-ready data, leaving out values equal to their defaults."""
-    return _dump(cfg)
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A config (or any part of one) as TOML-ready data, leaving out values equal to their defaults."""
+    out: dict[str, Any] = _dump(cfg)
+    return out
 
 
 def _dump(obj: Any) -> Any:

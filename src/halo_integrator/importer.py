@@ -43,6 +43,7 @@ from halo_integrator.errors import (
     StoreError,
 )
 from halo_integrator.mail import ParsedEmail, parse
+from halo_integrator.outgoing.outbox import Attempt, Outbox
 from halo_integrator.store import TIME_FORMAT, Store, StoredRaw, compress_raw, now
 
 if TYPE_CHECKING:
@@ -128,6 +129,8 @@ class RunResult:
     mailboxes: list[MailboxResult] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (mailbox, why)
     incoming_disabled: bool = False
+    outbound: list[Attempt] = field(default_factory=list)  # send attempts of this run (outgoing/outbox.py)
+    outbound_waiting: int = 0  # emails left in the outbox with [services] outgoing = false
 
     @property
     def exit_code(self) -> int:
@@ -184,6 +187,7 @@ class Importer:
         dry_run: bool = False,
         limit: int | None = None,
         progress: Progress | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -195,6 +199,8 @@ class Importer:
         self.run_id: int | None = None
         self._executor: Executor | None = None
         self._executor_made = False
+        self._outbox = outbox  # None: made from the config on first use (tests pass one with a clock)
+        self._attempts: list[Attempt] = []
 
     # --------------------------------------------------------------------------------- top level
     def run(self, mailbox_names: Sequence[str] = ()) -> RunResult:
@@ -202,6 +208,7 @@ class Importer:
         mailboxes = [self.config.mailbox(n) for n in mailbox_names] if mailbox_names else list(self.config.mailboxes)
         if not self.config.services.incoming:
             result.incoming_disabled = True
+            self._send_outgoing(None, result)
             return result
         from halo_integrator.credentials import split_warnings
 
@@ -236,6 +243,7 @@ class Importer:
                 for credential in pairs:
                     res = self.import_mailbox(mailbox, credential)
                     result.mailboxes.append(res)
+            self._send_outgoing(None, result)  # retries, replies, mailboxes whose import failed
         finally:
             if self._executor is not None:
                 self._executor.shutdown(cancel_futures=True)
@@ -321,6 +329,7 @@ class Importer:
                     conn.quarantine(quarantine)
                 except IntegratorError as exc:
                     log.warning("%s: could not move quarantined emails: %s", mailbox.name, exc)
+            self._send_outgoing(mailbox.name)  # this batch's acknowledgements, now that they are committed
             done += len(chunk)
             if self.progress:
                 self.progress(mailbox.name, done, total)
@@ -384,13 +393,14 @@ class Importer:
             yield source_id, prepare(raw)
 
     # ---------------------------------------------------------------------------------- decisions
-    def decide(self, mailbox: Mailbox, email: ParsedEmail, raw_size: int) -> dict[str, Any]:
+    def decide(self, mailbox: Mailbox, email: ParsedEmail, raw_size: int, *, checks: bool = True) -> dict[str, Any]:
         """What to do with one email, and why. Reads the store, never writes it.
 
         The decision is a plain dict kept in the inbound log: ``outcome`` (an inbound-log status), ``reason``
         (one sentence), ``ticket_id``, ``rules`` (which matched and what they set), ``thread`` (the threading
         evidence), ``loop`` (the auto-reply / bounce verdict), ``fields`` for a new ticket, ``linked_ticket_id``,
         ``kind`` of the action (email_in or note) and ``acknowledge``.
+        ``checks=False`` leaves out the size limit and the loop throttle (`quarantine release`).
         """
         inc = mailbox.incoming
         decision: dict[str, Any] = {
@@ -399,7 +409,7 @@ class Importer:
         if raw_size == 0:
             decision.update(outcome="ignored", reason="The file is empty: there is no email to import.")
             return decision
-        if raw_size > inc.max_email_mb * 1024 * 1024:
+        if checks and raw_size > inc.max_email_mb * 1024 * 1024:
             decision.update(
                 outcome="quarantined",
                 reason=f"The email is {raw_size / 1048576:.1f} MB, over this mailbox's limit of "
@@ -447,22 +457,40 @@ class Importer:
                 reason="It matches no ticket and this mailbox does not log new tickets (incoming.log_new_tickets).",
             )
             return decision
-        if inc.sender_limit and sender:
-            since = (datetime.now(UTC) - timedelta(minutes=inc.sender_window_minutes)).strftime(TIME_FORMAT)
-            opened = self.store.tickets_opened_by(sender, since)
-            if opened >= inc.sender_limit:
-                first = not self.store.throttle_reported(mailbox.name, sender, since)
-                decision.update(
-                    outcome="quarantined",
-                    throttle=sender,
-                    reported=first,
-                    reason=f"{sender} already opened {opened} tickets in the last {inc.sender_window_minutes} "
-                    f"minutes (incoming.sender_limit = {inc.sender_limit}); this looks like a mail loop, so it is "
-                    "quarantined instead of opening another. `integrator quarantine release` imports it.",
-                )
+        if checks and inc.sender_limit and sender:
+            throttled = self._throttle(mailbox, email)
+            if throttled:
+                decision.update(throttled)
                 return decision
         self._new_ticket(mailbox, ruled, decision, evidence.detail)
         return decision
+
+    def _throttle(self, mailbox: Mailbox, email: ParsedEmail) -> dict[str, Any] | None:
+        """The loop throttle: too many new tickets from one sender, or from one domain with the same subject
+        (an auto-responder whose address changes every time), within the window."""
+        inc = mailbox.incoming
+        sender = email.sender.address
+        since = (datetime.now(UTC) - timedelta(minutes=inc.sender_window_minutes)).strftime(TIME_FORMAT)
+        opened = self.store.tickets_opened_by(sender, since)
+        key, what = sender, f"{sender} already opened {opened} tickets"
+        if opened < inc.sender_limit and "@" in sender:
+            domain = sender.rpartition("@")[2]
+            subject = matching.clean_subject(email.subject, inc.ticket_tag)
+            opened = self.store.tickets_opened_like(domain, subject, since)
+            key, what = f"@{domain}", f"senders at {domain} already opened {opened} tickets titled {subject!r}"
+        if opened < inc.sender_limit:
+            return None
+        first = not self.store.throttle_reported(mailbox.name, key, since)
+        if first:
+            log.warning("%s: loop throttle: %s; quarantining more of them", mailbox.name, what)
+        return {
+            "outcome": "quarantined",
+            "throttle": key,
+            "reported": first,
+            "reason": f"{what} in the last {inc.sender_window_minutes} minutes (incoming.sender_limit = "
+            f"{inc.sender_limit}); this looks like a mail loop, so it is quarantined instead of opening another. "
+            "`integrator quarantine release` imports it.",
+        }
 
     def _new_ticket(
         self, mailbox: Mailbox, ruled: rules_mod.RuleOutcome, decision: dict[str, Any], reason: str
@@ -498,7 +526,8 @@ class Importer:
                 f"{'as a note ' if email.bounce else ''}without reopening it or acknowledging.",
             )
             return decision
-        if evidence.how in ("subject_tag", "body_tag", "rule") and email.sender.address not in (
+        # a rule that extracts a ticket number is the admin vouching for that sender: no hijack check
+        if evidence.how in ("subject_tag", "body_tag") and email.sender.address not in (
             self.store.ticket_participants(ticket_id)
         ):
             choice = inc.unknown_sender_on_tag
@@ -621,6 +650,52 @@ class Importer:
             **decision,
         }
 
+    # ------------------------------------------------------------------------ after-the-fact work
+    def simulate(self, mailbox: Mailbox, raw: bytes, source_id: str = "") -> dict[str, Any]:
+        """The decision a run would make for these bytes now; changes nothing."""
+        return self._dry_decision(mailbox, source_id, prepare(raw))
+
+    def reimport(self, entry: dict[str, Any], *, force: bool) -> dict[str, Any]:
+        """Import a quarantined email from its stored raw bytes (the server copy stays where it is).
+
+        ``force`` (`quarantine release`) leaves out the checks that quarantine an email (size, loop throttle);
+        without it (`quarantine retry`) the email is decided again as a run would.
+        """
+        mailbox = self.config.mailbox(entry["mailbox"])
+        prepared = prepare(self.store.raw_message(int(entry["raw_id"])))
+        cred = entry.get("credential") or ""
+        with self.store.transaction():
+            decision = self.decide(mailbox, prepared.email, prepared.raw.size, checks=not force)
+            if decision["outcome"] == "quarantined":
+                return decision
+            raw_id = self.store.save_raw(prepared.raw)
+            ticket_id, action_id = self._apply(mailbox, prepared.email, raw_id, decision)
+            how = "released" if force else "retried"
+            decision["reason"] = (
+                f"{how.capitalize()} from quarantine (inbound log #{entry['id']}): {decision['reason']}"
+            )
+            self.store.log_inbound(
+                mailbox=mailbox.name, credential=cred, source_id=entry.get("source_id"), status=decision["outcome"],
+                email=prepared.email, ticket_id=ticket_id, action_id=action_id, raw_id=raw_id,
+                detail=decision["reason"], decision=decision,
+            )
+            if entry.get("source_id"):
+                self.store.set_seen_state(mailbox.name, cred, entry["source_id"], how)
+        return decision
+
+    def reprocess(self, *, ticket_id: int | None = None, since: str | None = None, dry_run: bool = False) -> int:
+        """Parse the stored raw bytes of imported emails again (after a parser fix) and refresh what their
+        actions show. Tickets, threading and the mailboxes are not touched. Returns how many were refreshed."""
+        rows = self.store.actions_to_reprocess(ticket_id=ticket_id, since=since)
+        if dry_run:
+            return len(rows)
+        for start in range(0, len(rows), 200):
+            with self.store.transaction():
+                for row in rows[start : start + 200]:
+                    email = parse(self.store.raw_message(int(row["raw_id"])))
+                    self.store.replace_action_content(int(row["id"]), email)
+        return len(rows)
+
     # ------------------------------------------------------------------------------------- storing
     def _store_one(
         self, mailbox: Mailbox, cred: str, source_id: str, prepared: Prepared, res: MailboxResult
@@ -641,6 +716,8 @@ class Importer:
                     res.quarantined += 1
                     return "quarantine"
                 ticket_id, action_id = self._apply(mailbox, email, raw_id, decision)
+                if outcome == "created" and ticket_id is not None:
+                    self._acknowledge(mailbox, email, ticket_id, decision)
                 status = outcome
                 log_id = self.store.log_inbound(
                     mailbox=mailbox.name, credential=cred, source_id=source_id, status=status, email=email,
@@ -693,6 +770,46 @@ class Importer:
             raw_id=raw_id, time=stamp,
         )
         return ticket_id, action_id
+
+    # -------------------------------------------------------------------- outgoing (outgoing/outbox.py)
+    @property
+    def outbox(self) -> Outbox:
+        if self._outbox is None:
+            self._outbox = Outbox(self.config, self.store, secrets=self.secrets, instance=self.instance)
+        return self._outbox
+
+    def _acknowledge(self, mailbox: Mailbox, email: ParsedEmail, ticket_id: int, decision: dict[str, Any]) -> None:
+        """Queue the acknowledgement of a new ticket (or log why none goes), inside the ticket's savepoint."""
+        subject = matching.clean_subject(email.subject, mailbox.incoming.ticket_tag)
+        if not decision.get("acknowledge", True):
+            if mailbox.incoming.acknowledge_new_tickets and mailbox.outgoing.method != "none":
+                self.store.log_outbound(
+                    mailbox=mailbox.name, status="suppressed", recipients=email.sender.address, subject=subject,
+                    ticket_id=ticket_id, detail="No acknowledgement: an email rule turned it off.",
+                )
+            return
+        self.outbox.acknowledge(mailbox, email, ticket_id, subject=subject)
+
+    def _send_outgoing(self, mailbox: str | None, result: RunResult | None = None) -> None:
+        """Send what is due in the outbox (one mailbox's, or all); a failure here never fails the import."""
+        if self.dry_run:
+            return
+        try:
+            attempts = self.outbox.send_due(mailbox=mailbox)
+            self._attempts.extend(attempts)
+            if result is not None:
+                result.outbound = list(self._attempts)
+                if not self.outbox.enabled:
+                    result.outbound_waiting = self.store.outbound_pending()
+                    if result.outbound_waiting:
+                        log.warning(
+                            "The outgoing service is off ([services] outgoing = false): %d email(s) wait in the "
+                            "outbox and nothing was sent. Set it to true to send them; `integrator outbox list` "
+                            "shows them.",
+                            result.outbound_waiting,
+                        )
+        except Exception:  # the emails stay queued; the next run tries again
+            log.exception("could not send the queued emails%s", f" of {mailbox}" if mailbox else "")
 
     def _failed(
         self, mailbox: Mailbox, cred: str, source_id: str, prepared: Prepared, error: str, res: MailboxResult

@@ -175,7 +175,7 @@ def describe(cfg: Config, mailbox: Mailbox, instance: str) -> dict[str, Any]:
         {"credential": c.name, "account": account(mailbox, c)} for c in used
     ]
     data.setdefault("incoming", {})
-    incoming = config_mod.to_dict(mailbox.incoming)  # type: ignore[arg-type]  # any dataclass works
+    incoming = config_mod.to_dict(mailbox.incoming)
     data["incoming"] = {**incoming, "after_import": mailbox.incoming.after_import}
     return data
 

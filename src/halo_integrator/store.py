@@ -187,6 +187,17 @@ class Store:
             )
         )
 
+    def tickets_opened_like(self, domain: str, subject: str, since: str) -> int:
+        """How many tickets with this subject senders of this domain opened since a time (loops whose sender
+        address changes every time)."""
+        return int(
+            self._one(
+                "SELECT count(*) FROM tickets WHERE substr(requester_email, -length(?1)) = ?1 AND subject = ?2 "
+                "AND created_at >= ?3",
+                ["@" + domain.lower(), subject, since],
+            )
+        )
+
     def throttle_reported(self, mailbox: str, address: str, since: str) -> bool:
         """Whether the throttle already quarantined an email of this sender since a time (report once)."""
         row = self.db.execute(

@@ -51,7 +51,14 @@ def _execute(
         "%s started (instance %r, %s)%s", "import" if len(names) == 1 else "run", app.instance,
         ", ".join(names) or "every mailbox", " - dry run" if dry_run else "",
     )
-    store = app.store()
+    if dry_run and not cfg.database_path.exists():
+        from pathlib import Path
+
+        from halo_integrator.store import Store
+
+        store = Store.open(Path(":memory:"))  # a dry run creates no database either
+    else:
+        store = app.store()
     progress = None
     bar: Any = None
     if output.is_terminal() and not as_json:
