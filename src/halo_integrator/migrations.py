@@ -237,3 +237,39 @@ def m002_config_history(db: Database) -> None:
         CREATE INDEX idx_config_history_mailbox ON config_history(mailbox, time)
         """,
     )
+
+
+@migration
+def m003_outbound_queue(db: Database) -> None:
+    """The outbound queue: every email we send is queued here in the same transaction as the ticket change
+    (its MIME bytes are the raw message ``raw_id``), sent after the commit and retried with back-off.
+    ``status``: queued (waiting, or waiting for a retry) | sending (claimed by a sender) | sent | failed (will
+    not be retried unless `integrator outbox retry` asks). The outbound log gains the queue row it is about."""
+    _script(
+        db,
+        """
+        CREATE TABLE outbound_queue (
+            id INTEGER PRIMARY KEY,
+            created_at TEXT NOT NULL,
+            mailbox TEXT NOT NULL,
+            kind TEXT NOT NULL,             -- new_ticket | agent_reply | ticket_closed
+            status TEXT NOT NULL DEFAULT 'queued',
+            message_id TEXT,
+            subject TEXT NOT NULL DEFAULT '',
+            envelope_from TEXT NOT NULL,
+            recipients TEXT NOT NULL,       -- envelope recipients, lower-case, comma-separated
+            raw_id INTEGER NOT NULL REFERENCES raw_messages(id),
+            ticket_id INTEGER,
+            action_id INTEGER,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT NOT NULL,
+            claimed_at TEXT,
+            last_error TEXT NOT NULL DEFAULT '',
+            answer TEXT NOT NULL DEFAULT '',
+            sent_at TEXT
+        );
+        CREATE INDEX idx_outbound_queue_due ON outbound_queue(status, next_attempt_at);
+        CREATE INDEX idx_outbound_queue_recipient ON outbound_queue(kind, recipients, created_at);
+        ALTER TABLE outbound_log ADD COLUMN queue_id INTEGER
+        """,
+    )
