@@ -889,6 +889,151 @@ class Store:
         row = rows[0]
         row["references"] = json.loads(row.pop("references_json") or "[]")
         return row
+    # ------------------------------------------------------------------------------ outbound queue
+    # Used by halo_integrator.outgoing.outbox; see migration m003_outbound_queue for the row's life.
+    def queue_outbound(
+        self,
+        *,
+        mailbox: str,
+        kind: str,
+        envelope_from: str,
+        recipients: Sequence[str],
+        raw_id: int,
+        message_id: str | None,
+        subject: str,
+        ticket_id: int | None,
+        action_id: int | None,
+        time: str | None = None,
+    ) -> int:
+        """One email to send (its MIME bytes are the raw message ``raw_id``); due at once."""
+        stamp = time or now()
+        cur = self.db.execute(
+            "INSERT INTO outbound_queue (created_at, mailbox, kind, status, message_id, subject, envelope_from, "
+            "recipients, raw_id, ticket_id, action_id, next_attempt_at) "
+            "VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
+            [stamp, mailbox, kind, message_id, subject, envelope_from, ",".join(recipients), raw_id, ticket_id,
+             action_id, stamp],
+        )
+        return int(cur.lastrowid or 0)
+
+    def log_outbound_for_queue(self, queue_id: int, status: str, detail: str, *, time: str | None = None) -> int:
+        """An outbound-log row about a queued email, with the queue row's mailbox, ids, subject and recipients."""
+        assert status in OUTBOUND_STATUSES, status
+        cur = self.db.execute(
+            "INSERT INTO outbound_log (time, mailbox, status, message_id, subject, recipients, ticket_id, "
+            "action_id, detail, queue_id) SELECT ?, mailbox, ?, message_id, subject, recipients, ticket_id, "
+            "action_id, ?, id FROM outbound_queue WHERE id = ?",
+            [time or now(), status, detail, queue_id],
+        )
+        return int(cur.lastrowid or 0)
+
+    def outbound_item(self, queue_id: int) -> dict[str, Any] | None:
+        rows = self._q("SELECT * FROM outbound_queue WHERE id = ?", [queue_id])
+        return rows[0] if rows else None
+
+    def outbound_due(self, *, time: str, stale_before: str, mailbox: str | None = None) -> list[int]:
+        """Ids of queued emails due by ``time`` (and of ``sending`` ones claimed before ``stale_before``: their
+        sender died), oldest first."""
+        where = "((status = 'queued' AND next_attempt_at <= ?) OR (status = 'sending' AND claimed_at < ?))"
+        params: list[Any] = [time, stale_before]
+        if mailbox:
+            where += " AND mailbox = ? COLLATE NOCASE"
+            params.append(mailbox)
+        return [int(r[0]) for r in self.db.execute(f"SELECT id FROM outbound_queue WHERE {where} ORDER BY id", params)]
+
+    def claim_outbound(self, queue_id: int, *, time: str, stale_before: str) -> dict[str, Any] | None:
+        """Mark a queued email as being sent by us (one more attempt); None if another sender has it or it is
+        no longer waiting."""
+        with self.transaction():
+            cur = self.db.execute(
+                "UPDATE outbound_queue SET status = 'sending', claimed_at = ?, attempts = attempts + 1 "
+                "WHERE id = ? AND (status = 'queued' OR (status = 'sending' AND claimed_at < ?))",
+                [time, queue_id, stale_before],
+            )
+            if cur.rowcount != 1:
+                return None
+            return self.outbound_item(queue_id)
+
+    def finish_outbound(
+        self,
+        queue_id: int,
+        *,
+        status: str,
+        time: str,
+        answer: str = "",
+        error: str = "",
+        next_attempt_at: str | None = None,
+    ) -> None:
+        """Record the outcome of an attempt: ``sent``, ``queued`` (retry at ``next_attempt_at``) or ``failed``."""
+        assert status in ("sent", "queued", "failed"), status
+        self.db.execute(
+            "UPDATE outbound_queue SET status = ?, claimed_at = NULL, answer = ?, last_error = ?, "
+            "next_attempt_at = coalesce(?, next_attempt_at), sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END "
+            "WHERE id = ?",
+            [status, answer, error, next_attempt_at, status, time, queue_id],
+        )
+
+    def requeue_outbound(self, ids: Sequence[int] | None, *, time: str) -> list[int]:
+        """Make failed or waiting emails due now (all of them when ``ids`` is None); the ids made due. Sent
+        emails are never sent again."""
+        where, params = "status IN ('queued', 'failed')", list[Any]()
+        if ids is not None:
+            if not ids:
+                return []
+            where += f" AND id IN ({','.join('?' * len(ids))})"
+            params += list(ids)
+        with self.transaction():
+            due = [int(r[0]) for r in self.db.execute(f"SELECT id FROM outbound_queue WHERE {where}", params)]
+            self.db.conn.executemany(
+                "UPDATE outbound_queue SET status = 'queued', next_attempt_at = ? WHERE id = ?",
+                [(time, i) for i in due],
+            )
+        return due
+
+    def outbound_queue(
+        self, *, statuses: Sequence[str] | None = None, mailbox: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Queue rows (without the MIME bytes), newest first."""
+        where, params = ["1 = 1"], list[Any]()
+        if statuses:
+            where.append(f"status IN ({','.join('?' * len(statuses))})")
+            params += list(statuses)
+        if mailbox:
+            where.append("mailbox = ? COLLATE NOCASE")
+            params.append(mailbox)
+        return self._q(
+            "SELECT id, created_at, mailbox, kind, status, message_id, subject, recipients, ticket_id, action_id, "
+            f"attempts, next_attempt_at, last_error, answer, sent_at FROM outbound_queue WHERE {' AND '.join(where)} "
+            "ORDER BY id DESC LIMIT ?",
+            [*params, limit],
+        )
+
+    def outbound_pending(self) -> int:
+        """How many emails wait to be sent (queued or being sent)."""
+        return int(self._one("SELECT count(*) FROM outbound_queue WHERE status IN ('queued', 'sending')"))
+
+    def acknowledgements_since(self, recipient: str, since: str) -> int:
+        """Acknowledgements queued for this address since a time (the per-recipient rate limit)."""
+        return int(
+            self._one(
+                "SELECT count(*) FROM outbound_queue WHERE kind = 'new_ticket' AND recipients = ? AND created_at >= ?",
+                [recipient.lower(), since],
+            )
+        )
+
+    def latest_email_action(self, ticket_id: int) -> dict[str, Any] | None:
+        """The newest email (in or out) on a ticket that has a Message-ID: what a reply answers."""
+        rows = self._q(
+            "SELECT id, kind, message_id, references_json, from_address, subject FROM actions WHERE ticket_id = ? "
+            "AND kind IN ('email_in', 'email_out') AND message_id IS NOT NULL AND message_id != '' "
+            "ORDER BY id DESC LIMIT 1",
+            [ticket_id],
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        row["references"] = json.loads(row.pop("references_json") or "[]")
+        return row
 
 class StoreState:
     """A connector's persistent key/value state (see connectors/base.py ``StateView``)."""

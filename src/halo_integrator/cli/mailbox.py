@@ -382,3 +382,23 @@ def remove(app: App, name: str, yes: bool) -> None:
         if gone:
             click.echo(f"Deleted the {', '.join(gone)} of credential {cred.name} from the keyring.")
     click.echo(f"Removed mailbox {removed.name}.")
+
+
+@mailbox.command("send-test", epilog="\b\nExample:\n  integrator mailbox send-test Support --to me@example.com")
+@click.argument("name")
+@click.option("--to", "to", required=True, metavar="ADDRESS", help="Who receives the test email.")
+@click.pass_obj
+def send_test(app: App, name: str, to: str) -> None:
+    """Send a test email through a mailbox's outgoing settings and show the server's answer.
+
+    A mailbox that sends nothing (outgoing.method = "none") uses the outgoing defaults mailbox
+    ([outgoing] mailbox). Exit code 4 when the server refuses the credentials, 1 for any other failure.
+    """
+    from halo_integrator.cli.reply import open_outbox
+
+    box = open_outbox(app)
+    sender = box.test_mailbox(name)
+    if sender.name != app.config.mailbox(name).name:
+        click.echo(f"{name} sends no email; using the outgoing defaults mailbox {sender.name}.")
+    answer = box.send_test(sender, to)  # errors (exit 4 for credentials, 1 otherwise) are mapped by the CLI
+    click.echo(f"Sent a test email from {sender.address} to {to}. The server answered: {answer}")
