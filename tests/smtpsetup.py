@@ -25,8 +25,14 @@ def recent(minutes: int = 5) -> str:
     return format_datetime(datetime.now(UTC) - timedelta(minutes=minutes))
 
 
-def customer_email(subject: str, *, message_id: str, sender: str = "Ann Customer <ann@customer.test>",
-                   date: str | None = None, **kw: Any) -> bytes:
+def customer_email(
+    subject: str,
+    *,
+    message_id: str,
+    sender: str = "Ann Customer <ann@customer.test>",
+    date: str | None = None,
+    **kw: Any,
+) -> bytes:
     return email_bytes(subject, sender=sender, message_id=message_id, date=date or recent(), **kw)
 
 
@@ -44,8 +50,16 @@ timeout = 10
 """
 
 
-def desk_config(tmp_path: Path, server: SmtpServer, ca: trustme.CA, *, incoming: str = "", outgoing: str = "",
-                top: str = "", tail: str = "") -> Path:
+def desk_config(
+    tmp_path: Path,
+    server: SmtpServer,
+    ca: trustme.CA,
+    *,
+    incoming: str = "",
+    outgoing: str = "",
+    top: str = "",
+    tail: str = "",
+) -> Path:
     """One folder mailbox "Desk" <desk@example.com> over tmp_path/mail, sending through ``server``."""
     (tmp_path / "mail").mkdir(exist_ok=True)
     ca.cert_pem.write_to_path(str(tmp_path / "smtp-ca.pem"))
@@ -53,9 +67,7 @@ def desk_config(tmp_path: Path, server: SmtpServer, ca: trustme.CA, *, incoming:
     path.write_text(
         f'instance = "test"\ndatabase = "tickets.db"\n{top}\n'
         '[[mailboxes]]\nname = "Desk"\naddress = "desk@example.com"\nconnection = "folder"\npath = "mail"\n'
-        f"\n[mailboxes.incoming]\n{incoming}\n"
-        + outgoing_toml(server, extra=outgoing)
-        + tail,
+        f"\n[mailboxes.incoming]\n{incoming}\n" + outgoing_toml(server, extra=outgoing) + tail,
         encoding="utf-8",
     )
     return path

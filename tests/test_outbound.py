@@ -37,7 +37,11 @@ name = "Friendly"
 
 [message_groups.templates.new_ticket]
 subject = "Received: {subject}"
-body = "Dear {requester_name} ({requester_email}),\\n\\nticket {ticket_id} is {status} at {mailbox_name} <{mailbox_address}>.\\nYou wrote:\\n{body}"
+body = '''Dear {requester_name} ({requester_email}),
+
+ticket {ticket_id} is {status} at {mailbox_name} <{mailbox_address}>.
+You wrote:
+{body}'''
 """
 
 
@@ -70,9 +74,19 @@ def run(cfg: Path, *args: str):
 def test_acknowledgement_sent_once_with_headers_and_template(
     tmp_path: Path, smtp: SmtpServer, ca: trustme.CA, env: None
 ) -> None:
-    cfg = desk_config(tmp_path, smtp, ca, outgoing='message_group = "Friendly"\nsignature = "The Desk team"', tail=GROUP)
-    drop(tmp_path, "1.eml", customer_email("Printer broken", message_id="p1@customer.test", references="<root@customer.test>",
-                                           body="It jams on page 2."))
+    cfg = desk_config(
+        tmp_path, smtp, ca, outgoing='message_group = "Friendly"\nsignature = "The Desk team"', tail=GROUP
+    )
+    drop(
+        tmp_path,
+        "1.eml",
+        customer_email(
+            "Printer broken",
+            message_id="p1@customer.test",
+            references="<root@customer.test>",
+            body="It jams on page 2.",
+        ),
+    )
     run(cfg)
 
     got = smtp.received()
@@ -97,7 +111,10 @@ def test_acknowledgement_sent_once_with_headers_and_template(
     assert log[1]["detail"].startswith("250 ") and log[1]["ticket_id"] == 1
     ack_id = msg["Message-ID"].strip("<>")
     actions = rows(db, "SELECT kind, message_id FROM actions WHERE ticket_id = 1 ORDER BY id")
-    assert actions == [{"kind": "email_in", "message_id": "p1@customer.test"}, {"kind": "email_out", "message_id": ack_id}]
+    assert actions == [
+        {"kind": "email_in", "message_id": "p1@customer.test"},
+        {"kind": "email_out", "message_id": ack_id},
+    ]
 
     run(cfg)  # the email is gone from the folder; nothing is acknowledged or sent again
     assert nothing_more(smtp)
@@ -120,11 +137,16 @@ def _auto_reply() -> bytes:
 
 
 def _bounce() -> bytes:
-    return customer_email("Undelivered Mail Returned to Sender", message_id="dsn@mx.customer.test",
-                          sender="Mail Delivery System <MAILER-DAEMON@mx.customer.test>")
+    return customer_email(
+        "Undelivered Mail Returned to Sender",
+        message_id="dsn@mx.customer.test",
+        sender="Mail Delivery System <MAILER-DAEMON@mx.customer.test>",
+    )
 
 
-@pytest.mark.parametrize("make, status", [(_auto_reply, "auto_reply"), (_bounce, "bounce")], ids=["auto-reply", "bounce"])
+@pytest.mark.parametrize(
+    "make, status", [(_auto_reply, "auto_reply"), (_bounce, "bounce")], ids=["auto-reply", "bounce"]
+)
 def test_no_acknowledgement_to_auto_replies_and_bounces(
     tmp_path: Path, smtp: SmtpServer, ca: trustme.CA, env: None, make: Callable[[], bytes], status: str
 ) -> None:
@@ -207,9 +229,7 @@ def test_acknowledgement_off_or_method_none_sends_nothing(
 # ------------------------------------------------------------------------------------ queue and retries
 
 
-def test_smtp_down_during_a_run_then_back_for_the_next(
-    tmp_path: Path, smtp: SmtpServer, ca: trustme.CA
-) -> None:
+def test_smtp_down_during_a_run_then_back_for_the_next(tmp_path: Path, smtp: SmtpServer, ca: trustme.CA) -> None:
     cfg_path = desk_config(tmp_path, smtp, ca)
     drop(tmp_path, "1.eml", customer_email("Disk full", message_id="d1@customer.test"))
     cfg = config_mod.load(cfg_path)
@@ -351,8 +371,10 @@ def test_incoming_off_still_sends_what_is_queued(tmp_path: Path, smtp: SmtpServe
     smtp.stop()
     invoke(cfg, "run")
     smtp.start()
-    cfg.write_text(cfg.read_text().replace('database = "tickets.db"', 'database = "tickets.db"\n[services]\nincoming = false'),
-                   encoding="utf-8")
+    cfg.write_text(
+        cfg.read_text().replace('database = "tickets.db"', 'database = "tickets.db"\n[services]\nincoming = false'),
+        encoding="utf-8",
+    )
     invoke(cfg, "outbox", "retry")  # due now; incoming = false does not stop outgoing
     assert smtp.received().rcpt_tos == ["ann@customer.test"]
 
@@ -366,11 +388,26 @@ def test_acknowledge_policy_logs_auto_replies_and_bounces(tmp_path: Path, smtp: 
     store = Store.open(cfg.database_path)
     outbox = Outbox(cfg, store, secrets=lambda m, c: lambda kind: SMTP_PASSWORD)
     mailbox = cfg.mailbox("Desk")
-    auto = parse(email_bytes("Away", sender="ann@customer.test", date=datetime.now(UTC).strftime("%a, %d %b %Y %H:%M:%S +0000"),
-                             headers={"Auto-Submitted": "auto-replied"}))
-    bounce = parse(email_bytes("Undelivered", sender="MAILER-DAEMON@mx.test",
-                               date=datetime.now(UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")))
-    ours = parse(email_bytes("Loop?", sender="Desk <Desk@Example.com>", date=datetime.now(UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")))
+    auto = parse(
+        email_bytes(
+            "Away",
+            sender="ann@customer.test",
+            date=datetime.now(UTC).strftime("%a, %d %b %Y %H:%M:%S +0000"),
+            headers={"Auto-Submitted": "auto-replied"},
+        )
+    )
+    bounce = parse(
+        email_bytes(
+            "Undelivered",
+            sender="MAILER-DAEMON@mx.test",
+            date=datetime.now(UTC).strftime("%a, %d %b %Y %H:%M:%S +0000"),
+        )
+    )
+    ours = parse(
+        email_bytes(
+            "Loop?", sender="Desk <Desk@Example.com>", date=datetime.now(UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
+        )
+    )
     with store.transaction():
         ticket = store.create_ticket(subject="x", mailbox="Desk", requester_name="", requester_email="", time="t")
         assert outbox.acknowledge(mailbox, auto, ticket, subject="Away") is None
