@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import click
 
@@ -36,7 +37,7 @@ def history(app: App, mailbox: str | None, limit: int, as_json: bool) -> None:
     Recorded only while `[config] track_changes = true` is set in the config.
     """
     cfg = app.config
-    rows = app.store().config_history(mailbox, limit=limit)
+    rows = app.records(mailbox).config_history(mailbox, limit=limit)  # only mailboxes the agent may read
     if as_json:
         output.print_json(rows)
         return
@@ -69,7 +70,7 @@ def check(app: App) -> None:
 
     cfg = app.config
     click.echo(f"{cfg.path}: OK; instance {app.instance or '(none)'}; {len(cfg.mailboxes)} mailbox(es).")
-    for mb in cfg.mailboxes:
+    for mb in app.readable():
         if mb.connection == "folder":
             click.echo(f"  {mb.name}: folder {cfg.resolve(mb.path)}")
             continue
@@ -92,7 +93,7 @@ def show(app: App, as_json: bool) -> None:
 
     from halo_integrator import config as config_mod
 
-    data = config_mod.to_dict(app.config)
+    data = config_mod.to_dict(replace(app.config, mailboxes=tuple(app.readable())))  # what the agent may read
     if as_json:
         output.print_json(data)
         return

@@ -26,7 +26,7 @@ def keystore_for(app: App) -> Keystore:
 def actor_for(app: App) -> Actor:
     from halo_integrator.history import Actor
 
-    return Actor(agent=app.agent or "", instance=app.instance, open_store=app.store)
+    return Actor(agent=app.acting_name, instance=app.instance, open_store=app.store)
 
 
 def warn_split(app: App, mailboxes: list[str] | None = None) -> None:
@@ -93,7 +93,7 @@ def add(
     from halo_integrator import mailboxes
 
     cfg = app.config
-    mb = cfg.mailbox(mailbox)
+    mb = app.require(mailbox, "modify")
     keystore = keystore_for(app)
     keystore.check_backend()  # before asking for a secret that could not be kept
     settings = {"host": host, "port": port, "security": security, "username": username, "auth": auth,
@@ -213,7 +213,7 @@ def list_(app: App, mailbox: str | None, as_json: bool) -> None:
     from halo_integrator import credentials as svc
 
     cfg = app.config
-    boxes = [cfg.mailbox(mailbox)] if mailbox else [m for m in cfg.mailboxes if m.connection != "folder"]
+    boxes = [app.require(mailbox, "read")] if mailbox else [m for m in app.readable() if m.connection != "folder"]
     keystore = keystore_for(app)
     rows = [row for mb in boxes for row in svc.describe(cfg, mb, app.instance, keystore)]
     error = next((r["keyring_error"] for r in rows if r["keyring_error"]), None)
@@ -245,7 +245,7 @@ def remove(app: App, mailbox: str, name: str, yes: bool, keep_secrets: bool) -> 
     """Remove a credential from a mailbox, and its secrets from the keyring."""
     from halo_integrator import credentials as svc
 
-    mb = app.config.mailbox(mailbox)
+    mb = app.require(mailbox, "modify")
     svc.find(mb, name)
     if not yes:
         click.confirm(f"Remove credential {name!r} of {mb.name} and its secrets in the keyring?", abort=True)
@@ -281,7 +281,7 @@ def test(app: App, mailbox: str, name: str | None, as_json: bool) -> None:
     from halo_integrator.mailboxes import test_mailbox
 
     cfg = app.config
-    mb = cfg.mailbox(mailbox)
+    mb = app.require(mailbox, "read")
     creds = [svc.find(mb, name)] if name else cfg.credentials_for(mb, app.instance)
     if not creds:
         raise SecretError(

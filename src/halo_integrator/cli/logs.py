@@ -101,7 +101,7 @@ def list_(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from None
     filters: dict[str, Any] = {"direction": direction, "mailbox": mailbox, "status": status, "search": search}
-    store = app.store()
+    store = app.records(mailbox)  # only the mailboxes the acting agent may read
     if follow:
         _follow(store, filters, since_iso, limit, as_json)
         return
@@ -161,7 +161,7 @@ def _follow(store: Any, filters: dict[str, Any], since: str | None, limit: int, 
 @click.pass_obj
 def show(app: App, log_id: int, outbound: bool, as_json: bool) -> None:
     """One log entry in full: the decision and the email's headers."""
-    store = app.store()
+    store = app.records()  # log_entry checks read on the entry's mailbox
     direction = "outbound" if outbound else "inbound"
     entry = store.log_entry(log_id, direction)
     if entry is None:

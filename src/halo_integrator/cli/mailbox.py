@@ -57,7 +57,7 @@ def list_(app: App, as_json: bool) -> None:
 
     cfg = app.config
     rows = []
-    for mb in cfg.mailboxes:
+    for mb in app.readable():  # only the mailboxes the acting agent may read
         creds = cfg.credentials_for(mb, app.instance)
         rows.append(
             {
@@ -96,7 +96,7 @@ def show(app: App, name: str, as_json: bool) -> None:
     from halo_integrator.mailboxes import describe
 
     cfg = app.config
-    mb = cfg.mailbox(name)
+    mb = app.require(name, "read")
     data = describe(cfg, mb, app.instance)
     warn_split(app, [mb.name])
     if as_json:
@@ -159,7 +159,7 @@ def test(app: App, name: str, as_json: bool) -> None:
     from halo_integrator.mailboxes import account, test_mailbox
 
     cfg = app.config
-    mb = cfg.mailbox(name)
+    mb = app.require(name, "read")
     creds: list[Credential | None] = [None] if mb.connection == "folder" else list(
         cfg.credentials_for(mb, app.instance)
     )
@@ -256,6 +256,7 @@ def add(
     from halo_integrator import config as config_mod
     from halo_integrator import mailboxes as svc
 
+    app.require_admin("adding a mailbox")
     cfg = app.config
     # Without --yes every missing answer is asked for (a script that pipes nothing gets "Aborted!");
     # with --yes nothing is asked and whatever is missing is a usage error.
@@ -355,8 +356,10 @@ def add(
 @click.pass_obj
 def edit(app: App, name: str, assignments: tuple[str, ...]) -> None:
     """Change a mailbox's settings. The whole config is checked before it is written."""
+    from halo_integrator.access import edit_level
     from halo_integrator.mailboxes import edit_mailbox
 
+    app.require(name, edit_level(assignments))  # modify; owner when a setting reaches access lines
     _, changes = edit_mailbox(app.config, name, list(assignments), actor=actor_for(app))
     for key, (before, after) in changes.items():
         click.echo(f"{name}: {key}: {before!r} -> {after!r}")
@@ -370,7 +373,7 @@ def remove(app: App, name: str, yes: bool) -> None:
     """Remove a mailbox from the config and its secrets from the keyring. Tickets and logs stay."""
     from halo_integrator.mailboxes import remove_mailbox
 
-    mb = app.config.mailbox(name)
+    mb = app.require(name, "owner", "removing it")
     if not yes:
         click.confirm(f"Remove mailbox {mb.name!r} and its secrets? Its tickets and logs stay.", abort=True)
     _, removed = remove_mailbox(app.config, name, actor=actor_for(app))
@@ -396,6 +399,7 @@ def send_test(app: App, name: str, to: str) -> None:
     """
     from halo_integrator.cli.reply import open_outbox
 
+    app.require(name, "read")
     box = open_outbox(app)
     sender = box.test_mailbox(name)
     if sender.name != app.config.mailbox(name).name:

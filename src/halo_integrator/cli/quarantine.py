@@ -37,7 +37,7 @@ def quarantine() -> None:
 @click.pass_obj
 def list_(app: App, mailbox: str | None, as_json: bool) -> None:
     """List quarantined emails (ID is their inbound-log entry)."""
-    rows = app.store().quarantined(mailbox)
+    rows = app.records(mailbox).quarantined(mailbox)  # only mailboxes the acting agent may read
     if as_json:
         output.print_json([{k: v for k, v in r.items() if k not in ("decision_json", "raw_id")} for r in rows])
         return
@@ -55,6 +55,7 @@ def _entry(app: App, log_id: int) -> dict[str, Any]:
     for row in app.store().quarantined():
         if row["id"] == log_id:
             row["decision"] = json.loads(row.pop("decision_json") or "{}")
+            app.records(row["mailbox"], "modify")  # retry and release change what the mailbox imported
             return row
     raise IntegratorError(
         f"Inbound log entry {log_id} is not in quarantine. `integrator quarantine list` shows what is."

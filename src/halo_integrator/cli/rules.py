@@ -30,9 +30,9 @@ def _importer(app: App) -> Any:
 def _pick_mailbox(app: App, name: str | None) -> Any:
     cfg = app.config
     if name:
-        return cfg.mailbox(name)
+        return app.require(name, "read")
     if len(cfg.mailboxes) == 1:
-        return cfg.mailboxes[0]
+        return app.require(cfg.mailboxes[0].name, "read")
     raise click.UsageError(
         f"The config has {len(cfg.mailboxes)} mailboxes; say which one with --mailbox "
         f"({', '.join(m.name for m in cfg.mailboxes) or 'none'})."
@@ -95,8 +95,10 @@ def list_(app: App, mailbox: str | None, as_json: bool) -> None:
     from halo_integrator import config as config_mod
 
     cfg = app.config
+    if mailbox:
+        app.require(mailbox, "read")
     scopes = [("(global)", cfg.rules)] + [
-        (m.name, m.rules) for m in cfg.mailboxes if not mailbox or m.name.casefold() == mailbox.casefold()
+        (m.name, m.rules) for m in app.readable() if not mailbox or m.name.casefold() == mailbox.casefold()
     ]
     rows = [{"scope": scope, **config_mod.to_dict(r)} for scope, rules_ in scopes for r in rules_]
     if as_json:
