@@ -32,6 +32,7 @@ from halo_integrator.mail.headers import (
     parse_msgids,
     unfold,
 )
+from halo_integrator.mail.mime import message_from_bytes
 from halo_integrator.mail.model import Address, Attachment, ParsedEmail
 from halo_integrator.mail.names import extension_for, safe_filename, unique_filenames
 
@@ -236,13 +237,13 @@ class _Parse:
         self.defects.extend(cleaning)
         if not _HEADER_LINE.match(data):
             self.defect("no header block: not a MIME message")
-        message = BytesParser(policy=compat32).parsebytes(data)
+        message = message_from_bytes(data)
         if any(type(d).__name__ == "MissingHeaderBodySeparatorDefect" for d in message.defects):
             repaired = _repair_header_block(data)
             if repaired is not None:
                 self.defect("header lines without folding whitespace: read as continuations")
                 data = repaired
-                message = BytesParser(policy=compat32).parsebytes(data)
+                message = message_from_bytes(data)
         top = message.get_param("charset")
         if isinstance(top, str) and top.strip():
             self.hint = top.strip()

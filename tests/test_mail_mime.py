@@ -1,0 +1,87 @@
+"""The fast MIME splitter builds exactly the tree the standard library's compat32 parser builds."""
+
+from __future__ import annotations
+
+import csv
+from email.message import Message
+from email.parser import BytesParser
+from email.policy import compat32
+
+import pytest
+
+from conftest import corpus_or_skip
+from halo_integrator.mail.mime import message_from_bytes
+
+
+def same_tree(a: Message, b: Message, where: str = "") -> str | None:
+    """Where two compat32 trees differ, or None."""
+    for attr in ("_headers", "preamble", "epilogue", "_unixfrom"):
+        if getattr(a, attr) != getattr(b, attr):
+            return f"{where or 'top'}: {attr} {getattr(a, attr)!r:.120} != {getattr(b, attr)!r:.120}"
+    if a.get_default_type() != b.get_default_type():
+        return f"{where}: default type"
+    if [type(d) for d in a.defects] != [type(d) for d in b.defects]:
+        return f"{where}: defects {a.defects} != {b.defects}"
+    pa, pb = a._payload, b._payload  # type: ignore[attr-defined]
+    if isinstance(pa, list) and isinstance(pb, list):
+        if len(pa) != len(pb):
+            return f"{where}: {len(pa)} parts != {len(pb)}"
+        for i, (x, y) in enumerate(zip(pa, pb, strict=True)):
+            diff = same_tree(x, y, f"{where}/{i}")
+            if diff:
+                return diff
+        return None
+    if pa != pb:
+        return f"{where}: payload {pa!r:.120} != {pb!r:.120}"
+    return None
+
+
+SAMPLES = {
+    "plain": b"From: a@x\r\nSubject: hi\r\n\r\nbody\r\n",
+    "lf": b"From: a@x\nSubject: folded\n  over two lines\n\nbody\n",
+    "no-headers": b"\nonly a body\n",
+    "multipart": (
+        b'Content-Type: multipart/mixed; boundary="b1"\r\n\r\npreamble\r\n--b1\r\nContent-Type: text/plain\r\n\r\n'
+        b"one\r\n--b1\r\n\r\ntwo\r\n\r\n--b1--\r\nepilogue\r\n"
+    ),
+    "nested": (
+        b'Content-Type: multipart/mixed; boundary="o"\n\n--o\nContent-Type: multipart/alternative; boundary="i"\n\n'
+        b"--i\n\nplain\n--i\nContent-Type: text/html\n\n<b>x</b>\n--i--\n\n--o\nContent-Type: message/rfc822\n\n"
+        b"Subject: inner\n\ninner body\n\n--o--"
+    ),
+    "digest": (
+        b'Content-Type: multipart/digest; boundary="d"\n\n--d\n\nSubject: one\n\nx\n--d\n\nSubject: two\n\ny\n--d--\n'
+    ),
+    "missing-close": b'Content-Type: multipart/mixed; boundary="b"\n\n--b\n\nx\n',
+    "no-boundary": b"Content-Type: multipart/mixed\n\n--b\n\nx\n--b--\n",
+    "continuation-first": b" bad: start\nSubject: x\n\nbody\n",
+    "stray-line": b"Subject: x\nthis is not a header\n\nbody\n",
+    "mbox-from": b"From someone Mon Jan 1 00:00:00 2024\nSubject: x\n\nbody\n",
+    "bare-cr": b"Subject: x\r\rbody\r",
+    "8bit-header": "Subject: Grüße\n\nbody\n".encode(),
+    "headers-only": b"Subject: x\nFrom: y\n",
+    "delivery-status": (
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="r"\n\n--r\n\ntext\n'
+        b"--r\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; x\n\nFinal-Recipient: rfc822; y\n--r--\n"
+    ),
+    "qp-multipart": b'Content-Type: multipart/mixed; boundary="b"\nContent-Transfer-Encoding: base64\n\n--b\n\nx\n--b--\n',
+}
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_same_tree_as_the_standard_library(name: str) -> None:
+    data = SAMPLES[name]
+    assert same_tree(message_from_bytes(data), BytesParser(policy=compat32).parsebytes(data)) is None
+
+
+def test_same_tree_on_the_whole_corpus() -> None:
+    corpus = corpus_or_skip()
+    with (corpus / "INDEX.tsv").open(encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh, delimiter="\t") if r["kind"] == "message"]
+    differences = []
+    for row in rows:
+        data = (corpus / row["path"]).read_bytes()
+        diff = same_tree(message_from_bytes(data), BytesParser(policy=compat32).parsebytes(data))
+        if diff:
+            differences.append(f"{row['path']}: {diff}")
+    assert differences == [], "\n".join(differences[:20])
