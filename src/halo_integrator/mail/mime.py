@@ -124,7 +124,7 @@ def _multipart(message: Message, body: str, depth: int, ctype: str) -> None:
     if body[: found[0].start()]:
         message.preamble = _EOL_END.sub("", body[: found[0].start()], count=1)
     child_type = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
-    children = []
+    children: list[Message | str] = []
     for this, following in itertools.pairwise(found[: last + 1]):
         if this.end() == following.start():
             raise _Fallback  # adjacent delimiter lines: the standard parser skips them in its own way
