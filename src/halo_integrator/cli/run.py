@@ -128,9 +128,13 @@ def _render(result: RunResult, *, as_json: bool, dry_run: bool, verbose: bool) -
     if interactive or verbose:  # under cron a skipped mailbox is a normal multi-instance setup, not news
         for name, why in result.skipped:
             output.warn(f"{name}: skipped, {why}.")
+    # one line per distinct error: a keyring that is unusable for every mailbox is said once
+    errors: dict[str, list[str]] = {}
     for m in result.mailboxes:
         if m.error:
-            output.error(f"{m.mailbox}{'/' + m.credential if m.credential else ''}: {m.error}")
+            errors.setdefault(m.error, []).append(m.mailbox + ("/" + m.credential if m.credential else ""))
+    for message, where in errors.items():
+        output.error(f"{', '.join(where)}: {message}")
     if dry_run:
         output.table(
             "Dry run: nothing was changed",
