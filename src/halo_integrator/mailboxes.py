@@ -142,6 +142,8 @@ def edit_mailbox(
     changes: dict[str, tuple[Any, Any]] = {}
     for text in assignments:
         path, value = parse_assignment(text)
+        key = ".".join(path)
+        before = _effective(mailbox, path)
         node = target
         if path[0] == "credentials" and len(path) >= 3:
             creds = node.setdefault("credentials", [])
@@ -154,9 +156,8 @@ def edit_mailbox(
             if not isinstance(child, dict):
                 raise ConfigError(f"{'.'.join(path)}: {part} is not a table.")
             node = child
-        before = node.get(path[-1])
         node[path[-1]] = value
-        changes[".".join(path)] = (before, value)
+        changes[key] = (before, value)
     new = config_mod.from_dict(data, cfg.path)
     config_mod.save(new)
     loaded = config_mod.load(cfg.path)
@@ -164,6 +165,19 @@ def edit_mailbox(
 
     history.record(loaded, actor, mailbox.name, mailbox, loaded.mailboxes[index])  # same place, maybe renamed
     return loaded, changes
+
+
+def _effective(mailbox: Mailbox, path: list[str]) -> Any:
+    """The value a dotted setting has now, defaults included (None when there is no such setting)."""
+    node: Any = mailbox
+    if path[0] == "credentials" and len(path) >= 3:
+        node = next((c for c in mailbox.credentials if c.name == path[1]), None)
+        path = path[2:]
+    for part in path:
+        if node is None:
+            return None
+        node = node.get(part) if isinstance(node, dict) else getattr(node, part, None)
+    return node
 
 
 def describe(cfg: Config, mailbox: Mailbox, instance: str) -> dict[str, Any]:
