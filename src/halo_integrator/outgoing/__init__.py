@@ -1,6 +1,7 @@
 """Outgoing email: templates, composition, loop protection and transports (SMTP, Graph, Gmail).
 
-Typical use (the outbound queue does this)::
+Most callers want :class:`~halo_integrator.outgoing.outbox.Outbox` (queue, acknowledge, reply, send_due;
+see docs/outgoing.md). Underneath, typical use of the parts::
 
     from halo_integrator.outgoing import compose, make_transport, render_for, template_context
 
@@ -27,6 +28,7 @@ from halo_integrator.outgoing.compose import (
     text_to_html,
     thread_headers,
 )
+from halo_integrator.outgoing.outbox import Attempt, Outbox, resolve_agent
 from halo_integrator.outgoing.templates import Rendered, render, render_for, template_context
 from halo_integrator.outgoing.tokens import (
     GoogleServiceAccount,
@@ -45,11 +47,13 @@ from halo_integrator.outgoing.transports import (
 )
 
 __all__ = [
+    "Attempt",
     "Composed",
     "GmailTransport",
     "GoogleServiceAccount",
     "GraphTransport",
     "MsalClientCredentials",
+    "Outbox",
     "OutgoingAttachment",
     "Rendered",
     "SendError",
@@ -64,6 +68,7 @@ __all__ = [
     "may_send",
     "render",
     "render_for",
+    "resolve_agent",
     "signature_for",
     "tagged_subject",
     "template_context",
