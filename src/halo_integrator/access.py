@@ -297,6 +297,8 @@ class Records:
 class AccessChange:
     config: Config
     mailbox: Mailbox
+    entity: str
+    name: str  # as spelled in the line (an agent's or team's own spelling)
     before: str  # the line's level before ("none" = there was no line)
     after: str
     warnings: list[str]
@@ -340,19 +342,22 @@ def set_line(
     mb = cfg.mailbox(mailbox)
     old = next((ln for ln in mb.access if ln.entity == entity and _fold(ln.name) == _fold(name)), None)
     before = old.level if old is not None else "none"
+    if old is not None:
+        name = old.name
     kept: list[AccessLine] = [ln for ln in mb.access if ln is not old]
     if level != "none":
-        new_line = AccessLine(entity=entity, name=old.name if old is not None else name, level=level)
+        new_line = AccessLine(entity=entity, name=name, level=level)
         index = list(mb.access).index(old) if old is not None else len(kept)
         kept.insert(index, new_line)
     if before == level:
-        return AccessChange(config=cfg, mailbox=mb, before=before, after=level, warnings=warnings)
+        return AccessChange(config=cfg, mailbox=mb, entity=entity, name=name, before=before, after=level,
+                            warnings=warnings)
     new_mb = dataclasses.replace(mb, access=tuple(kept))
     config_mod.save(config_mod.replace_mailbox(cfg, new_mb))
     loaded = config_mod.load(cfg.path)
     history.record(loaded, actor, mb.name, mb, loaded.mailbox(mb.name), action="access changed")
-    return AccessChange(config=loaded, mailbox=loaded.mailbox(mb.name), before=before, after=level,
-                        warnings=warnings)
+    return AccessChange(config=loaded, mailbox=loaded.mailbox(mb.name), entity=entity, name=name, before=before,
+                        after=level, warnings=warnings)
 
 
 def lines_as_dicts(mailbox: Mailbox) -> list[dict[str, str]]:

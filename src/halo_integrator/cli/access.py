@@ -80,9 +80,7 @@ def set_(app: App, mailbox: str, entity: str, name: str, level: str) -> None:
                                  actor=actor_for(app))
     for text in change.warnings:
         output.warn(text)
-    line = next((ln for ln in change.mailbox.access if ln.entity == entity
-                 and ln.name.casefold() == name.strip().casefold()), None)
-    label = f"{entity} {line.name if line else name.strip()}"
+    label = f"{change.entity} {change.name}"
     if change.before == change.after:
         output.info(f"{mb.name}: {label} already has {'no line' if level == 'none' else level}; nothing changed.")
     elif level == "none":
