@@ -192,7 +192,7 @@ def test_reply_when_the_server_is_down_stays_queued(desk: Path, smtp: SmtpServer
 
 
 def test_send_test_prints_the_server_answer(desk: Path, smtp: SmtpServer, tmp_path: Path) -> None:
-    result = invoke(desk, "mailbox", "send-test", "Desk", "--to", "me@example.org")
+    result = invoke(desk, "--as", "root", "mailbox", "send-test", "Desk", "--to", "me@example.org")
     assert result.exit_code == 0, result.stderr
     assert "The server answered: 250 2.0.0 Ok: queued as" in result.stdout
     got = smtp.received()
@@ -204,11 +204,11 @@ def test_send_test_failures_have_clear_exit_codes(
     desk: Path, smtp: SmtpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("INTEGRATOR_SECRET_DESK_OUTGOING_SMTP_PASSWORD", "not-it")
-    result = invoke(desk, "mailbox", "send-test", "Desk", "--to", "me@example.org")
+    result = invoke(desk, "--as", "root", "mailbox", "send-test", "Desk", "--to", "me@example.org")
     assert result.exit_code == 4 and "refused the password" in result.stderr and "not-it" not in result.stderr
     monkeypatch.setenv("INTEGRATOR_SECRET_DESK_OUTGOING_SMTP_PASSWORD", SMTP_PASSWORD)
     smtp.stop()
-    result = invoke(desk, "mailbox", "send-test", "Desk", "--to", "me@example.org")
+    result = invoke(desk, "--as", "root", "mailbox", "send-test", "Desk", "--to", "me@example.org")
     assert result.exit_code == 1 and "refused the connection" in result.stderr
     assert [r["status"] for r in outbound_log(tmp_path / "tickets.db")] == ["failed", "failed"]
 

@@ -29,7 +29,6 @@ is used if no ``smtp_password`` is stored (one account for IMAP and SMTP).
 
 from __future__ import annotations
 
-import getpass
 import logging
 import mimetypes
 from collections.abc import Callable, Iterable, Sequence
@@ -43,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from halo_integrator.config import Agent, Credential
-from halo_integrator.errors import AccessDenied, IntegratorError, OutgoingError, SecretError
+from halo_integrator.errors import IntegratorError, OutgoingError, SecretError
 from halo_integrator.mail.model import Address
 from halo_integrator.outgoing.compose import (
     Composed,
@@ -118,31 +117,14 @@ class Attempt:
 
 
 def resolve_agent(config: Config, name: str | None) -> Agent:
-    """The acting agent: ``name`` (from ``--as`` / ``$INTEGRATOR_AGENT``), else the agent whose ``os_user`` is
-    the current login. A config without agents is single-admin mode: whoever runs it is an admin."""
-    if not config.agents:
-        return Agent(name=name or _login(), admin=True)
-    if name:
-        for agent in config.agents:
-            if agent.name.casefold() == name.casefold():
-                return agent
-        known = ", ".join(a.name for a in config.agents)
-        raise AccessDenied(f"No agent named {name!r} in {config.path} (agents: {known}).")
-    login = _login()
-    for agent in config.agents:
-        if agent.os_user and agent.os_user == login:
-            return agent
-    raise AccessDenied(
-        f"Say which agent you are: --as AGENT or INTEGRATOR_AGENT (no agent in {config.path} has "
-        f"os_user = {login!r})."
-    )
+    """The acting agent as :func:`halo_integrator.access.resolve_agent` finds it (``--as``, ``$INTEGRATOR_AGENT``,
+    ``os_user``); a config without agents is single-admin mode, where whoever runs it is an admin."""
+    from halo_integrator import access
 
-
-def _login() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no login name (some containers)
-        return "admin"
+    agent = access.resolve_agent(config, name)
+    if agent is None:
+        return Agent(name=name or access.current_login() or "admin", admin=True)
+    return agent
 
 
 def attachment_from_file(path: str | Path) -> OutgoingAttachment:
