@@ -68,6 +68,14 @@ class LogSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AlertSettings:
+    """Email the admins ([outgoing] admins) once when something breaks and once when it recovers."""
+
+    enabled: bool = True
+    after_failed_runs: int = 3  # a mailbox that fails this many runs in a row is an incident
+
+
+@dataclass(frozen=True, kw_only=True)
 class ConfigSettings:
     track_changes: bool = False
 
@@ -271,6 +279,7 @@ class Config:
     services: Services = field(default_factory=Services)
     secrets: SecretsSettings = field(default_factory=SecretsSettings)
     logs: LogSettings = field(default_factory=LogSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
     config: ConfigSettings = field(default_factory=ConfigSettings)
     outgoing: OutgoingDefaults = field(default_factory=OutgoingDefaults)
     message_groups: tuple[MessageGroup, ...] = ()

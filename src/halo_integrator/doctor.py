@@ -168,6 +168,7 @@ class Doctor:
         instance = self.instance_override or os.environ.get("INTEGRATOR_INSTANCE") or cfg.instance
         self._permissions(cfg)
         self._services(cfg)
+        self._alerts(cfg)
         keystore = self._keyring(cfg, instance)
         self._secrets(cfg, instance, keystore)
         self._connections(cfg, instance, keystore)
@@ -222,6 +223,30 @@ class Doctor:
                 "outgoing service is off: no acknowledgements or replies are sent",
                 f"Set [services] outgoing = true in {cfg.path} to send email.",
                 subject="outgoing",
+            )
+
+    def _alerts(self, cfg: Config) -> None:
+        """Whether alerts (alerts.py) can reach the admins."""
+        if not cfg.alerts.enabled:
+            self.report.add("alerts", "skip", "alerts are off ([alerts] enabled = false)")
+            return
+        from halo_integrator.alerts import _sender
+
+        try:
+            mailbox, why = _sender(cfg)
+        except ConfigError as exc:
+            mailbox, why = None, str(exc)
+        if mailbox is None:
+            fix = (
+                f'Add [outgoing] mailbox = "<a mailbox that sends>" and admins = ["you@example.com"] to '
+                f"{cfg.path}."
+            )
+            # nobody asked for alerts yet: say so without turning a healthy setup into a warning
+            status = "warn" if cfg.outgoing.admins or cfg.outgoing.mailbox else "skip"
+            self.report.add("alerts", status, f"alerts are recorded but cannot be emailed: {why}", fix)
+        else:
+            self.report.add(
+                "alerts", "ok", f"alerts go to {', '.join(cfg.outgoing.admins)} through mailbox {mailbox.name}"
             )
 
     def _keyring(self, cfg: Config, instance: str) -> Keystore:

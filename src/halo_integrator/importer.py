@@ -243,7 +243,9 @@ class Importer:
                 for credential in pairs:
                     res = self.import_mailbox(mailbox, credential)
                     result.mailboxes.append(res)
-            self._send_outgoing(None, result)  # retries, replies, mailboxes whose import failed
+            if not self.dry_run:
+                self._alerts()
+            self._send_outgoing(None, result)  # retries, replies, alerts, mailboxes whose import failed
         finally:
             if self._executor is not None:
                 self._executor.shutdown(cancel_futures=True)
@@ -789,6 +791,16 @@ class Importer:
                 )
             return
         self.outbox.acknowledge(mailbox, email, ticket_id, subject=subject)
+
+    def _alerts(self) -> None:
+        """Open or close incidents and queue their one email each (alerts.py); never fails the run."""
+        from halo_integrator import alerts
+
+        try:
+            # this run's mailbox results are recorded by now, so "failed N runs in a row" includes it
+            alerts.notify(self.config, self.store, self.outbox, now=now())
+        except Exception:
+            log.exception("could not check for alerts")
 
     def _send_outgoing(self, mailbox: str | None, result: RunResult | None = None) -> None:
         """Send what is due in the outbox (one mailbox's, or all); a failure here never fails the import."""

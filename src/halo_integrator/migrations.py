@@ -275,3 +275,25 @@ def m003_outbound_queue(db: Database) -> None:
         ALTER TABLE outbound_log ADD COLUMN queue_id INTEGER
         """,
     )
+
+
+@migration
+def m004_incidents(db: Database) -> None:
+    """Alerts: one row per incident, opened once and closed once (never an email on every run)."""
+    _script(
+        db,
+        """
+        CREATE TABLE incidents (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL,
+            title TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT '',
+            opened_at TEXT NOT NULL,
+            closed_at TEXT,
+            open_queue_id INTEGER,
+            close_queue_id INTEGER
+        );
+        CREATE UNIQUE INDEX idx_incidents_open ON incidents(key) WHERE closed_at IS NULL
+        """,
+    )
+

@@ -911,6 +911,32 @@ class Store:
         row["references"] = json.loads(row.pop("references_json") or "[]")
         return row
 
+    # ------------------------------------------------------------------------------------ incidents
+    def outbound_stuck(self) -> int:
+        """Outgoing emails that will not be retried unless someone asks (`integrator outbox retry`)."""
+        return int(self._one("SELECT count(*) FROM outbound_queue WHERE status = 'failed'"))
+
+    def open_incidents(self) -> dict[str, dict[str, Any]]:
+        """The incidents not yet recovered, by key."""
+        return {r["key"]: r for r in self._q("SELECT * FROM incidents WHERE closed_at IS NULL ORDER BY id")}
+
+    def open_incident(self, key: str, title: str, detail: str, time: str, queue_id: int | None) -> int:
+        cur = self.db.execute(
+            "INSERT INTO incidents (key, title, detail, opened_at, open_queue_id) VALUES (?, ?, ?, ?, ?)",
+            [key, title, detail, time, queue_id],
+        )
+        return int(cur.lastrowid or 0)
+
+    def close_incident(self, key: str, time: str, queue_id: int | None) -> None:
+        self.db.execute(
+            "UPDATE incidents SET closed_at = ?, close_queue_id = ? WHERE key = ? AND closed_at IS NULL",
+            [time, queue_id, key],
+        )
+
+    def incidents(self, limit: int = 50) -> list[dict[str, Any]]:
+        return self._q("SELECT * FROM incidents ORDER BY id DESC LIMIT ?", [limit])
+
+
 class StoreState:
     """A connector's persistent key/value state (see connectors/base.py ``StateView``)."""
 
