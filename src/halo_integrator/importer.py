@@ -135,11 +135,13 @@ class RunResult:
     @property
     def exit_code(self) -> int:
         kinds = {m.error_kind for m in self.mailboxes if m.error}
+        # an email that will not be retried failed for good; one waiting for a retry is not a failure yet
+        given_up = [a for a in self.outbound if a.status == "failed" and a.retry_at is None]
         if "config" in kinds:
             return EXIT_CONFIG
-        if "secret" in kinds:
+        if "secret" in kinds or any(a.secret_error for a in given_up):
             return EXIT_SECRET
-        if kinds or any(m.errors for m in self.mailboxes):
+        if kinds or given_up or any(m.errors for m in self.mailboxes):
             return EXIT_PARTIAL
         return EXIT_OK
 
