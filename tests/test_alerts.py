@@ -90,3 +90,19 @@ def test_without_admins_incidents_are_recorded_and_doctor_says_alerts_cannot_go(
     assert len(rows(tmp_path / "tickets.db", "SELECT * FROM incidents")) == 1
     doctor = invoke(cfg, "doctor", "--offline")
     assert "alerts" in doctor.stdout and "[outgoing] mailbox and admins" in doctor.stdout
+
+
+def test_smtp_password_stored_by_the_cli_is_the_one_sending_uses(
+    tmp_path: Path, smtp: SmtpServer, ca: trustme.CA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key in SMTP_ENV:
+        monkeypatch.delenv(key)
+    cfg = desk_config(tmp_path, smtp, ca)
+    missing = invoke(cfg, "mailbox", "send-test", "Desk", "--to", "someone@example.org")
+    assert missing.exit_code == 4
+    stored = invoke(cfg, "credentials", "smtp-password", "Desk", "--secret-stdin", input=SMTP_PASSWORD + "\n")
+    assert stored.exit_code == 0, stored.stderr
+    assert "Desk/outgoing/smtp_password" in stored.stdout and SMTP_PASSWORD not in stored.stdout
+    sent = invoke(cfg, "mailbox", "send-test", "Desk", "--to", "someone@example.org")
+    assert sent.exit_code == 0, sent.stderr
+    assert smtp.received().rcpt_tos == ["someone@example.org"]

@@ -233,6 +233,32 @@ def set_secrets(
     return stored
 
 
+def set_smtp_password(
+    cfg: Config,
+    mailbox_name: str,
+    instance: str,
+    value: str,
+    *,
+    keystore: Keystore,
+    actor: Actor | None = None,
+) -> str:
+    """Store the SMTP password a mailbox sends with, where the outbox looks for it: under the mailbox's
+    credential for this instance, or under ``outgoing`` for a mailbox without credentials (a folder
+    mailbox). Returns the keyring entry's credential name."""
+    from halo_integrator import history
+    from halo_integrator.outgoing.outbox import OUTGOING_CREDENTIAL
+
+    mailbox = cfg.mailbox(mailbox_name)
+    mine = cfg.credentials_for(mailbox, instance)
+    name = mine[0].name if mine else OUTGOING_CREDENTIAL
+    keystore.set(mailbox.name, name, "smtp_password", value)
+    history.record(
+        cfg, actor, mailbox.name, mailbox, mailbox, action="smtp password replaced",
+        notes=[_secret_note(name, "smtp_password", before="***")],
+    )
+    return name
+
+
 def remove(
     cfg: Config,
     mailbox_name: str,

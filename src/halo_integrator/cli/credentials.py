@@ -149,6 +149,31 @@ def add(
         output.warn(f"This instance ({app.instance or 'none'}) does not use it; runs of instance {inst} do.")
 
 
+@credentials.command(
+    "smtp-password",
+    epilog="\b\nExample:\n  integrator credentials smtp-password Support --secret-stdin < smtp-password.txt",
+)
+@click.argument("mailbox")
+@click.option("--secret-stdin", is_flag=True, help="Read the password from standard input (one line).")
+@click.pass_obj
+def smtp_password(app: App, mailbox: str, secret_stdin: bool) -> None:
+    """Store the password the mailbox sends email with (outgoing.method = "smtp").
+
+    It is kept in the keyring under the credential this instance uses, or under "outgoing" for a mailbox
+    without credentials. When outgoing.username is the mailbox's own login, its password is used if none
+    is stored here.
+    """
+    from halo_integrator import credentials as svc
+
+    mb = app.require(mailbox, "modify")
+    keystore = keystore_for(app)
+    keystore.check_backend()
+    value = _read_secret("smtp_password", mb.name, "outgoing", secret_stdin)
+    name = svc.set_smtp_password(app.config, mb.name, app.instance, value, keystore=keystore, actor=actor_for(app))
+    click.echo(f"Stored the SMTP password of {mb.name} as {mb.name}/{name}/smtp_password ({keystore.backend_name}).")
+    click.echo(f"Check it with: integrator mailbox send-test {mb.name} --to you@example.com")
+
+
 def _read_secret(kind: str, mailbox: str, credential: str, from_stdin: bool) -> str:
     label = kind.replace("_", " ")
     if from_stdin:
