@@ -130,8 +130,8 @@ def notify(config: Config, store: Store, outbox: Outbox, *, now: str) -> AlertRe
             result.recovered.append(key)
             if queue_id is not None:
                 result.queued.append(queue_id)
-    for incident in result.opened:
-        log.warning("alert: %s: %s", incident.title, incident.detail)
+    for incident in result.opened:  # its error is reported with the mailbox's own result
+        log.warning("alert opened: %s", incident.title)
     if (result.opened or result.recovered) and result.not_sent:
         log.warning("alerts were not emailed: %s", result.not_sent)
     return result

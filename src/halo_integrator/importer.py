@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -44,7 +43,8 @@ from halo_integrator.errors import (
 )
 from halo_integrator.mail import ParsedEmail, parse
 from halo_integrator.outgoing.outbox import Attempt, Outbox
-from halo_integrator.store import TIME_FORMAT, Store, StoredRaw, compress_raw, now
+from halo_integrator.prepare import Prepared, prepare
+from halo_integrator.store import TIME_FORMAT, Store, now
 
 if TYPE_CHECKING:
     from halo_integrator.config import Config, Credential, Mailbox
@@ -60,18 +60,9 @@ Progress = Callable[[str, int, int], None]
 # ------------------------------------------------------------------------------------- preparation
 
 
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """An email parsed and its raw bytes compressed, ready to store (built in a worker process)."""
-
-    email: ParsedEmail
-    raw: StoredRaw
-
-
-def prepare(raw: bytes) -> Prepared:
-    """Parse and compress one raw email. Runs in worker processes, so it must be a top-level function."""
-    sha, compressed = compress_raw(raw)
-    return Prepared(email=parse(raw), raw=StoredRaw(sha256=sha, compressed=compressed, size=len(raw)))
+WORKER_TASKS = 500
+"""Emails a parse worker handles before a fresh one replaces it: long imports keep a flat memory profile
+(a long-lived worker's heap only grows after the odd huge email)."""
 
 
 def _pool() -> Executor | None:
@@ -80,9 +71,17 @@ def _pool() -> Executor | None:
         return None
     import multiprocessing
 
-    method = "fork" if sys.platform.startswith("linux") else "spawn"
     workers = int(os.environ.get("INTEGRATOR_WORKERS") or cpus)
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
+    context: multiprocessing.context.BaseContext
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        # workers fork from a small server that has the parser loaded: cheap to replace, and they inherit
+        # nothing of this process (no database connection, no open mailbox)
+        server = multiprocessing.get_context("forkserver")
+        server.set_forkserver_preload(["halo_integrator.prepare"])
+        context = server
+    else:
+        context = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, max_tasks_per_child=WORKER_TASKS)
 
 
 # ------------------------------------------------------------------------------------------ results

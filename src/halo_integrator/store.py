@@ -9,14 +9,12 @@ at all (DESIGN contract 1).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import sqlite3
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from halo_integrator import migrations
 from halo_integrator.errors import StoreError
 from halo_integrator.mail.model import Attachment, ParsedEmail
+from halo_integrator.prepare import StoredRaw, compress_raw  # noqa: F401 - part of the store's API
 
 if TYPE_CHECKING:
     from sqlite_utils import Database
@@ -60,11 +59,6 @@ def now() -> str:
     return datetime.now(UTC).strftime(TIME_FORMAT)
 
 
-def compress_raw(raw: bytes) -> tuple[str, bytes]:
-    """(sha256 hex, zlib-compressed bytes) of a raw message; cheap enough to run in a parse worker."""
-    return hashlib.sha256(raw).hexdigest(), zlib.compress(raw, 3)
-
-
 def explain_sqlite_error(exc: sqlite3.Error, path: Path) -> StoreError:
     text = str(exc).lower()
     if "locked" in text or "busy" in text:
@@ -83,13 +77,6 @@ def explain_sqlite_error(exc: sqlite3.Error, path: Path) -> StoreError:
             "'.recover'` may save what is in it."
         )
     return StoreError(f"Database error in {path}: {exc}.")
-
-
-@dataclass(frozen=True, slots=True)
-class StoredRaw:
-    sha256: str
-    compressed: bytes
-    size: int
 
 
 class Store:
