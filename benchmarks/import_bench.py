@@ -77,7 +77,8 @@ def bench(count: int, mix: list[bytes], workers: str | None) -> dict[str, float]
             total_bytes += len(raw)
         (base / "integrator.toml").write_text(
             'database = "bench.db"\n[[mailboxes]]\nname = "Bench"\nconnection = "folder"\npath = "mail"\n'
-            '[mailboxes.incoming]\nafter_import = "move_to_deleted"\nsender_limit = 0  # copies share senders: measure tickets, not the loop throttle\n',
+            '[mailboxes.incoming]\nafter_import = "move_to_deleted"\n'
+            "sender_limit = 0\n",  # the copies share senders: measure tickets, not the loop throttle
             encoding="utf-8",
         )
         env = dict(os.environ)

@@ -9,7 +9,8 @@ import pytest
 
 from halo_integrator import migrations
 from halo_integrator.mail import parse
-from halo_integrator.store import Store, StoredRaw, compress_raw, now
+from halo_integrator.prepare import StoredRaw, compress_raw
+from halo_integrator.store import Store, now
 from helpers import email_bytes
 
 

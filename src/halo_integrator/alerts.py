@@ -18,6 +18,7 @@ doctor` reports that alerts cannot be sent).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -87,10 +88,9 @@ def _sender(config: Config) -> tuple[Mailbox | None, str]:
     return mailbox, ""
 
 
-def notify(config: Config, store: Store, outbox: Outbox, *, now: str) -> AlertResult:
-    """Open and close incidents after a run, queueing one email for each change."""
-    from halo_integrator.outgoing.compose import compose
-
+def notify(config: Config, store: Store, outbox: Callable[[], Outbox], *, now: str) -> AlertResult:
+    """Open and close incidents after a run, queueing one email for each change (``outbox`` makes the
+    outbox when an email is needed)."""
     result = AlertResult(opened=[], recovered=[], queued=[])
     if not config.alerts.enabled:
         return result
@@ -102,8 +102,10 @@ def notify(config: Config, store: Store, outbox: Outbox, *, now: str) -> AlertRe
     def email(subject: str, body: str) -> int | None:
         if mailbox is None:
             return None
+        from halo_integrator.outgoing.compose import compose
+
         mail = compose(mailbox, to=admins, subject=f"[halo-integrator] {subject}", body=body, auto=True)
-        return outbox.queue(mailbox, mail, kind="alert", ticket_id=None)
+        return outbox().queue(mailbox, mail, kind="alert", ticket_id=None)
 
     with store.transaction():
         for key, incident in incidents.items():

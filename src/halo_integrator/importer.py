@@ -41,13 +41,16 @@ from halo_integrator.errors import (
     SecretError,
     StoreError,
 )
-from halo_integrator.mail import ParsedEmail, parse
-from halo_integrator.outgoing.outbox import Attempt, Outbox
-from halo_integrator.prepare import Prepared, prepare
 from halo_integrator.store import TIME_FORMAT, Store, now
 
 if TYPE_CHECKING:
     from halo_integrator.config import Config, Credential, Mailbox
+    from halo_integrator.mail import ParsedEmail
+    from halo_integrator.outgoing.outbox import Attempt, Outbox
+    from halo_integrator.prepare import Prepared
+
+# The parser and the outgoing side load on first use: a run with nothing new to import (the common case,
+# every few minutes) starts without them.
 
 log = logging.getLogger(__name__)
 
@@ -383,6 +386,8 @@ class Importer:
         res.disposed += len(redo)
 
     def _prepare_all(self, raws: list[tuple[str, bytes]]) -> Iterator[tuple[str, Prepared]]:
+        from halo_integrator.prepare import prepare
+
         if len(raws) >= PARALLEL_MIN_BATCH:
             if not self._executor_made:
                 self._executor_made = True
@@ -638,6 +643,8 @@ class Importer:
         ids: list[str] = []
         for att in email.attachments:
             if att.content_type in ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers"):
+                from halo_integrator.mail import parse
+
                 original = parse(att.data)
                 ids += [i for i in (original.message_id, *original.in_reply_to, *original.references) if i]
         return self.store.ticket_for_message_ids(ids) if ids else None
@@ -656,6 +663,8 @@ class Importer:
     # ------------------------------------------------------------------------ after-the-fact work
     def simulate(self, mailbox: Mailbox, raw: bytes, source_id: str = "") -> dict[str, Any]:
         """The decision a run would make for these bytes now; changes nothing."""
+        from halo_integrator.prepare import prepare
+
         return self._dry_decision(mailbox, source_id, prepare(raw))
 
     def reimport(self, entry: dict[str, Any], *, force: bool) -> dict[str, Any]:
@@ -665,6 +674,8 @@ class Importer:
         without it (`quarantine retry`) the email is decided again as a run would.
         """
         mailbox = self.config.mailbox(entry["mailbox"])
+        from halo_integrator.prepare import prepare
+
         prepared = prepare(self.store.raw_message(int(entry["raw_id"])))
         cred = entry.get("credential") or ""
         with self.store.transaction():
@@ -695,6 +706,8 @@ class Importer:
         for start in range(0, len(rows), 200):
             with self.store.transaction():
                 for row in rows[start : start + 200]:
+                    from halo_integrator.mail import parse
+
                     email = parse(self.store.raw_message(int(row["raw_id"])))
                     self.store.replace_action_content(int(row["id"]), email)
         return len(rows)
@@ -778,6 +791,8 @@ class Importer:
     @property
     def outbox(self) -> Outbox:
         if self._outbox is None:
+            from halo_integrator.outgoing.outbox import Outbox
+
             self._outbox = Outbox(self.config, self.store, secrets=self.secrets, instance=self.instance)
         return self._outbox
 
@@ -799,7 +814,7 @@ class Importer:
 
         try:
             # this run's mailbox results are recorded by now, so "failed N runs in a row" includes it
-            alerts.notify(self.config, self.store, self.outbox, now=now())
+            alerts.notify(self.config, self.store, lambda: self.outbox, now=now())
         except Exception:
             log.exception("could not check for alerts")
 
@@ -807,6 +822,8 @@ class Importer:
         """Send what is due in the outbox (one mailbox's, or all); a failure here never fails the import."""
         if self.dry_run:
             return
+        if self._outbox is None and not self.store.outbound_pending():
+            return  # nothing waits: the outgoing side is not even loaded
         try:
             attempts = self.outbox.send_due(mailbox=mailbox)
             self._attempts.extend(attempts)

@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from halo_integrator import migrations
 from halo_integrator.errors import StoreError
-from halo_integrator.mail.model import Attachment, ParsedEmail
-from halo_integrator.prepare import StoredRaw, compress_raw  # noqa: F401 - part of the store's API
 
 if TYPE_CHECKING:
     from sqlite_utils import Database
+
+    from halo_integrator.mail.model import Attachment, ParsedEmail
+    from halo_integrator.prepare import StoredRaw
 
 INBOUND_STATUSES = ("created", "updated", "duplicate", "ignored", "auto_reply", "bounce", "error", "quarantined")
 OUTBOUND_STATUSES = ("queued", "sent", "failed", "suppressed")

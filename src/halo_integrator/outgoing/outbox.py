@@ -225,7 +225,7 @@ class Outbox:
         """Queue a composed email in the caller's transaction: raw bytes, ``email_out`` action (when it is on a
         ticket), queue row, outbound-log row ``queued``. Returns the queue id."""
         from halo_integrator.mail import parse
-        from halo_integrator.store import StoredRaw, compress_raw
+        from halo_integrator.prepare import StoredRaw, compress_raw
 
         data = to_bytes(mail.message)
         sha, compressed = compress_raw(data)
