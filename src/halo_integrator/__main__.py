@@ -1,3 +1,4 @@
 from halo_integrator.cli import main
 
-main()
+if __name__ == "__main__":  # parse workers may import this module again: never run the CLI twice
+    main()

@@ -70,6 +70,7 @@ def _part(text: str, depth: int, default_type: str) -> Message:
         message.set_default_type(default_type)
     ctype = message.get_content_type()
     maintype = ctype.partition("/")[0]
+    message._maintype = maintype  # type: ignore[attr-defined]  # read back by _drop_delimiter_eol
     if maintype == "multipart":
         _multipart(message, body, depth, ctype)
     elif maintype == "message":
@@ -115,24 +116,55 @@ def _multipart(message: Message, body: str, depth: int, ctype: str) -> None:
     cte = str(message.get("content-transfer-encoding", "7bit")).lower()
     if not boundary or cte not in ("7bit", "8bit", "binary"):
         raise _Fallback
-    delimiter = re.compile(r"^--" + re.escape(boundary) + r"(--)?[ \t]*(\r\n|\n|\Z)", re.MULTILINE)
-    found = list(delimiter.finditer(body))
-    closes = [i for i, m in enumerate(found) if m.group(1)]
-    if not found or found[0].group(1) or not closes:
+    found = _delimiters(body, "--" + boundary)
+    closes = [i for i, (_, _, close) in enumerate(found) if close]
+    if not found or found[0][2] or not closes:
         raise _Fallback  # no start or no close delimiter: the standard parser records the defect
     last = closes[0]
-    if body[: found[0].start()]:
-        message.preamble = _EOL_END.sub("", body[: found[0].start()], count=1)
+    if found[0][0]:
+        message.preamble = _EOL_END.sub("", body[: found[0][0]], count=1)
     child_type = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
     children: list[Message | str] = []
-    for this, following in itertools.pairwise(found[: last + 1]):
-        if this.end() == following.start():
+    for (_, start, _), (following, _, _) in itertools.pairwise(found[: last + 1]):
+        if start == following:
             raise _Fallback  # adjacent delimiter lines: the standard parser skips them in its own way
-        child = _part(body[this.end() : following.start()], depth + 1, child_type)
+        child = _part(body[start:following], depth + 1, child_type)
         _drop_delimiter_eol(child)
         children.append(child)
     message.set_payload(children)
-    message.epilogue = body[found[last].end() :]  # everything after the close delimiter line
+    message.epilogue = body[found[last][1] :]  # everything after the close delimiter line
+
+
+def _delimiters(body: str, marker: str) -> list[tuple[int, int, bool]]:
+    """Every delimiter line ``--boundary[--][ \\t]*`` at a line start: (line start, next line start, close?).
+
+    The same lines the standard parser's ``^--boundary(--)?[ \\t]*(\\r\\n|\\n)?$`` matches, found with
+    ``str.find`` instead of testing every line.
+    """
+    found: list[tuple[int, int, bool]] = []
+    size = len(body)
+    at = 0 if body.startswith(marker) else body.find("\n" + marker) + 1
+    while at > 0 or (at == 0 and body.startswith(marker)):
+        k = at + len(marker)
+        close = body.startswith("--", k)
+        if close:
+            k += 2
+        while k < size and body[k] in " \t":
+            k += 1
+        end = -1
+        if k == size:
+            end = k
+        elif body[k] == "\n":
+            end = k + 1
+        elif body.startswith("\r\n", k):
+            end = k + 2
+        if end >= 0:
+            found.append((at, end, close))
+        else:
+            end = at + 1  # a longer boundary that only starts like ours: not a delimiter
+        nxt = body.find("\n" + marker, end - 1 if end > at + 1 else end)
+        at = nxt + 1 if nxt >= 0 else -1
+    return found
 
 
 def _drop_delimiter_eol(part: Message) -> None:
@@ -141,10 +173,10 @@ def _drop_delimiter_eol(part: Message) -> None:
     message (all the way down); from a multipart's epilogue, else from a text payload."""
     last = part
     payload = last._payload  # type: ignore[attr-defined]
-    while last.get_content_maintype() == "message" and isinstance(payload, list) and payload:
+    while getattr(last, "_maintype", "") == "message" and isinstance(payload, list) and payload:
         last = payload[-1]
         payload = last._payload
-    if last.get_content_maintype() == "multipart" and isinstance(payload, list):
+    if getattr(last, "_maintype", "") == "multipart" and isinstance(payload, list):
         if last.epilogue == "":
             last.epilogue = None
         elif last.epilogue is not None:
