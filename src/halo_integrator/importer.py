@@ -80,7 +80,10 @@ def _pool() -> Executor | None:
         # workers fork from a small server that has the parser loaded: cheap to replace, and they inherit
         # nothing of this process (no database connection, no open mailbox)
         server = multiprocessing.get_context("forkserver")
-        server.set_forkserver_preload(["halo_integrator.prepare"])
+        # the parser and the libraries it loads on first use, so a fresh worker starts warm
+        server.set_forkserver_preload(
+            ["halo_integrator.prepare", "nh3", "html2text", "charset_normalizer", "icalendar", "tnefparse"]
+        )
         context = server
     else:
         context = multiprocessing.get_context("spawn")
@@ -301,44 +304,60 @@ class Importer:
         if self.limit is not None:
             new_ids = new_ids[: self.limit]
         total = len(new_ids)
+        size = max(1, mailbox.incoming.batch_size)
+        chunks = [new_ids[start : start + size] for start in range(0, total, size)]
         done = 0
-        batch_size = max(1, mailbox.incoming.batch_size)
-        for start in range(0, total, batch_size):
-            chunk = new_ids[start : start + batch_size]
-            committed: list[str] = []
-            quarantine: list[str] = []
-            raws = list(conn.fetch(chunk))
-            res.fetched += len(raws)
-            if self.dry_run:
-                for source_id, prepared in self._prepare_all(raws):
-                    res.decisions.append(self._dry_decision(mailbox, source_id, prepared))
-                done += len(chunk)
+        # A pipeline of two batches: while the parse workers work on batch N+1, this process stores batch N,
+        # disposes of it and fetches the next; neither side waits for the other more than it must.
+        pending: tuple[list[str], Iterator[tuple[str, Prepared]]] | None = None
+        for index in range(len(chunks) + 1):
+            upcoming = None
+            if index < len(chunks):
+                try:
+                    raws = list(conn.fetch(chunks[index]))
+                except IntegratorError:
+                    if pending is not None:  # what was already fetched is imported before the error stops us
+                        self._finish_batch(conn, mailbox, cred, res, pending[1])
+                    raise
+                res.fetched += len(raws)
+                upcoming = (chunks[index], self._prepare_all(raws))
+            if pending is not None:
+                self._finish_batch(conn, mailbox, cred, res, pending[1])
+                done += len(pending[0])
                 if self.progress:
                     self.progress(mailbox.name, done, total)
-                continue
-            with self.store.transaction():
-                for source_id, prepared in self._prepare_all(raws):
-                    outcome = self._store_one(mailbox, cred, source_id, prepared, res)
-                    if outcome == "quarantine":
-                        quarantine.append(source_id)
-                    elif outcome == "committed":
-                        committed.append(source_id)
-                _fault("before_commit")
-            del raws
-            _fault("after_commit")
-            if committed:
-                conn.dispose(committed)
-                self.store.mark_disposed(mailbox.name, cred, committed)
-                res.disposed += len(committed)
-            if quarantine:
-                try:
-                    conn.quarantine(quarantine)
-                except IntegratorError as exc:
-                    log.warning("%s: could not move quarantined emails: %s", mailbox.name, exc)
-            self._send_outgoing(mailbox.name)  # this batch's acknowledgements, now that they are committed
-            done += len(chunk)
-            if self.progress:
-                self.progress(mailbox.name, done, total)
+            pending = upcoming
+
+    def _finish_batch(
+        self, conn: Connector, mailbox: Mailbox, cred: str, res: MailboxResult,
+        prepared_batch: Iterator[tuple[str, Prepared]],
+    ) -> None:
+        """Store one batch in one transaction, then dispose of what was committed (never before)."""
+        if self.dry_run:
+            for source_id, prepared in prepared_batch:
+                res.decisions.append(self._dry_decision(mailbox, source_id, prepared))
+            return
+        committed: list[str] = []
+        quarantine: list[str] = []
+        with self.store.transaction():
+            for source_id, prepared in prepared_batch:
+                outcome = self._store_one(mailbox, cred, source_id, prepared, res)
+                if outcome == "quarantine":
+                    quarantine.append(source_id)
+                elif outcome == "committed":
+                    committed.append(source_id)
+            _fault("before_commit")
+        _fault("after_commit")
+        if committed:
+            conn.dispose(committed)
+            self.store.mark_disposed(mailbox.name, cred, committed)
+            res.disposed += len(committed)
+        if quarantine:
+            try:
+                conn.quarantine(quarantine)
+            except IntegratorError as exc:
+                log.warning("%s: could not move quarantined emails: %s", mailbox.name, exc)
+        self._send_outgoing(mailbox.name)  # this batch's acknowledgements, now that they are committed
 
     def _finish_known(
         self,
@@ -386,6 +405,8 @@ class Importer:
         res.disposed += len(redo)
 
     def _prepare_all(self, raws: list[tuple[str, bytes]]) -> Iterator[tuple[str, Prepared]]:
+        """Parse a batch: handed to the worker processes at once (they start before this returns), or parsed
+        here, lazily, when the batch is small or there is one core."""
         from halo_integrator.prepare import prepare
 
         if len(raws) >= PARALLEL_MIN_BATCH:
@@ -394,11 +415,8 @@ class Importer:
                 self._executor = _pool()
             if self._executor is not None:
                 results = self._executor.map(prepare, [r for _, r in raws], chunksize=4)
-                for (source_id, _), prepared in zip(raws, results, strict=True):
-                    yield source_id, prepared
-                return
-        for source_id, raw in raws:
-            yield source_id, prepare(raw)
+                return zip((source_id for source_id, _ in raws), results, strict=True)
+        return ((source_id, prepare(raw)) for source_id, raw in raws)
 
     # ---------------------------------------------------------------------------------- decisions
     def decide(self, mailbox: Mailbox, email: ParsedEmail, raw_size: int, *, checks: bool = True) -> dict[str, Any]:

@@ -24,7 +24,6 @@ MAX_DEPTH = 40
 _HEADER_NAME = re.compile(r"[\041-\071\073-\176]*:")
 _BLANK_LINE = re.compile(r"\r?\n\r?\n")
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\n)")
-_EOL_END = re.compile(r"(?:\r\n|\n)\Z")
 _LONE_CR = re.compile(r"\r(?!\n)")
 
 
@@ -122,7 +121,7 @@ def _multipart(message: Message, body: str, depth: int, ctype: str) -> None:
         raise _Fallback  # no start or no close delimiter: the standard parser records the defect
     last = closes[0]
     if found[0][0]:
-        message.preamble = _EOL_END.sub("", body[: found[0][0]], count=1)
+        message.preamble = _strip_eol(body[: found[0][0]])
     child_type = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
     children: list[Message | str] = []
     for (_, start, _), (following, _, _) in itertools.pairwise(found[: last + 1]):
@@ -167,6 +166,13 @@ def _delimiters(body: str, marker: str) -> list[tuple[int, int, bool]]:
     return found
 
 
+def _strip_eol(text: str) -> str:
+    """The text without its last line ending (a regex anchored at the end would scan all of it)."""
+    if text.endswith("\r\n"):
+        return text[:-2]
+    return text[:-1] if text.endswith("\n") else text
+
+
 def _drop_delimiter_eol(part: Message) -> None:
     """RFC 2046: the line ending before a delimiter belongs to the delimiter. Like the standard parser, take
     it from the last message the part's parse created: the part itself, or for a message/* part its inner
@@ -180,6 +186,6 @@ def _drop_delimiter_eol(part: Message) -> None:
         if last.epilogue == "":
             last.epilogue = None
         elif last.epilogue is not None:
-            last.epilogue = _EOL_END.sub("", last.epilogue, count=1)
+            last.epilogue = _strip_eol(last.epilogue)
     elif isinstance(payload, str):
-        last._payload = _EOL_END.sub("", payload, count=1)  # type: ignore[attr-defined]
+        last._payload = _strip_eol(payload)  # type: ignore[attr-defined]
