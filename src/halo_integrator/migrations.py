@@ -297,3 +297,15 @@ def m004_incidents(db: Database) -> None:
         """,
     )
 
+
+
+@migration
+def m005_loop_throttle_indexes(db: Database) -> None:
+    """The loop throttle counts a sender's (or a domain's same-subject) new tickets for every new email."""
+    _script(
+        db,
+        """
+        CREATE INDEX idx_tickets_requester ON tickets(requester_email, created_at);
+        CREATE INDEX idx_tickets_subject ON tickets(subject, created_at)
+        """,
+    )
