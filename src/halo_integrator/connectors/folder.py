@@ -38,7 +38,7 @@ class FolderConnector(Connector):
         rel = self.mailbox.incoming.folder or self.mailbox.path
         self.root = self.config.resolve(rel)
         self.maildir = (self.root / "new").is_dir() or (self.root / "cur").is_dir()
-        self._paths: dict[str, Path] = {}
+        self._paths: dict[str, str] = {}
 
     # lifecycle -------------------------------------------------------------------------------------
     def open(self) -> None:
@@ -66,9 +66,10 @@ class FolderConnector(Connector):
             return self.root / ".Trash"
         return self.root.parent / f"{self.root.name} Deleted Items"
 
-    def _candidates(self) -> list[Path]:
+    def _candidates(self) -> list[tuple[float, str, str]]:
+        """(modification time, file name, path) of every email file waiting."""
         dirs = [self.root / "new", self.root / "cur"] if self.maildir else [self.root]
-        found: list[Path] = []
+        found: list[tuple[float, str, str]] = []
         for d in dirs:
             try:
                 entries = list(os.scandir(d))
@@ -81,44 +82,37 @@ class FolderConnector(Connector):
                     continue
                 if not entry.is_file(follow_symlinks=False):
                     continue
-                if not self.maildir and Path(entry.name).suffix.lower() not in EMAIL_SUFFIXES:
+                if not self.maildir and os.path.splitext(entry.name)[1].lower() not in EMAIL_SUFFIXES:
                     continue
                 if self.maildir and d.name == "cur" and self.mailbox.incoming.after_import == "mark_read":
                     # already read in a mail client or by us
                     flags = entry.name.partition(":2,")[2]
                     if "S" in flags:
                         continue
-                found.append(Path(entry.path))
+                try:
+                    mtime = entry.stat(follow_symlinks=False).st_mtime
+                except OSError:
+                    mtime = 0.0
+                found.append((mtime, entry.name, entry.path))
         return found
 
-    def _source_id(self, path: Path) -> str:
-        rel = path.relative_to(self.root).as_posix()
+    def _source_id(self, path: str) -> str:
+        rel = os.path.relpath(path, self.root).replace(os.sep, "/")
         return rel.partition(":2,")[0] if self.maildir else rel
 
     def list_ids(self) -> list[str]:
-        paths = self._candidates()
-
-        def age(p: Path) -> tuple[float, str]:
-            try:
-                return (p.stat().st_mtime, p.name)
-            except OSError:
-                return (0.0, p.name)
-
-        paths.sort(key=age)
-        ids = []
-        self._paths = {}
-        for p in paths:
-            sid = self._source_id(p)
-            self._paths[sid] = p
-            ids.append(sid)
-        return ids
+        # plain strings, not Path objects: a folder of 100,000 emails stays small in memory
+        candidates = sorted(self._candidates())
+        self._paths = {self._source_id(path): path for _, _, path in candidates}
+        return list(self._paths)
 
     def _path(self, source_id: str) -> Path | None:
         path = self._paths.get(source_id)
-        if path is not None and path.exists():
-            return path
-        self.list_ids()
-        return self._paths.get(source_id)
+        if path is not None and os.path.exists(path):
+            return Path(path)
+        self.list_ids()  # a mail client may have renamed it (Maildir flags)
+        path = self._paths.get(source_id)
+        return Path(path) if path is not None else None
 
     def fetch(self, ids: Sequence[str]) -> Iterator[tuple[str, bytes]]:
         for source_id in ids:
