@@ -317,8 +317,11 @@ class Importer:
                     raws = list(conn.fetch(chunks[index]))
                 except IntegratorError:
                     if pending is not None:  # what was already fetched is imported before the error stops us
-                        self._finish_batch(conn, mailbox, cred, res, pending[1])
-                    raise
+                        try:
+                            self._finish_batch(conn, mailbox, cred, res, pending[1])
+                        except IntegratorError as exc:  # e.g. its disposal, on the same broken connection
+                            log.info("%s: after the fetch failed: %s (the next run finishes it)", mailbox.name, exc)
+                    raise  # the fetch error is what the admin needs to see
                 res.fetched += len(raws)
                 upcoming = (chunks[index], self._prepare_all(raws))
             if pending is not None:
