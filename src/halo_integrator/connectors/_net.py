@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from halo_integrator.connectors.base import Check
+from halo_integrator.errors import IntegratorError, SecretError
+
+if TYPE_CHECKING:
+    from halo_integrator.config import Credential
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,3 +93,54 @@ def scrub(text: str, *secrets: str) -> str:
         if secret:
             text = text.replace(secret, "***")
     return text
+
+
+# ----------------------------------------------------------------------- shared steps of `mailbox test`
+
+
+def record_connect(checks: list[Check], where: str, connect: Callable[[], None]) -> bool:
+    """Connect for a connection test, recording the connect (and TLS) check; False when it failed."""
+    try:
+        connect()
+    except IntegratorError as exc:
+        problem: NetProblem | None = getattr(exc, "problem", None)
+        if problem is None:
+            checks.append(Check(name="connect", ok=False, detail=str(exc)))
+            return False
+        if problem.check == "tls":
+            checks.append(Check(name="connect", ok=True, detail=f"reached {where}"))
+        checks.append(Check(name=problem.check, ok=False, detail=problem.detail, fix=problem.fix))
+        return False
+    checks.append(Check(name="connect", ok=True, detail=f"reached {where}"))
+    return True
+
+
+def record_tls(checks: list[Check], credential: Credential) -> None:
+    if credential.security != "none":
+        verified = (
+            "certificate verified" if credential.tls_verify else "certificate NOT verified (tls_verify = false)"
+        )
+        checks.append(Check(name="tls", ok=True, detail=f"{credential.security}: {verified}"))
+
+
+def record_login(
+    checks: list[Check], mailbox: str, user: str, credential: Credential, login: Callable[[], None]
+) -> bool:
+    """Log in for a connection test, recording the login check; False when it failed."""
+    try:
+        login()
+    except SecretError as exc:
+        checks.append(
+            Check(
+                name="login",
+                ok=False,
+                detail=str(exc),
+                fix=f"Store the right secret with `integrator credentials add {mailbox}`.",
+            )
+        )
+        return False
+    except IntegratorError as exc:
+        checks.append(Check(name="login", ok=False, detail=str(exc)))
+        return False
+    checks.append(Check(name="login", ok=True, detail=f"logged in as {user} ({credential.auth})"))
+    return True

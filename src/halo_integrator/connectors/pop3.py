@@ -34,7 +34,14 @@ import poplib
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from halo_integrator.connectors._net import NetProblem, describe_connect_error, scrub
+from halo_integrator.connectors._net import (
+    NetProblem,
+    describe_connect_error,
+    record_connect,
+    record_login,
+    record_tls,
+    scrub,
+)
 from halo_integrator.connectors.base import Check, Connector, TestReport
 from halo_integrator.connectors.tls import make_ssl_context
 from halo_integrator.errors import (
@@ -418,50 +425,23 @@ class Pop3Connector(Connector):
     def test(self) -> TestReport:
         report = TestReport(folder="INBOX")
         checks = report.checks
-        try:
+
+        def connect() -> None:
             self._check_config()
             self._client = self._connect()
             self._broken = False
-        except ConnectFailed as exc:
-            if exc.problem.check == "tls":
-                checks.append(Check(name="connect", ok=True, detail=f"reached {self._where}"))
-            checks.append(
-                Check(name=exc.problem.check, ok=False, detail=exc.problem.detail, fix=exc.problem.fix)
-            )
-            return report
-        except IntegratorError as exc:
-            checks.append(Check(name="connect", ok=False, detail=str(exc)))
+
+        if not record_connect(checks, self._where, connect):
             return report
         try:
-            checks.append(Check(name="connect", ok=True, detail=f"reached {self._where}"))
-            if self.cred.security != "none":
-                verified = (
-                    "certificate verified"
-                    if self.cred.tls_verify
-                    else "certificate NOT verified (tls_verify = false)"
-                )
-                checks.append(Check(name="tls", ok=True, detail=f"{self.cred.security}: {verified}"))
+            record_tls(checks, self.cred)
             try:
                 report.capabilities = sorted(self._need_raw().capa())
             except (poplib.error_proto, OSError):
                 report.capabilities = []
-            try:
-                self._login()
-            except SecretError as exc:
-                checks.append(
-                    Check(
-                        name="login",
-                        ok=False,
-                        detail=str(exc),
-                        fix=f"Store the right secret with `integrator credentials add {self.mailbox.name}`.",
-                    )
-                )
-                return report
-            except IntegratorError as exc:
-                checks.append(Check(name="login", ok=False, detail=str(exc)))
+            if not record_login(checks, self.mailbox.name, self.user, self.cred, self._login):
                 return report
             self._opened = True
-            checks.append(Check(name="login", ok=True, detail=f"logged in as {self.user} ({self.cred.auth})"))
             report.message_count = self.count()
             self._index()
             checks.append(
