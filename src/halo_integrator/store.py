@@ -313,14 +313,7 @@ class Store:
                 mailbox,
                 email.message_id,
                 email.fingerprint or None,
-                email.sender.name,
-                email.sender.address,
-                json.dumps([str(a) for a in email.to], ensure_ascii=False),
-                json.dumps([str(a) for a in email.cc], ensure_ascii=False),
-                email.subject,
-                email.date.isoformat() if email.date else None,
-                email.text_body,
-                email.html_body,
+                *_content(email),
                 email.in_reply_to[0] if email.in_reply_to else None,
                 json.dumps(list(email.references)),
                 raw_id,
@@ -495,17 +488,7 @@ class Store:
         self.db.execute(
             "UPDATE actions SET from_name = ?, from_address = ?, to_json = ?, cc_json = ?, subject = ?, date = ?, "
             "body_text = ?, body_html = ? WHERE id = ?",
-            [
-                email.sender.name,
-                email.sender.address,
-                json.dumps([str(a) for a in email.to], ensure_ascii=False),
-                json.dumps([str(a) for a in email.cc], ensure_ascii=False),
-                email.subject,
-                email.date.isoformat() if email.date else None,
-                email.text_body,
-                email.html_body,
-                action_id,
-            ],
+            [*_content(email), action_id],
         )
         self.db.execute("DELETE FROM attachments WHERE action_id = ?", [action_id])
         self.add_attachments(action_id, email.attachments)
@@ -924,6 +907,20 @@ class Store:
 
     def incidents(self, limit: int = 50) -> list[dict[str, Any]]:
         return self._q("SELECT * FROM incidents ORDER BY id DESC LIMIT ?", [limit])
+
+
+def _content(email: ParsedEmail) -> list[Any]:
+    """An action's columns from_name .. body_html, in table order."""
+    return [
+        email.sender.name,
+        email.sender.address,
+        json.dumps([str(a) for a in email.to], ensure_ascii=False),
+        json.dumps([str(a) for a in email.cc], ensure_ascii=False),
+        email.subject,
+        email.date.isoformat() if email.date else None,
+        email.text_body,
+        email.html_body,
+    ]
 
 
 class StoreState:
