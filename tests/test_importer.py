@@ -351,3 +351,14 @@ def test_mailbox_edit_reports_effective_values_and_validates(tmp_path: Path) -> 
     bad = invoke(cfg, "mailbox", "edit", "Desk", "--set", "incoming.after_import=shred")
     assert bad.exit_code == 3 and "allowed: move_to_deleted" in bad.stderr
     assert cfg.read_bytes() == before
+
+
+def test_parse_workers_are_replaced_during_a_long_import(tmp_path: Path) -> None:
+    """More emails than the workers handle before they are replaced: the run finishes and imports all."""
+    cfg = write_config(tmp_path, extra_incoming="batch_size = 30\nsender_limit = 0\n")
+    for i in range(150):
+        (tmp_path / "mail" / f"{i:03d}.eml").write_bytes(email_bytes(f"Item {i}", message_id=f"w{i}@x"))
+    result = run_subprocess(cfg, "run", "--json", env={"INTEGRATOR_WORKERS": "2", "INTEGRATOR_WORKER_TASKS": "20"})
+    assert result.returncode == 0, result.stderr
+    (summary,) = json.loads(result.stdout)
+    assert summary["created"] == 150 and summary["disposed"] == 150

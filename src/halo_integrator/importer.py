@@ -64,8 +64,14 @@ Progress = Callable[[str, int, int], None]
 
 
 WORKER_TASKS = 500
-"""Emails a parse worker handles before a fresh one replaces it: long imports keep a flat memory profile
-(a long-lived worker's heap only grows after the odd huge email)."""
+"""Emails each parse worker handles before the pool is replaced by a fresh one: long imports keep a flat
+memory profile (a long-lived worker's heap only grows after the odd huge email). The pool is replaced
+between batches rather than with ``max_tasks_per_child``, which can stall Python 3.11's executor when workers
+retire while tasks still wait. ``$INTEGRATOR_WORKER_TASKS`` overrides it."""
+
+
+def _worker_tasks() -> int:
+    return int(os.environ.get("INTEGRATOR_WORKER_TASKS") or WORKER_TASKS)
 
 
 def _pool() -> Executor | None:
@@ -87,7 +93,7 @@ def _pool() -> Executor | None:
         context = server
     else:
         context = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context, max_tasks_per_child=WORKER_TASKS)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
 
 # ------------------------------------------------------------------------------------------ results
@@ -206,6 +212,7 @@ class Importer:
         self.run_id: int | None = None
         self._executor: Executor | None = None
         self._executor_made = False
+        self._executor_tasks = 0
         self._outbox = outbox  # None: made from the config on first use (tests pass one with a clock)
         self._attempts: list[Attempt] = []
 
@@ -416,7 +423,13 @@ class Importer:
             if not self._executor_made:
                 self._executor_made = True
                 self._executor = _pool()
+            elif self._executor is not None and self._executor_tasks >= _worker_tasks() * (os.cpu_count() or 1):
+                # a fresh pool; the retiring one finishes the batch it holds (its results stay readable)
+                self._executor.shutdown(wait=True)
+                self._executor = _pool()
+                self._executor_tasks = 0
             if self._executor is not None:
+                self._executor_tasks += len(raws)
                 results = self._executor.map(prepare, [r for _, r in raws], chunksize=4)
                 return zip((source_id for source_id, _ in raws), results, strict=True)
         return ((source_id, prepare(raw)) for source_id, raw in raws)
