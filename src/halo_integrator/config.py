@@ -183,7 +183,7 @@ class Incoming:
     # loop throttle: more than this many new tickets from one sender within the window are quarantined
     sender_limit: int = 10
     sender_window_minutes: int = 60
-    batch_size: int = 50
+    batch_size: int = 100
     batch_mb: float = 20.0
     only_after_uid: int = 0  # the "only new" watermark recorded by `mailbox add --only-new`
 
