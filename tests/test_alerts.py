@@ -106,3 +106,31 @@ def test_smtp_password_stored_by_the_cli_is_the_one_sending_uses(
     sent = invoke(cfg, "mailbox", "send-test", "Desk", "--to", "someone@example.org")
     assert sent.exit_code == 0, sent.stderr
     assert smtp.received().rcpt_tos == ["someone@example.org"]
+
+
+def test_sender_of_a_too_big_email_is_told_when_configured(
+    tmp_path: Path, smtp: SmtpServer, ca: trustme.CA
+) -> None:
+    from smtpsetup import customer_email, drop
+
+    cfg = desk_config(tmp_path, smtp, ca, incoming="max_email_mb = 0.01\ntell_sender_when_too_big = true\n")
+    drop(tmp_path, "big.eml", customer_email("Scans", message_id="big@customer.test", body="x" * 30000))
+    drop(tmp_path, "auto.eml", customer_email("Away", message_id="away@customer.test", body="y" * 30000,
+                                              headers={"Auto-Submitted": "auto-replied"}))
+    result = invoke(cfg, "run", "--json")
+    assert result.exit_code == 0, result.stderr
+    notice = smtp.received()
+    assert notice.rcpt_tos == ["ann@customer.test"]
+    assert notice.message["Subject"] == "Not delivered to Desk: Scans"
+    assert notice.message["In-Reply-To"] == "<big@customer.test>"
+    assert "0.01 MB" in notice.message.get_body(("plain",)).get_content()
+    assert nothing_more(smtp)  # no notice to the auto-reply
+
+
+def test_sender_is_not_told_by_default(tmp_path: Path, smtp: SmtpServer, ca: trustme.CA) -> None:
+    from smtpsetup import customer_email, drop
+
+    cfg = desk_config(tmp_path, smtp, ca, incoming="max_email_mb = 0.01\nacknowledge_new_tickets = false\n")
+    drop(tmp_path, "big.eml", customer_email("Scans", message_id="big@customer.test", body="x" * 30000))
+    assert invoke(cfg, "run").exit_code == 0
+    assert nothing_more(smtp)

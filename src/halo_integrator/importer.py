@@ -763,6 +763,8 @@ class Importer:
                         email=email, raw_id=raw_id, detail=decision["reason"], decision=decision, run_id=self.run_id,
                     )
                     self.store.mark_seen(mailbox.name, cred, source_id, "quarantined", log_id=log_id)
+                    if decision.get("too_big"):
+                        self._tell_too_big(mailbox, email, prepared.raw.size)
                     res.quarantined += 1
                     return "quarantine"
                 ticket_id, action_id = self._apply(mailbox, email, raw_id, decision)
@@ -841,6 +843,38 @@ class Importer:
                 )
             return
         self.outbox.acknowledge(mailbox, email, ticket_id, subject=subject)
+
+    def _tell_too_big(self, mailbox: Mailbox, email: ParsedEmail, size: int) -> None:
+        """With incoming.tell_sender_when_too_big, queue a short notice to the sender of an email quarantined
+        for its size (never to auto-replies, bounces, no-reply or our own addresses)."""
+        from halo_integrator.outgoing.compose import compose, is_no_reply_address
+
+        sender = email.sender.address
+        if (
+            not mailbox.incoming.tell_sender_when_too_big
+            or mailbox.outgoing.method == "none"
+            or not sender
+            or email.auto_reply
+            or email.bounce
+            or is_no_reply_address(sender)
+            or self.exclusion(sender) == "is one of our own mailboxes"
+        ):
+            return
+        mail = compose(
+            mailbox,
+            to=[sender],
+            subject=f"Not delivered to {mailbox.name}: {email.subject}"[:200],
+            body=(
+                f"Your email \"{email.subject}\" is {size / 1048576:.1f} MB, more than the "
+                f"{mailbox.incoming.max_email_mb:g} MB this help desk accepts, so it was not turned into a ticket. "
+                "It is kept, and our staff can still release it.\n\nPlease send the attachments another way, "
+                "for example as a link, or split them over several emails."
+            ),
+            answered_message_id=email.message_id,
+            answered_references=email.references,
+            auto=True,
+        )
+        self.outbox.queue(mailbox, mail, kind="too_big", ticket_id=None)
 
     def _alerts(self) -> None:
         """Open or close incidents and queue their one email each (alerts.py); never fails the run."""
