@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trustme
+
+from smtpserver import SmtpServer
+from smtpsetup import SMTP_ENV, SMTP_PASSWORD, SMTP_USER
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = (REPO / ".." / "shared" / "corpus").resolve()
@@ -48,3 +53,26 @@ def _memory_keyring(monkeypatch: pytest.MonkeyPatch):
     yield
     MemoryKeyring.reset()
     keyring.set_keyring(MemoryKeyring())
+
+
+# ------------------------------------------------------------------ a real SMTP server on loopback (aiosmtpd)
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    """A throw-away CA for the loopback SMTP server."""
+    return trustme.CA()
+
+
+@pytest.fixture
+def smtp(ca: trustme.CA) -> Iterator[SmtpServer]:
+    """A real SMTP server on 127.0.0.1 with STARTTLS and AUTH for SMTP_USER."""
+    with SmtpServer(ca, mode="starttls", users={SMTP_USER: SMTP_PASSWORD}) as server:
+        yield server
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The folder mailbox "Desk"'s SMTP password, as an environment override."""
+    for key, value in SMTP_ENV.items():
+        monkeypatch.setenv(key, value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -93,3 +94,15 @@ def run_subprocess(config: Path, *args: str, env: dict[str, str] | None = None,
 def copy_examples(target: Path) -> None:
     for f in sorted((EXAMPLES / "mail").iterdir()):
         shutil.copy2(f, target / f.name)
+
+
+def actions_per_message_id(db: Path) -> dict[str, int]:
+    """How many ticket actions each imported Message-ID has (1 everywhere means: none lost, none twice)."""
+    con = sqlite3.connect(db)
+    try:
+        rows = con.execute(
+            "SELECT message_id, count(*) FROM actions WHERE kind = 'email_in' GROUP BY message_id"
+        ).fetchall()
+    finally:
+        con.close()
+    return {r[0]: r[1] for r in rows}

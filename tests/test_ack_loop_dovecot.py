@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
@@ -18,20 +17,16 @@ import trustme
 from dovecot import Dovecot, User, dovecot_server, dovecot_user  # noqa: F401 - pytest fixtures
 from helpers import invoke, invoke_json
 from smtpserver import SmtpServer
-from smtpsetup import SMTP_PASSWORD, SMTP_USER, customer_email, nothing_more, outbound_log, outgoing_toml, rows
+from smtpsetup import (
+    SMTP_PASSWORD,
+    customer_email,
+    nothing_more,
+    outbound_log,
+    outgoing_toml,
+    rows,
+)
 
 pytestmark = pytest.mark.dovecot
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def smtp(ca: trustme.CA) -> Iterator[SmtpServer]:
-    with SmtpServer(ca, mode="starttls", users={SMTP_USER: SMTP_PASSWORD}) as server:
-        yield server
 
 
 def append(server: Dovecot, user: User, message: bytes) -> None:

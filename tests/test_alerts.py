@@ -3,7 +3,6 @@ SMTP server on loopback (aiosmtpd with STARTTLS and AUTH)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,28 +10,12 @@ import trustme
 
 from helpers import invoke
 from smtpserver import SmtpServer
-from smtpsetup import SMTP_ENV, SMTP_PASSWORD, SMTP_USER, desk_config, nothing_more, rows
+from smtpsetup import SMTP_ENV, SMTP_PASSWORD, desk_config, nothing_more, rows
 
 ALERTS = '[outgoing]\nmailbox = "Desk"\nadmins = ["admin@example.com", "oncall@example.com"]\n\n' \
          "[alerts]\nafter_failed_runs = 2\n"
+pytestmark = pytest.mark.usefixtures("env")
 GONE = '\n[[mailboxes]]\nname = "Gone"\nconnection = "folder"\npath = "gone"\n'
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def smtp(ca: trustme.CA) -> Iterator[SmtpServer]:
-    with SmtpServer(ca, mode="starttls", users={SMTP_USER: SMTP_PASSWORD}) as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in SMTP_ENV.items():
-        monkeypatch.setenv(key, value)
 
 
 def test_one_alert_per_incident_and_one_on_recovery(tmp_path: Path, smtp: SmtpServer, ca: trustme.CA) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from dovecot import Dovecot, User, dovecot_server, dovecot_user  # noqa: F401 - pytest fixtures
-from helpers import email_bytes, invoke, invoke_json, run_subprocess
+from helpers import actions_per_message_id, email_bytes, invoke, invoke_json, run_subprocess
 from netproxy import NetProxy
 
 pytestmark = pytest.mark.dovecot
@@ -118,17 +118,6 @@ def flags_in(server: Dovecot, user: User, folder: str) -> list[tuple[bytes, ...]
         return [tuple(d[b"FLAGS"]) for d in client.fetch(uids, ["FLAGS"]).values()] if uids else []
     finally:
         client.logout()
-
-
-def actions_per_message_id(db: Path) -> dict[str, int]:
-    con = sqlite3.connect(db)
-    try:
-        rows = con.execute(
-            "SELECT message_id, count(*) FROM actions WHERE kind = 'email_in' GROUP BY message_id"
-        ).fetchall()
-    finally:
-        con.close()
-    return {r[0]: r[1] for r in rows}
 
 
 def inbound_statuses(db: Path) -> list[str]:

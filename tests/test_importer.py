@@ -11,18 +11,15 @@ from pathlib import Path
 import pytest
 
 from halo_integrator.store import Store
-from helpers import copy_examples, email_bytes, invoke, invoke_json, run_subprocess, write_config
-
-
-def actions_per_message_id(db: Path) -> dict[str, int]:
-    con = sqlite3.connect(db)
-    try:
-        rows = con.execute(
-            "SELECT message_id, count(*) FROM actions WHERE kind = 'email_in' GROUP BY message_id"
-        ).fetchall()
-    finally:
-        con.close()
-    return {r[0]: r[1] for r in rows}
+from helpers import (
+    actions_per_message_id,
+    copy_examples,
+    email_bytes,
+    invoke,
+    invoke_json,
+    run_subprocess,
+    write_config,
+)
 
 
 def inbound_rows(db: Path) -> list[tuple[str, str, int | None]]:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,7 +20,6 @@ from halo_integrator.store import Store
 from helpers import email_bytes, invoke
 from smtpserver import SmtpServer
 from smtpsetup import (
-    SMTP_ENV,
     SMTP_PASSWORD,
     SMTP_USER,
     customer_email,
@@ -43,23 +42,6 @@ ticket {ticket_id} is {status} at {mailbox_name} <{mailbox_address}>.
 You wrote:
 {body}'''
 """
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def smtp(ca: trustme.CA) -> Iterator[SmtpServer]:
-    with SmtpServer(ca, mode="starttls", users={SMTP_USER: SMTP_PASSWORD}) as server:
-        yield server
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in SMTP_ENV.items():
-        monkeypatch.setenv(key, value)
 
 
 def run(cfg: Path, *args: str):

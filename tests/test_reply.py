@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,6 @@ import trustme
 from helpers import invoke
 from smtpserver import SmtpServer
 from smtpsetup import (
-    SMTP_ENV,
     SMTP_PASSWORD,
     SMTP_USER,
     customer_email,
@@ -46,23 +44,6 @@ RESTRICTED = """send_restrictions = { teams = ["3rd Line Support", "Service Desk
 signature = "The Desk"
 signature_overrides = { nina = "Nina Peach | 3rd Line Support" }
 """
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def smtp(ca: trustme.CA) -> Iterator[SmtpServer]:
-    with SmtpServer(ca, mode="starttls", users={SMTP_USER: SMTP_PASSWORD}) as server:
-        yield server
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in SMTP_ENV.items():
-        monkeypatch.setenv(key, value)
 
 
 @pytest.fixture

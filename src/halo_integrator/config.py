@@ -15,6 +15,7 @@ import dataclasses
 import os
 import re
 import shutil
+import string
 import tempfile
 import tomllib
 import types
@@ -245,6 +246,20 @@ def _default_group_templates() -> dict[str, MessageTemplate]:
 TEMPLATE_KINDS = ("new_ticket", "agent_reply", "ticket_closed")
 
 
+def template_problem(text: str) -> str | None:
+    """What is wrong with a template text (a bad brace, a name that is not a placeholder), or None."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
+    except ValueError as exc:
+        return f"is not a valid template: {exc}"
+    for name in fields:
+        if name not in PLACEHOLDERS:
+            return (
+                f"uses the unknown placeholder {{{name}}}; allowed: {', '.join('{' + x + '}' for x in PLACEHOLDERS)}"
+            )
+    return None
+
+
 @dataclass(frozen=True, kw_only=True)
 class MessageGroup:
     """A named set of email templates; each mailbox names its group in ``outgoing.message_group``."""
@@ -309,6 +324,16 @@ class Config:
                 return mb
         known = ", ".join(m.name for m in self.mailboxes) or "none"
         raise ConfigError(f"No mailbox named {name!r} in {self.path} (mailboxes: {known}).")
+
+    def own_addresses(self) -> set[str]:
+        """Every address that is one of ours: mailbox addresses, and login names (incoming credentials,
+        outgoing SMTP) that are addresses. Mail from them never opens a ticket or gets an acknowledgement."""
+        out: set[str] = set()
+        for mb in self.mailboxes:
+            for address in (mb.address, mb.outgoing.username, *(c.username for c in mb.credentials)):
+                if "@" in address:
+                    out.add(address.strip().lower())
+        return out
 
     def message_group(self, name: str) -> MessageGroup:
         for group in self.message_groups:
@@ -422,7 +447,7 @@ def _value(tp: Any, value: Any, path: Path, key: str, f: dataclasses.Field[Any] 
     if origin is tuple:
         if not isinstance(value, list):
             raise bad
-        (item_tp, _) = (*typing.get_args(tp), None)[:2]
+        item_tp = typing.get_args(tp)[0]
         return tuple(_value(item_tp, v, path, f"{key}[{i}]", None) for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
@@ -496,7 +521,6 @@ def _check(cfg: Config) -> None:
             names.add(cred.name)
             if mb.connection in ("imap", "pop3") and not cred.host:
                 raise ConfigError(f"{p}: {where}.credentials[{j}].host is required for a {mb.connection} mailbox.")
-    import string
 
     from halo_integrator.rules import FIELDS, check_pattern
 
@@ -532,16 +556,8 @@ def _check(cfg: Config) -> None:
             if kind not in TEMPLATE_KINDS:
                 raise ConfigError(f"{p}: {where} is not a template kind; allowed: {', '.join(TEMPLATE_KINDS)}.")
             for part, text in (("subject", tmpl.subject), ("body", tmpl.body)):
-                try:
-                    fields = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
-                except ValueError as exc:
-                    raise ConfigError(f"{p}: {where}.{part} is not a valid template: {exc}.") from None
-                for name in fields:
-                    if name not in PLACEHOLDERS:
-                        raise ConfigError(
-                            f"{p}: {where}.{part} uses the unknown placeholder {{{name}}}; "
-                            f"allowed: {', '.join('{' + x + '}' for x in PLACEHOLDERS)}."
-                        )
+                if problem := template_problem(text):
+                    raise ConfigError(f"{p}: {where}.{part} {problem}.")
     groups = {"Default"} | {g.name for g in cfg.message_groups}
     for i, mb in enumerate(cfg.mailboxes):
         if mb.outgoing.message_group not in groups:

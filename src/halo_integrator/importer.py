@@ -74,13 +74,17 @@ def _worker_tasks() -> int:
     return int(os.environ.get("INTEGRATOR_WORKER_TASKS") or WORKER_TASKS)
 
 
+def _worker_count() -> int:
+    """Parse processes: one per core, or ``$INTEGRATOR_WORKERS`` (1 parses in this process)."""
+    return int(os.environ.get("INTEGRATOR_WORKERS") or os.cpu_count() or 1)
+
+
 def _pool() -> Executor | None:
-    cpus = os.cpu_count() or 1
-    if cpus < 2 or os.environ.get("INTEGRATOR_WORKERS") == "1":
+    workers = _worker_count()
+    if workers < 2:
         return None
     import multiprocessing
 
-    workers = int(os.environ.get("INTEGRATOR_WORKERS") or cpus)
     context: multiprocessing.context.BaseContext
     if "forkserver" in multiprocessing.get_all_start_methods():
         # workers fork from a small server that has the parser loaded: cheap to replace, and they inherit
@@ -423,7 +427,7 @@ class Importer:
             if not self._executor_made:
                 self._executor_made = True
                 self._executor = _pool()
-            elif self._executor is not None and self._executor_tasks >= _worker_tasks() * (os.cpu_count() or 1):
+            elif self._executor is not None and self._executor_tasks >= _worker_tasks() * _worker_count():
                 # a fresh pool; the retiring one finishes the batch it holds (its results stay readable)
                 self._executor.shutdown(wait=True)
                 self._executor = _pool()
@@ -619,9 +623,7 @@ class Importer:
         if not address:
             return None
         address = address.lower()
-        own = {m.address.lower() for m in self.config.mailboxes if m.address}
-        own |= {c.username.lower() for m in self.config.mailboxes for c in m.credentials if "@" in c.username}
-        if address in own:
+        if address in self.config.own_addresses():
             return "is one of our own mailboxes"
         if address in {a.lower() for a in self.config.exclusions.addresses}:
             return "is in [exclusions] addresses"
@@ -847,17 +849,14 @@ class Importer:
     def _tell_too_big(self, mailbox: Mailbox, email: ParsedEmail, size: int) -> None:
         """With incoming.tell_sender_when_too_big, queue a short notice to the sender of an email quarantined
         for its size (never to auto-replies, bounces, no-reply or our own addresses)."""
-        from halo_integrator.outgoing.compose import compose, is_no_reply_address
+        from halo_integrator.outgoing.compose import ack_suppression_reason, compose
 
+        if not mailbox.incoming.tell_sender_when_too_big or mailbox.outgoing.method == "none":
+            return
         sender = email.sender.address
-        if (
-            not mailbox.incoming.tell_sender_when_too_big
-            or mailbox.outgoing.method == "none"
-            or not sender
-            or email.auto_reply
-            or email.bounce
-            or is_no_reply_address(sender)
-            or self.exclusion(sender) == "is one of our own mailboxes"
+        if ack_suppression_reason(  # the same rules as acknowledgements (contract 6), less the hourly cap
+            sender=sender, our_addresses=self.config.own_addresses(), recent_count=0, limit=0,
+            auto_reply=email.auto_reply, bounce=email.bounce,
         ):
             return
         mail = compose(

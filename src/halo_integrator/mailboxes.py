@@ -188,7 +188,6 @@ def describe(cfg: Config, mailbox: Mailbox, instance: str) -> dict[str, Any]:
     data["processed_by_this_instance"] = [
         {"credential": c.name, "account": account(mailbox, c)} for c in used
     ]
-    data.setdefault("incoming", {})
     incoming = config_mod.to_dict(mailbox.incoming)
     data["incoming"] = {**incoming, "after_import": mailbox.incoming.after_import}
     return data

@@ -80,6 +80,14 @@ def explain_sqlite_error(exc: sqlite3.Error, path: Path) -> StoreError:
     return StoreError(f"Database error in {path}: {exc}.")
 
 
+_TICKETS = (
+    "SELECT t.id, t.subject, t.status, t.mailbox, t.requester_name, t.requester_email, t.created_at, t.updated_at, "
+    "t.linked_ticket_id, t.type, t.priority, t.category, t.team, t.agent, "
+    "(SELECT count(*) FROM actions a WHERE a.ticket_id = t.id) AS action_count FROM tickets t"
+)
+"""Every ticket column the read side shows, and how many actions each ticket has."""
+
+
 class Store:
     """The SQLite ticket store. Open with :meth:`open`; close with :meth:`close` or a ``with`` block."""
 
@@ -568,12 +576,7 @@ class Store:
         if search:
             where.append("(t.subject LIKE ? OR t.requester_email LIKE ?)")
             params += [f"%{search}%", f"%{search}%"]
-        sql = (
-            "SELECT t.id, t.subject, t.status, t.mailbox, t.requester_name, t.requester_email, t.created_at, "
-            "t.updated_at, t.linked_ticket_id, (SELECT count(*) FROM actions a WHERE a.ticket_id = t.id) "
-            f"AS action_count FROM tickets t WHERE {' AND '.join(where)} ORDER BY t.updated_at DESC, t.id DESC "
-            "LIMIT ?"
-        )
+        sql = f"{_TICKETS} WHERE {' AND '.join(where)} ORDER BY t.updated_at DESC, t.id DESC LIMIT ?"
         return self._q(sql, [*params, limit])
 
     def get_ticket(self, ticket_id: int) -> dict[str, Any] | None:
@@ -595,10 +598,7 @@ class Store:
     def list_tickets_by_ids(self, ids: Sequence[int]) -> list[dict[str, Any]]:
         marks = ",".join("?" * len(ids))
         return self._q(
-            "SELECT t.id, t.subject, t.status, t.mailbox, t.requester_name, t.requester_email, t.created_at, "
-            "t.updated_at, t.linked_ticket_id, t.type, t.priority, t.category, t.team, t.agent, "
-            "(SELECT count(*) FROM actions a WHERE a.ticket_id = t.id) AS action_count "
-            f"FROM tickets t WHERE t.id IN ({marks})",
+            f"{_TICKETS} WHERE t.id IN ({marks})",
             list(ids),
         )
 

@@ -172,16 +172,7 @@ class Pop3Connector(Connector):
             else:
                 client = _POP3(cred.host, self.port, timeout=cred.timeout)
         except Exception as exc:
-            raise ConnectFailed(
-                describe_connect_error(
-                    exc,
-                    protocol="pop3",
-                    host=cred.host,
-                    port=self.port,
-                    security=cred.security,
-                    timeout=cred.timeout,
-                )
-            ) from exc
+            raise self._connect_failed(exc) from exc
         if cred.security == "starttls":
             try:
                 client.stls(ctx)
@@ -196,18 +187,17 @@ class Pop3Connector(Connector):
                 ) from None
             except Exception as exc:
                 _quiet_close(client)
-                raise ConnectFailed(
-                    describe_connect_error(
-                        exc,
-                        protocol="pop3",
-                        host=cred.host,
-                        port=self.port,
-                        security=cred.security,
-                        timeout=cred.timeout,
-                    )
-                ) from exc
+                raise self._connect_failed(exc) from exc
         log.debug("Connected to %s (%s)", self._where, cred.security)
         return client
+
+    def _connect_failed(self, exc: BaseException) -> ConnectFailed:
+        cred = self.cred
+        return ConnectFailed(
+            describe_connect_error(
+                exc, protocol="pop3", host=cred.host, port=self.port, security=cred.security, timeout=cred.timeout
+            )
+        )
 
     def _login(self) -> None:
         client = self._need_raw()

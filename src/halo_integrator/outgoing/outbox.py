@@ -171,13 +171,8 @@ class Outbox:
         return self.config.services.outgoing
 
     def our_addresses(self) -> set[str]:
-        """Every address of our mailboxes (and SMTP user names that are addresses): never acknowledged."""
-        out = set()
-        for mb in self.config.mailboxes:
-            for address in (mb.address, mb.outgoing.username):
-                if "@" in address:
-                    out.add(address.strip().lower())
-        return out
+        """Every address of ours (Config.own_addresses): never acknowledged."""
+        return self.config.own_addresses()
 
     def credential_for(self, mailbox: Mailbox) -> Credential | None:
         creds = self.config.credentials_for(mailbox, self.instance)

@@ -8,11 +8,10 @@ the ``Default`` group's template of that kind, then to the built-in one.
 
 from __future__ import annotations
 
-import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from halo_integrator.config import PLACEHOLDERS, TEMPLATE_KINDS, Config, MessageGroup, MessageTemplate
+from halo_integrator.config import PLACEHOLDERS, TEMPLATE_KINDS, Config, MessageGroup, MessageTemplate, template_problem
 from halo_integrator.errors import OutgoingError
 
 DEFAULT_GROUP = "Default"
@@ -55,16 +54,8 @@ def render_text(text: str, context: Mapping[str, str], *, where: str = "template
     """Fill one template text. Only plain placeholder names are allowed (no ``{x.attr}``, ``{x[0]}``)."""
     values = template_context()
     values.update(context)
-    try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
-    except ValueError as exc:
-        raise OutgoingError(f"The {where} is not a valid template: {exc}.") from None
-    for name in fields:
-        if name not in PLACEHOLDERS:
-            raise OutgoingError(
-                f"The {where} uses {{{name}}}, which is not a placeholder; "
-                f"allowed: {', '.join('{' + p + '}' for p in PLACEHOLDERS)}."
-            )
+    if problem := template_problem(text):
+        raise OutgoingError(f"The {where} {problem}.")
     try:
         return text.format_map(values)
     except (ValueError, KeyError, IndexError) as exc:  # e.g. a bad format spec such as {ticket_id:d} on text
