@@ -78,10 +78,15 @@ def connector(
     password: str | None = None,
     timeout: float = 10.0,
     tls_verify: bool = True,
+    protocol: str = "imap",
     **incoming: Any,
 ) -> Connector:
+    """An IMAP (or, with ``protocol="pop3"``, POP3) connector for a Dovecot user, with the server's CA."""
     if port is None:
-        port = server.imaps_port if security == "ssl" else server.imap_port
+        if protocol == "pop3":
+            port = server.pop3s_port if security == "ssl" else server.pop3_port
+        else:
+            port = server.imaps_port if security == "ssl" else server.imap_port
     if ca_file is None:
         shutil.copy(server.ca, tmp_path / "server-ca.pem")
         ca_file = "server-ca.pem"  # relative to the config file
@@ -94,7 +99,7 @@ def connector(
         timeout=timeout,
         tls_verify=tls_verify,
     )
-    mailbox = Mailbox(name="Support", connection="imap", credentials=(cred,), incoming=Incoming(**incoming))
+    mailbox = Mailbox(name="Support", connection=protocol, credentials=(cred,), incoming=Incoming(**incoming))
     cfg = Config(mailboxes=(mailbox,), path=tmp_path / "integrator.toml")
     secret = user.password if password is None else password
 

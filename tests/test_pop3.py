@@ -8,7 +8,6 @@ client's UIDL command into an unknown one (the server answers -ERR) and drops UI
 from __future__ import annotations
 
 import re
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -16,43 +15,19 @@ from typing import Any
 import pytest
 
 from dovecot import Dovecot, User, dovecot_server, dovecot_user  # noqa: F401 - pytest fixtures
-from halo_integrator.config import Config, Credential, Incoming, Mailbox
+from halo_integrator.config import Config, Credential, Mailbox
 from halo_integrator.connectors import make_connector
 from halo_integrator.connectors.base import Connector, MemoryState
 from halo_integrator.errors import ConfigError, ConnectError, RetrievalError, SecretError
 from netproxy import NetProxy
+from test_imap import connector as imap_connector
 from test_imap import message, seed, subjects_in
 
 pytestmark = pytest.mark.dovecot
 
 
-def connector(
-    server: Dovecot,
-    user: User,
-    tmp_path: Path,
-    *,
-    security: str = "none",
-    port: int | None = None,
-    state: MemoryState | None = None,
-    ca_file: str | None = None,
-    password: str | None = None,
-    timeout: float = 10.0,
-    **incoming: Any,
-) -> Connector:
-    if port is None:
-        port = server.pop3s_port if security == "ssl" else server.pop3_port
-    if ca_file is None:
-        shutil.copy(server.ca, tmp_path / "server-ca.pem")
-        ca_file = "server-ca.pem"
-    cred = Credential(
-        host="127.0.0.1", port=port, security=security, username=user.name, ca_file=ca_file, timeout=timeout
-    )
-    mailbox = Mailbox(name="Support", connection="pop3", credentials=(cred,), incoming=Incoming(**incoming))
-    cfg = Config(mailboxes=(mailbox,), path=tmp_path / "integrator.toml")
-    secret = user.password if password is None else password
-    return make_connector(
-        mailbox, cred, config=cfg, secrets={"password": secret}.__getitem__, state=state or MemoryState()
-    )
+def connector(server: Dovecot, user: User, tmp_path: Path, **settings: Any) -> Connector:
+    return imap_connector(server, user, tmp_path, protocol="pop3", **settings)
 
 
 @pytest.mark.parametrize("security", ["ssl", "starttls", "none"])
