@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -131,12 +132,18 @@ def counts(server: Dovecot, user: User) -> tuple[int, int]:
 
 
 def timed(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[float, str]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, cwd=cwd, timeout=3600)
     seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed ({done.returncode}): {done.stderr[-2000:]}")
+    CPU.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     return seconds, done.stdout
+
+
+CPU: list[float] = []  # user + sys seconds of each timed command and the descendants it waited for
 
 
 def run_floor(server: Dovecot, user: User) -> tuple[float, str]:
@@ -246,28 +253,36 @@ def main() -> int:
         print(f"loaded the seed folder in {time.perf_counter() - started:.2f} s (MULTIAPPEND)")
         env = integrator_env({"INTEGRATOR_SECRET_BENCH_DEFAULT_PASSWORD": BENCH.password})
         results: dict[str, list[float]] = {"floor": [], "mbsync": [], "integrator": []}
+        cpu: dict[str, list[float]] = {k: [] for k in results}
         for r in range(1, args.rounds + 1):
             n = refill_inbox(server, BENCH)
             seconds, out = run_floor(server, BENCH)
             assert int(out.split()[0]) == n, (out, n)
             results["floor"].append(seconds)
+            cpu["floor"].append(CPU[-1])
             seconds, out = run_mbsync(server, BENCH, work)
             mbsync_copied = int(out)
             results["mbsync"].append(seconds)
+            cpu["mbsync"].append(CPU[-1])
             cfg = write_config(work / "integrator", mailbox_toml(server, BENCH, "Bench"))
             seconds, out = run_integrator(cfg, env)
             inbox, trash = counts(server, BENCH)
             assert (inbox, trash) == (0, n), (inbox, trash, out[-500:])
             results["integrator"].append(seconds)
+            cpu["integrator"].append(CPU[-1])
             print(
                 f"round {r}: floor {results['floor'][-1]:.2f} s, mbsync {results['mbsync'][-1]:.2f} s, "
                 f"integrator {results['integrator'][-1]:.2f} s  ({n} emails; mbsync copied {mbsync_copied})"
             )
         med = {k: statistics.median(v) for k, v in results.items()}
         print()
-        print(f"{'':12}{'median s':>10}{'emails/s':>10}   rounds")
+        print(f"{'':12}{'median s':>10}{'emails/s':>10}{'cpu s':>8}   rounds")
         for k, v in results.items():
-            print(f"{k:12}{med[k]:>10.2f}{args.emails / med[k]:>10.0f}   {' '.join(f'{x:.2f}' for x in v)}")
+            print(
+                f"{k:12}{med[k]:>10.2f}{args.emails / med[k]:>10.0f}{statistics.median(cpu[k]):>8.2f}   "
+                f"{' '.join(f'{x:.2f}' for x in v)}"
+            )
+        print(f"(cpu s: user + sys of the command and its processes; {os.cpu_count()} cores; the server's not counted)")
         print(f"integrator/mbsync = {med['integrator'] / med['mbsync']:.2f}x (target <= 3x)")
         print(f"integrator/floor  = {med['integrator'] / med['floor']:.2f}x")
 

@@ -82,6 +82,23 @@ def test_attachments_and_raw_messages_are_stored_once(tmp_path: Path) -> None:
         assert len(blob) < len(raw) or len(raw) < 200
 
 
+def test_raw_messages_are_zstandard_and_older_zlib_rows_stay_readable(tmp_path: Path) -> None:
+    import hashlib
+    import zlib
+
+    raw = email_bytes("kept", message_id="raw@x") * 20
+    with Store.open(tmp_path / "t.db") as store, store.transaction():
+        sha, blob = compress_raw(raw)
+        assert blob[:4] == b"\x28\xb5\x2f\xfd" and len(blob) < len(raw) // 4
+        new_id = store.save_raw(StoredRaw(sha256=sha, compressed=blob, size=len(raw)))
+        old = raw.replace(b"kept", b"older")  # a row as databases written with zlib hold it
+        old_id = store.save_raw(
+            StoredRaw(sha256=hashlib.sha256(old).hexdigest(), compressed=zlib.compress(old, 3), size=len(old))
+        )
+        assert store.raw_message(new_id) == raw
+        assert store.raw_message(old_id) == old
+
+
 def test_thread_lookup_prefers_the_newest_action(tmp_path: Path) -> None:
     with Store.open(tmp_path / "t.db") as store, store.transaction():
         t1 = store.create_ticket(subject="a", mailbox="M", requester_name="", requester_email="", time=now())

@@ -6,10 +6,9 @@ connectors or the outgoing side.
 
 from __future__ import annotations
 
-import hashlib
-import zlib
 from dataclasses import dataclass
 
+from halo_integrator import rawbytes
 from halo_integrator.mail import ParsedEmail, parse
 
 
@@ -23,8 +22,8 @@ class StoredRaw:
 
 
 def compress_raw(raw: bytes) -> tuple[str, bytes]:
-    """(sha256 hex, zlib-compressed bytes) of a raw message."""
-    return hashlib.sha256(raw).hexdigest(), zlib.compress(raw, 3)
+    """(sha256 hex, compressed bytes) of a raw message (see :mod:`halo_integrator.rawbytes`)."""
+    return rawbytes.compress(raw)
 
 
 @dataclass(frozen=True, slots=True)

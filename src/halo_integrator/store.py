@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import sqlite3
-import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -258,7 +257,9 @@ class Store:
         data = self._one("SELECT data FROM raw_messages WHERE id = ?", [raw_id])
         if data is None:
             raise StoreError(f"No raw message {raw_id} in the store.")
-        return zlib.decompress(data)
+        from halo_integrator.rawbytes import decompress
+
+        return decompress(data)
 
     def create_ticket(
         self,
