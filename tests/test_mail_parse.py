@@ -324,12 +324,19 @@ def test_bounces() -> None:
         "Content-Type: text/plain\n\nDelivery failed",
         "Content-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.com\n\n"
         "Final-Recipient: rfc822; x@example.org\nAction: failed\nStatus: 5.1.1\n",
-        "Content-Type: message/rfc822\n\nFrom: a@example.com\nSubject: hi\n\nbody\n",
+        "Content-Type: message/rfc822\n\nFrom: a@example.com\nSubject: hi\nMessage-ID: <sent-2@example.com>\n"
+        "In-Reply-To: <in-1@example.org>\nReferences: <root@example.org>\n <in-1@example.org>\n\nbody\n",
+        "Content-Type: text/rfc822-headers\n\nFrom: a@example.com\nMessage-ID: <sent-3@example.com>\n",
     )
     dsn = parse(mail(MULTI.replace("multipart/mixed", "multipart/report; report-type=delivery-status")
                      + "Auto-Submitted: auto-replied\n", report))
     assert dsn.bounce and dsn.auto_reply is None  # a bounce wins over an auto-reply
     assert "delivery-status.txt" in [a.filename for a in dsn.attachments]
+    # the ids of the returned email, read off its attached copy (or headers) for threading the bounce
+    assert dsn.returned_ids == ("sent-2@example.com", "in-1@example.org", "root@example.org", "sent-3@example.com")
+    forwarded = multipart("Content-Type: text/plain\n\nsee below",
+                          "Content-Type: message/rfc822\n\nFrom: b@example.com\nMessage-ID: <fw@x>\n\nhi\n")
+    assert parse(mail(MULTI, forwarded)).returned_ids == ()  # a forward, not a bounce: nothing to look up
     null_path = parse(mail("Return-Path: <>\nFrom: MAILER-DAEMON@example.com\nSubject: Returned mail"))
     assert null_path.bounce
     by_subject = parse(mail("From: postmaster@example.com\nSubject: Undeliverable: hello"))

@@ -675,15 +675,8 @@ class Importer:
         return matching.ThreadEvidence(None, "none", detail)
 
     def _bounced_original(self, email: ParsedEmail) -> tuple[int, str] | None:
-        """The ticket of the email a bounce returns, from its attached original or its headers."""
-        ids: list[str] = []
-        for att in email.attachments:
-            if att.content_type in ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers"):
-                from halo_integrator.mail import parse
-
-                original = parse(att.data)
-                ids += [i for i in (original.message_id, *original.in_reply_to, *original.references) if i]
-        return self.store.ticket_for_message_ids(ids) if ids else None
+        """The ticket of the email a bounce returns, from the ids the parser read off its attached original."""
+        return self.store.ticket_for_message_ids(email.returned_ids) if email.returned_ids else None
 
     def _dry_decision(self, mailbox: Mailbox, source_id: str, prepared: Prepared) -> dict[str, Any]:
         decision = self.decide(mailbox, prepared.email, prepared.raw.size)

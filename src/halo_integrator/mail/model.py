@@ -56,6 +56,7 @@ class ParsedEmail:
     bounce: str | None = None  # why we think it is a bounce / DSN, else None
     defects: tuple[str, ...] = field(default=())  # what was wrong with the MIME, for the log
     fingerprint: str = ""  # sha256 hex of the content, not of transport headers
+    returned_ids: tuple[str, ...] = ()  # of a bounce: Message-ID, In-Reply-To, References of the email returned
 
     def header(self, name: str) -> str | None:
         """The first header of that name (case-insensitive), decoded."""

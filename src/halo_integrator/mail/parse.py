@@ -18,7 +18,7 @@ import binascii
 import hashlib
 import re
 from email.message import Message
-from email.parser import BytesParser
+from email.parser import BytesHeaderParser, BytesParser
 from email.policy import compat32
 
 from halo_integrator.mail import htmltext, invites, tnef, verdicts
@@ -47,6 +47,7 @@ _NO_ADDRESS = Address("", "")
 _CID_FILENAME = re.compile(r"[\w\-. ]{1,80}\.[A-Za-z][A-Za-z0-9]{1,4}")
 _TNEF_TYPES = frozenset({"application/ms-tnef", "application/vnd.ms-tnef"})
 _BODY_TYPES = frozenset({"text/plain", "text/html"})
+_RETURNED_TYPES = frozenset({"message/rfc822", "text/rfc822-headers", "message/rfc822-headers"})
 
 
 def parse(raw: bytes) -> ParsedEmail:
@@ -453,6 +454,7 @@ class _Parse:
             bounce=bounce,
             defects=tuple(self.defects),
             fingerprint=fingerprint(sender.address, print_date, subject, message_id or "", _body_bytes(data)),
+            returned_ids=_returned_ids(self.attachments) if bounce else (),
         )
 
     def bodies(self) -> tuple[str, str | None]:
@@ -496,6 +498,29 @@ def _repair_header_block(data: bytes) -> bytes | None:
         return None
     head = b"\n".join(out)
     return head + data[len(b"\n".join(lines[: len(out)])) :]
+
+
+def _returned_ids(attachments: list[Attachment]) -> tuple[str, ...]:
+    """The Message-ID, In-Reply-To and References of the email a bounce returns, read from the header block
+    of its attached copy (the threading of the bounce looks them up)."""
+    ids: list[str] = []
+    for att in attachments:
+        if att.content_type in _RETURNED_TYPES:
+            ids += _thread_ids(att.data)
+    return tuple(dict.fromkeys(i for i in ids if i))
+
+
+def _thread_ids(data: bytes) -> list[str]:
+    try:
+        cleaned, _ = _clean_input(data)
+        header = BytesHeaderParser(policy=compat32).parsebytes(cleaned)
+    except Exception:  # unreadable: the bounce is threaded without it
+        return []
+    return [
+        *parse_msgids(_raw_get(header, "message-id"))[:1],
+        *parse_msgids(_raw_get(header, "in-reply-to")),
+        *parse_msgids(_raw_get(header, "references")),
+    ]
 
 
 def _fallback_name(part: Message, ctype: str, cid: str) -> str:
