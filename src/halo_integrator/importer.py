@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -56,6 +57,9 @@ log = logging.getLogger(__name__)
 
 QUARANTINE_AFTER_RUNS = 3
 PARALLEL_MIN_BATCH = 24  # below this, a process pool costs more than it saves
+PARSE_AHEAD = 2
+"""Batches handed to the parse workers ahead of the one being stored: while this process stores and disposes
+of one batch and fetches the next, the workers always have a whole batch to parse."""
 SecretsFactory = Callable[["Mailbox", "Credential | None"], Callable[[str], str]]
 Progress = Callable[[str, int, int], None]
 
@@ -217,6 +221,7 @@ class Importer:
         self._executor: Executor | None = None
         self._executor_made = False
         self._executor_tasks = 0
+        self._retired: list[Executor] = []
         self._outbox = outbox  # None: made from the config on first use (tests pass one with a clock)
         self._attempts: list[Attempt] = []
 
@@ -265,8 +270,9 @@ class Importer:
                 self._alerts()
             self._send_outgoing(None, result)  # retries, replies, alerts, mailboxes whose import failed
         finally:
-            if self._executor is not None:
-                self._executor.shutdown(cancel_futures=True)
+            for executor in (*self._retired, self._executor):
+                if executor is not None:
+                    executor.shutdown(cancel_futures=True)
             if self.run_id is not None:
                 self.store.finish_run(self.run_id, result.exit_code)
                 self.store.prune_logs(self.config.logs.keep_days)
@@ -318,29 +324,44 @@ class Importer:
         size = max(1, mailbox.incoming.batch_size)
         chunks = [new_ids[start : start + size] for start in range(0, total, size)]
         done = 0
-        # A pipeline of two batches: while the parse workers work on batch N+1, this process stores batch N,
-        # disposes of it and fetches the next; neither side waits for the other more than it must.
-        pending: tuple[list[str], Iterator[tuple[str, Prepared]]] | None = None
-        for index in range(len(chunks) + 1):
-            upcoming = None
-            if index < len(chunks):
-                try:
-                    raws = list(conn.fetch(chunks[index]))
-                except IntegratorError:
-                    if pending is not None:  # what was already fetched is imported before the error stops us
-                        try:
-                            self._finish_batch(conn, mailbox, cred, res, pending[1])
-                        except IntegratorError as exc:  # e.g. its disposal, on the same broken connection
-                            log.info("%s: after the fetch failed: %s (the next run finishes it)", mailbox.name, exc)
-                    raise  # the fetch error is what the admin needs to see
-                res.fetched += len(raws)
-                upcoming = (chunks[index], self._prepare_all(raws))
-            if pending is not None:
-                self._finish_batch(conn, mailbox, cred, res, pending[1])
-                done += len(pending[0])
-                if self.progress:
-                    self.progress(mailbox.name, done, total)
-            pending = upcoming
+        # A pipeline: the batches fetched last are parsed by the worker processes while this process stores
+        # the oldest one, disposes of it on the server and fetches the next.
+        ahead: deque[tuple[list[str], Iterator[tuple[str, Prepared]]]] = deque()
+        for chunk in chunks:
+            try:
+                raws = list(conn.fetch(chunk))
+            except IntegratorError:
+                self._finish_after_fetch_error(conn, mailbox, cred, res, ahead)
+                raise  # the fetch error is what the admin needs to see
+            res.fetched += len(raws)
+            ahead.append((chunk, self._prepare_all(raws)))
+            if len(ahead) > PARSE_AHEAD:
+                done += self._finish_oldest(conn, mailbox, cred, res, ahead, done, total)
+        while ahead:
+            done += self._finish_oldest(conn, mailbox, cred, res, ahead, done, total)
+
+    def _finish_oldest(
+        self, conn: Connector, mailbox: Mailbox, cred: str, res: MailboxResult,
+        ahead: deque[tuple[list[str], Iterator[tuple[str, Prepared]]]], done: int, total: int,
+    ) -> int:
+        chunk, prepared = ahead.popleft()
+        self._finish_batch(conn, mailbox, cred, res, prepared)
+        if self.progress:
+            self.progress(mailbox.name, done + len(chunk), total)
+        return len(chunk)
+
+    def _finish_after_fetch_error(
+        self, conn: Connector, mailbox: Mailbox, cred: str, res: MailboxResult,
+        ahead: deque[tuple[list[str], Iterator[tuple[str, Prepared]]]],
+    ) -> None:
+        """What was fetched before a fetch failed is still imported; its disposal, on the same broken
+        connection, may fail too, and the next run finishes it."""
+        while ahead:
+            _, prepared = ahead.popleft()
+            try:
+                self._finish_batch(conn, mailbox, cred, res, prepared)
+            except IntegratorError as exc:
+                log.info("%s: after the fetch failed: %s (the next run finishes it)", mailbox.name, exc)
 
     def _finish_batch(
         self, conn: Connector, mailbox: Mailbox, cred: str, res: MailboxResult,
@@ -428,8 +449,10 @@ class Importer:
                 self._executor_made = True
                 self._executor = _pool()
             elif self._executor is not None and self._executor_tasks >= _worker_tasks() * _worker_count():
-                # a fresh pool; the retiring one finishes the batch it holds (its results stay readable)
-                self._executor.shutdown(wait=True)
+                # a fresh pool; the retiring one finishes the batches it holds (their results stay readable)
+                # without holding up this process, and is shut down for good when the run ends
+                self._executor.shutdown(wait=False)
+                self._retired.append(self._executor)
                 self._executor = _pool()
                 self._executor_tasks = 0
             if self._executor is not None:
