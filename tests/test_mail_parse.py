@@ -428,3 +428,49 @@ def test_attachment_names_are_unique_within_an_email() -> None:
     msg.add_attachment(b"y", maintype="application", subtype="octet-stream", filename="readme")
     names = [a.filename for a in parse(msg.as_bytes()).attachments]
     assert names == ["video.mov", "video (2).mov", "video (3).mov", "README", "readme (2)"]
+
+
+PLAIN_LISTS = [
+    "a@example.com", "A B <a@example.com>, c@example.org", "<a@example.com>", "a@example.com,",
+    "  Joe  Q.  Public   <j.q@example.org> ,b@example.com", "=?utf-8?Q?M=C3=BCller?= <m@example.com>",
+    "Name<a@example.com>", "a..b@example.com",
+]
+NOT_PLAIN = [
+    "a@example.com (Comment)", '"Doe, John" <j@example.com>', "Team: a@example.com, b@example.com;",
+    "N <@route:a@example.com>", "N <a@[192.0.2.1]>", "a@example.com b@example.com", "a@example.com,,b@example.com",
+    "Ünïcode <u@example.com>", "N <a@example.com> trailing", "info@example.com <info@example.com>",
+]
+
+
+@pytest.mark.parametrize("value", PLAIN_LISTS + NOT_PLAIN)
+def test_plain_address_lists_read_as_the_standard_library_reads_them(value: str) -> None:
+    from email.utils import getaddresses
+
+    from halo_integrator.mail.headers import _plain_pairs
+
+    pairs = _plain_pairs(value)
+    assert (pairs is not None) == (value in PLAIN_LISTS)
+    if pairs is not None:
+        assert pairs == [p for p in getaddresses([value]) if p != ("", "")]
+
+
+def test_plain_address_reading_agrees_with_the_standard_library_on_the_corpus() -> None:
+    import re
+    from email.utils import getaddresses
+
+    from halo_integrator.mail.headers import _plain_pairs, unfold
+
+    corpus = corpus_or_skip()
+    header = re.compile(r"^(?:from|to|cc|reply-to|sender):(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+    read = 0
+    for path in sorted(corpus.rglob("*")):
+        if not path.is_file() or path.suffix in (".tsv", ".json", ".md"):
+            continue
+        text = path.read_bytes()[:65536].decode("ascii", "surrogateescape")
+        for found in header.finditer(text.split("\n\n", 1)[0]):
+            value = unfold(found.group(1))
+            pairs = _plain_pairs(value)
+            if pairs is not None:
+                read += 1
+                assert pairs == [p for p in getaddresses([value]) if p != ("", "")], value
+    assert read > 1000

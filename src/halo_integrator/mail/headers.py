@@ -24,6 +24,12 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _PERCENT = re.compile(rb"%[0-9A-Fa-f]{2}")
 _MSG_ID = re.compile(r"<([^<>\s]+)>")
 _BARE_ID = re.compile(r"[^\s<>,;\"()]+@[^\s<>,;\"()]+")
+# One entry of a plain address list: "Display Name <local@domain>" or "local@domain", no quotes, comments,
+# groups or route syntax (RFC 5322 specials), then a comma or the end.
+_ATEXT = r"[^\s\"(),:;<>@\[\]\\]+"
+_PLAIN_ENTRY = re.compile(
+    rf"\s*(?:([^\"(),:;<>@\[\]\\]*?)\s*<({_ATEXT}@{_ATEXT})>|({_ATEXT}@{_ATEXT}))\s*(?:,|$)"
+)
 
 
 def unfold(value: str) -> str:
@@ -163,10 +169,12 @@ def parse_addresses(value: str | None, hint: str | None = None) -> tuple[Address
     if not value:
         return ()
     raw = unfold(value)
-    try:
-        pairs = getaddresses([raw])
-    except Exception:
-        pairs = []
+    pairs = _plain_pairs(raw)
+    if pairs is None:
+        try:
+            pairs = getaddresses([raw])
+        except Exception:
+            pairs = []
     if not any("@" in addr for _, addr in pairs) and ("=?" in raw or not raw.isascii()):
         # the whole address (not just the name) was encoded, or 8-bit: decode first, parse then
         try:
@@ -187,6 +195,23 @@ def parse_addresses(value: str | None, hint: str | None = None) -> tuple[Address
         if found:
             result.append(Address("", found.group(0).lower()))
     return tuple(result)
+
+
+def _plain_pairs(raw: str) -> list[tuple[str, str]] | None:
+    """(name, address) pairs of a plain ASCII address list, as ``getaddresses`` returns them, read with one
+    regular expression (most address headers are plain; the stdlib parser is slow); None for anything else."""
+    if not raw.isascii():
+        return None
+    pairs: list[tuple[str, str]] = []
+    pos, end = 0, len(raw)
+    while pos < end:
+        found = _PLAIN_ENTRY.match(raw, pos)
+        if found is None or found.end() == pos:
+            return None
+        name, address, bare = found.groups()
+        pairs.append((" ".join(name.split()), address) if address else ("", bare))
+        pos = found.end()
+    return pairs
 
 
 def parse_msgids(value: str | None) -> tuple[str, ...]:
