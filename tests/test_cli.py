@@ -43,7 +43,7 @@ def test_help_is_fast_because_heavy_modules_stay_unloaded() -> None:
     code = (
         "import sys; from halo_integrator.cli import main; sys.argv=['integrator','--help'];\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('imapclient','nh3','html2text','charset_normalizer','icalendar','tnefparse',"
+        "heavy = [m for m in ('imapclient','nh3','html_text','lxml','charset_normalizer','icalendar','tnefparse',"
         "'sqlite_utils','keyring','rich','msal','google.auth','exchangelib','requests') if m in sys.modules]\n"
         "print('HEAVY', heavy, file=sys.stderr)"
     )

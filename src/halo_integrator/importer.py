@@ -96,7 +96,7 @@ def _pool() -> Executor | None:
         server = multiprocessing.get_context("forkserver")
         # the parser and the libraries it loads on first use, so a fresh worker starts warm
         server.set_forkserver_preload(
-            ["halo_integrator.prepare", "nh3", "html2text", "charset_normalizer", "icalendar", "tnefparse"]
+            ["halo_integrator.prepare", "nh3", "html_text", "charset_normalizer", "icalendar", "tnefparse"]
         )
         context = server
     else:

@@ -4,7 +4,7 @@ Built for speed on the stdlib's compat32 parser (which leaves headers and payloa
 own tolerant decoders on top:
 
 * headers: :mod:`halo_integrator.mail.headers` (RFC 2047/2231, raw 8-bit);
-* body: the text/plain parts that are not attachments; html2text only when there is no text/plain;
+* body: the text/plain parts that are not attachments; HTML rendered as text only when there is no text/plain;
 * attachments: every other leaf part, inline ``cid:`` images, forwarded ``message/rfc822`` kept whole as
   one ``.eml``, TNEF unpacked, calendar invites summarised into the body and kept as ``.ics``;
 * limits: nesting depth :data:`MAX_DEPTH` and :data:`MAX_PARTS` parts, beyond which parts are skipped
