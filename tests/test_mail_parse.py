@@ -474,3 +474,18 @@ def test_plain_address_reading_agrees_with_the_standard_library_on_the_corpus() 
                 read += 1
                 assert pairs == [p for p in getaddresses([value]) if p != ("", "")], value
     assert read > 1000
+
+
+@pytest.mark.parametrize(
+    ("encoded", "decoded"),
+    [
+        ("=?utf-8?Q?caf=C3=A9_au_lait?=", "café au lait"),
+        ("=?iso-8859-1?q?gr=fc=dfe?=", "grüße"),  # lower-case hex
+        ("=?utf-8?Q?a=3D=3Db?=", "a==b"),
+        ("=?utf-8?Q?a==3Db?=", "a==b"),  # a stray "=" before a hex pair is kept
+        ("=?utf-8?Q?bad=ZZhex?=", "bad=ZZhex"),
+        ("=?utf-8?Q?ends_with=?=", "ends with="),
+    ],
+)
+def test_q_encoded_words(encoded: str, decoded: str) -> None:
+    assert decode_header(encoded) == decoded

@@ -88,8 +88,11 @@ def _b_decode(text: str) -> bytes:
 
 
 def _q_decode(text: str) -> bytes:
-    data = raw_bytes(text).replace(b"_", b" ")
-    return _Q_HEX.sub(lambda m: bytes([int(m.group(1), 16)]), data)
+    data = raw_bytes(text)
+    if not data.endswith(b"=") and b"==" not in data and b"\n" not in data and b"\r" not in data:
+        # binascii's RFC 2047 "Q" decoder (C); it reads a trailing "=", "==" and line breaks its own way
+        return binascii.a2b_qp(data, header=True)
+    return _Q_HEX.sub(lambda m: bytes([int(m.group(1), 16)]), data.replace(b"_", b" "))
 
 
 def decode_header(value: str | None, hint: str | None = None) -> str:

@@ -56,16 +56,21 @@ def sanitise(html: str) -> str:
     )
 
 
-def to_text(html: str) -> tuple[str, str | None]:
-    """Readable plain text of an HTML body. Returns (text, defect-or-None). Never raises."""
+def to_text(html: str, *, sanitised: bool = False) -> tuple[str, str | None]:
+    """Readable plain text of an HTML body. Returns (text, defect-or-None). Never raises.
+
+    ``sanitised``: the HTML is :func:`sanitise`'s output, already without head, title, styles and scripts.
+    """
     defect = None
     try:
         import html_text
 
         # nh3 (Rust) first throws away what has no text for an agent: head and title, styles, scripts,
-        # Office XML, attributes, comments
-        lean = nh3.clean(html, tags=_TEXT_TAGS, attributes={}, clean_content_tags=_CLEAN_CONTENT,
-                         strip_comments=True, link_rel=None)
+        # Office XML, comments
+        lean = html if sanitised else nh3.clean(
+            html, tags=_TEXT_TAGS, attributes={}, clean_content_tags=_CLEAN_CONTENT, strip_comments=True,
+            link_rel=None,
+        )
         if len(lean) > MAX_HTML_FOR_TEXT:
             lean = lean[:MAX_HTML_FOR_TEXT]
             defect = f"HTML body longer than {MAX_HTML_FOR_TEXT} characters: text rendering cut"
