@@ -17,6 +17,7 @@ import re
 from email.message import Message
 from email.parser import Parser
 from email.policy import compat32
+from typing import Any
 
 MAX_DEPTH = 40
 
@@ -25,6 +26,29 @@ _HEADER_NAME = re.compile(r"[\041-\071\073-\176]*:")
 _BLANK_LINE = re.compile(r"\r?\n\r?\n")
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\n)")
 _LONE_CR = re.compile(r"\r(?!\n)")
+
+
+_MISSING = object()
+
+
+class ParsedMessage(Message):
+    """A compat32 ``Message`` that parses each header's parameters once.
+
+    The parser asks a part for its charset, boundary, file name and report type; the stdlib parses the whole
+    parameter list again for each question. The cache is keyed by the header's value, so a changed header is
+    parsed afresh.
+    """
+
+    def _get_params_preserve(self, failobj: Any, header: str) -> Any:
+        value = self.get(header, _MISSING)
+        if not isinstance(value, str):  # missing, or an 8-bit value compat32 hands back as a Header
+            return super()._get_params_preserve(failobj, header)  # type: ignore[misc]
+        cache: dict[tuple[str, str], list[tuple[str, Any]]] = self.__dict__.setdefault("_param_cache", {})
+        key = (header.lower(), value)
+        params = cache.get(key)
+        if params is None:
+            params = cache[key] = super()._get_params_preserve(failobj, header)  # type: ignore[misc]
+        return list(params)
 
 
 class _Fallback(Exception):
@@ -43,7 +67,7 @@ def message_from_bytes(data: bytes) -> Message:
 
 
 def _stdlib(text: str, default_type: str) -> Message:
-    message: Message = Parser(policy=compat32).parsestr(text)
+    message: Message = Parser(_class=ParsedMessage, policy=compat32).parsestr(text)
     if default_type != "text/plain" and message.get("content-type") is None:
         message.set_default_type(default_type)
     return message
@@ -63,7 +87,7 @@ def _part(text: str, depth: int, default_type: str) -> Message:
         head_end = end.start() + (2 if text.startswith("\r\n", end.start()) else 1)
         headers = _headers(text[:head_end])
         body = text[end.end() :]
-    message = Message(policy=compat32)
+    message = ParsedMessage(policy=compat32)
     message._headers = headers  # type: ignore[attr-defined]  # compat32 keeps raw (name, value) pairs here
     if default_type != "text/plain":
         message.set_default_type(default_type)
