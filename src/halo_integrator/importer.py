@@ -221,7 +221,6 @@ class Importer:
         self._executor: Executor | None = None
         self._executor_made = False
         self._executor_tasks = 0
-        self._retired: list[Executor] = []
         self._outbox = outbox  # None: made from the config on first use (tests pass one with a clock)
         self._attempts: list[Attempt] = []
 
@@ -270,9 +269,8 @@ class Importer:
                 self._alerts()
             self._send_outgoing(None, result)  # retries, replies, alerts, mailboxes whose import failed
         finally:
-            for executor in (*self._retired, self._executor):
-                if executor is not None:
-                    executor.shutdown(cancel_futures=True)
+            if self._executor is not None:
+                self._executor.shutdown(cancel_futures=True)
             if self.run_id is not None:
                 self.store.finish_run(self.run_id, result.exit_code)
                 self.store.prune_logs(self.config.logs.keep_days)
@@ -449,10 +447,9 @@ class Importer:
                 self._executor_made = True
                 self._executor = _pool()
             elif self._executor is not None and self._executor_tasks >= _worker_tasks() * _worker_count():
-                # a fresh pool; the retiring one finishes the batches it holds (their results stay readable)
-                # without holding up this process, and is shut down for good when the run ends
-                self._executor.shutdown(wait=False)
-                self._retired.append(self._executor)
+                # a fresh pool once the retiring one has finished the batches it holds (their results stay
+                # readable): letting both run at once would cost the memory of two pools
+                self._executor.shutdown(wait=True)
                 self._executor = _pool()
                 self._executor_tasks = 0
             if self._executor is not None:
