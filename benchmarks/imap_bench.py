@@ -75,7 +75,10 @@ def load_corpus(corpus: Path) -> list[bytes]:
 
 
 def with_message_id(raw: bytes, n: int) -> bytes:
-    """The email with any Message-ID removed from its header block and a unique one put first."""
+    """The email with any Message-ID removed from its header block and a unique one put first. A leading
+    mbox "From " separator line (some corpus files are mbox extracts) is dropped, as a delivery agent does."""
+    if raw.startswith(b"From "):
+        raw = raw.split(b"\n", 1)[1] if b"\n" in raw else b""
     crlf = b"\r\n" in raw[:2000]
     end = raw.find(b"\r\n\r\n" if crlf else b"\n\n")
     head, body = (raw, b"") if end < 0 else (raw[: end + 1], raw[end + 1 :])
