@@ -9,7 +9,7 @@ import pytest
 
 from halo_integrator import migrations
 from halo_integrator.mail import parse
-from halo_integrator.prepare import StoredRaw, compress_raw
+from halo_integrator.rawbytes import StoredRaw, stored
 from halo_integrator.store import Store, now
 from helpers import email_bytes
 
@@ -68,9 +68,9 @@ def test_attachments_and_raw_messages_are_stored_once(tmp_path: Path) -> None:
     raw = msg.as_bytes()
     email = parse(raw)
     with Store.open(tmp_path / "t.db") as store, store.transaction():
-        sha, blob = compress_raw(raw)
-        raw_id = store.save_raw(StoredRaw(sha256=sha, compressed=blob, size=len(raw)))
-        assert store.save_raw(StoredRaw(sha256=sha, compressed=blob, size=len(raw))) == raw_id
+        kept = stored(raw)
+        raw_id = store.save_raw(kept)
+        assert store.save_raw(stored(raw)) == raw_id
         ticket = store.create_ticket(subject="logo", mailbox="M", requester_name="", requester_email="a@example.org",
                                      time=now())
         for _ in range(3):
@@ -79,7 +79,7 @@ def test_attachments_and_raw_messages_are_stored_once(tmp_path: Path) -> None:
         assert store.db.execute("SELECT count(*) FROM blobs").fetchone()[0] == 1
         assert store.db.execute("SELECT count(*) FROM attachments").fetchone()[0] == 3
         assert store.raw_message(raw_id) == raw
-        assert len(blob) < len(raw) or len(raw) < 200
+        assert len(kept.compressed) < len(raw) or len(raw) < 200
 
 
 def test_raw_messages_are_zstandard_and_older_zlib_rows_stay_readable(tmp_path: Path) -> None:
@@ -88,9 +88,9 @@ def test_raw_messages_are_zstandard_and_older_zlib_rows_stay_readable(tmp_path: 
 
     raw = email_bytes("kept", message_id="raw@x") * 20
     with Store.open(tmp_path / "t.db") as store, store.transaction():
-        sha, blob = compress_raw(raw)
-        assert blob[:4] == b"\x28\xb5\x2f\xfd" and len(blob) < len(raw) // 4
-        new_id = store.save_raw(StoredRaw(sha256=sha, compressed=blob, size=len(raw)))
+        kept = stored(raw)
+        assert kept.compressed[:4] == b"\x28\xb5\x2f\xfd" and len(kept.compressed) < len(raw) // 4
+        new_id = store.save_raw(kept)
         old = raw.replace(b"kept", b"older")  # a row as databases written with zlib hold it
         old_id = store.save_raw(
             StoredRaw(sha256=hashlib.sha256(old).hexdigest(), compressed=zlib.compress(old, 3), size=len(old))

@@ -6,26 +6,13 @@ connectors or the outgoing side.
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from halo_integrator import rawbytes
 from halo_integrator.mail import ParsedEmail, parse
-
-
-@dataclass(frozen=True, slots=True)
-class StoredRaw:
-    """A raw message as the store keeps it."""
-
-    sha256: str
-    compressed: bytes
-    size: int
-
-
-def compress_raw(raw: bytes) -> tuple[str, bytes]:
-    """(sha256 hex, compressed bytes) of a raw message (see :mod:`halo_integrator.rawbytes`)."""
-    return rawbytes.compress(raw)
+from halo_integrator.rawbytes import StoredRaw, stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,12 +35,21 @@ def prepare(raw: bytes) -> Prepared:
     if _release_due:  # the previous big email's copies are freed by now
         _release_due = False
         release_memory()
-    sha, compressed = compress_raw(raw)
     _release_due = len(raw) >= BIG_EMAIL
-    return Prepared(email=parse(raw), raw=StoredRaw(sha256=sha, compressed=compressed, size=len(raw)))
+    return Prepared(email=parse(raw), raw=stored(raw))
 
 
-_libc: Any = None
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None where there is none (not Linux, or musl)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 def release_memory() -> None:
@@ -62,14 +58,6 @@ def release_memory() -> None:
     Parsing a multi-megabyte email makes several copies of it; once freed, glibc keeps that memory for the
     process. A parse worker would then hold its largest email's worth of memory until it is replaced.
     """
-    global _libc
-    if _libc is False or not sys.platform.startswith("linux"):
-        return
-    try:
-        if _libc is None:
-            import ctypes
-
-            _libc = ctypes.CDLL("libc.so.6")
-        _libc.malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
-        _libc = False
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)

@@ -8,33 +8,45 @@ does), so old rows stay readable without a migration.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import zlib
+from dataclasses import dataclass
 from typing import Any
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 LEVEL = 3
 
-_codecs: dict[str, Any] = {}
+@functools.cache
+def _compressor() -> Any:
+    import zstandard
+
+    return zstandard.ZstdCompressor(level=LEVEL)
 
 
-def _zstd(kind: str) -> Any:
-    codec = _codecs.get(kind)
-    if codec is None:
-        import zstandard
+@functools.cache
+def _decompressor() -> Any:
+    import zstandard
 
-        codec = zstandard.ZstdCompressor(level=LEVEL) if kind == "c" else zstandard.ZstdDecompressor()
-        _codecs[kind] = codec
-    return codec
+    return zstandard.ZstdDecompressor()
 
 
-def compress(raw: bytes) -> tuple[str, bytes]:
-    """(sha256 hex, compressed bytes) of a raw message."""
-    return hashlib.sha256(raw).hexdigest(), _zstd("c").compress(raw)
+@dataclass(frozen=True, slots=True)
+class StoredRaw:
+    """A raw message as the store keeps it."""
+
+    sha256: str
+    compressed: bytes
+    size: int
+
+
+def stored(raw: bytes) -> StoredRaw:
+    """A raw message as the store keeps it: its SHA-256, its compressed bytes and its size."""
+    return StoredRaw(sha256=hashlib.sha256(raw).hexdigest(), compressed=_compressor().compress(raw), size=len(raw))
 
 
 def decompress(data: bytes) -> bytes:
     """The raw message back, from either form the store has held."""
     if data[:4] == ZSTD_MAGIC:
-        return bytes(_zstd("d").decompress(data))
+        return bytes(_decompressor().decompress(data))
     return zlib.decompress(data)

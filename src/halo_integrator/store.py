@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from sqlite_utils import Database
 
     from halo_integrator.mail.model import Attachment, ParsedEmail
-    from halo_integrator.prepare import StoredRaw
+    from halo_integrator.rawbytes import StoredRaw
 
 INBOUND_STATUSES = ("created", "updated", "duplicate", "ignored", "auto_reply", "bounce", "error", "quarantined")
 OUTBOUND_STATUSES = ("queued", "sent", "failed", "suppressed")

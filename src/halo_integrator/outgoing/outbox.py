@@ -220,13 +220,12 @@ class Outbox:
         """Queue a composed email in the caller's transaction: raw bytes, ``email_out`` action (when it is on a
         ticket), queue row, outbound-log row ``queued``. Returns the queue id."""
         from halo_integrator.mail import parse
-        from halo_integrator.prepare import StoredRaw, compress_raw
+        from halo_integrator.rawbytes import stored
 
         data = to_bytes(mail.message)
-        sha, compressed = compress_raw(data)
         time = stamp(self.clock())
         with self.store.transaction():
-            raw_id = self.store.save_raw(StoredRaw(sha256=sha, compressed=compressed, size=len(data)))
+            raw_id = self.store.save_raw(stored(data))
             action_id = None
             if ticket_id is not None:
                 action_id = self.store.add_email_action(
