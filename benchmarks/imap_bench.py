@@ -39,6 +39,8 @@ from imapclient import IMAPClient
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from common import CORPUS, corpus_messages, process_tree  # noqa: E402
+
 from dovecot import Dovecot, User, start_dovecot  # noqa: E402 - the tests' Dovecot helper
 
 BENCH = User(name="bench", password="pw-bench")
@@ -62,18 +64,6 @@ print(n, len(uids))
 _MESSAGE_ID = re.compile(rb"^message-id:[^\n]*\n(?:[ \t][^\n]*\n)*", re.IGNORECASE | re.MULTILINE)
 
 
-def load_corpus(corpus: Path) -> list[bytes]:
-    rows = (corpus / "INDEX.tsv").read_text(encoding="utf-8").splitlines()
-    header = rows[0].split("\t")
-    path_col, kind_col = header.index("path"), header.index("kind")
-    out = []
-    for line in rows[1:]:
-        cols = line.split("\t")
-        if len(cols) > kind_col and cols[kind_col] == "message":
-            out.append((corpus / cols[path_col]).read_bytes())
-    return out
-
-
 def with_message_id(raw: bytes, n: int) -> bytes:
     """The email with any Message-ID removed from its header block and a unique one put first. A leading
     mbox "From " separator line (some corpus files are mbox extracts) is dropped, as a delivery agent does."""
@@ -88,7 +78,7 @@ def with_message_id(raw: bytes, n: int) -> bytes:
 
 
 def build_mix(corpus: Path, count: int) -> list[bytes]:
-    files = load_corpus(corpus)
+    files = [data for _, data in corpus_messages(corpus)]
     return [with_message_id(files[i % len(files)], i) for i in range(count)]
 
 
@@ -174,25 +164,9 @@ class TreeCpu:
             time.sleep(0.02)
 
     def sample(self) -> None:
-        parents: dict[int, int] = {}
-        cpu: dict[int, float] = {}
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat") as handle:
-                    fields = handle.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            pid = int(entry)
-            parents[pid] = int(fields[1])
-            cpu[pid] = (int(fields[11]) + int(fields[12])) / self.tick
-        for pid, seconds in cpu.items():
-            ancestor = pid
-            while ancestor not in (self.root, 0, 1) and ancestor in parents:
-                ancestor = parents[ancestor]
-            if ancestor == self.root:
-                self.seen[pid] = max(seconds, self.seen.get(pid, 0.0))
+        for pid, fields in process_tree(self.root).items():
+            seconds = (int(fields[11]) + int(fields[12])) / self.tick
+            self.seen[pid] = max(seconds, self.seen.get(pid, 0.0))
 
     def total(self) -> float:
         return sum(self.seen.values())
@@ -287,7 +261,7 @@ def main() -> int:
     parser.add_argument("--emails", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--mailboxes", type=int, default=20, help="for the nothing-new run")
-    parser.add_argument("--corpus", type=Path, default=REPO / ".." / "shared" / "corpus")
+    parser.add_argument("--corpus", type=Path, default=CORPUS)
     parser.add_argument("--profile", action="store_true", help="profile one more integrator import")
     args = parser.parse_args()
     if shutil.which("mbsync") is None or shutil.which("dovecot") is None:
@@ -339,7 +313,7 @@ def main() -> int:
         rounds = [i / m for i, m in zip(results["integrator"], results["mbsync"], strict=True)]
         print(
             f"  round by round: {' '.join(f'{x:.2f}x' for x in rounds)} (median {statistics.median(rounds):.2f}x; "
-            "both run minutes apart on the same mailbox, so this is the steadier comparison)"
+            "both timed seconds apart on the same mailbox, so this is the steadier comparison)"
         )
         print(f"integrator/floor  = {med['integrator'] / med['floor']:.2f}x")
 

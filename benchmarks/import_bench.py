@@ -12,7 +12,6 @@ memory (PSS) is sampled from /proc for the whole process tree (the importer and 
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import shutil
 import subprocess
@@ -22,17 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-CORPUS = REPO.parent / "shared" / "corpus"
-
-
-def corpus_mix() -> list[bytes]:
-    index = CORPUS / "INDEX.tsv"
-    if not index.exists():
-        sys.exit(f"the corpus is not at {CORPUS}")
-    with index.open(encoding="utf-8") as fh:
-        rows = [r for r in csv.DictReader(fh, delimiter="\t") if r["kind"] == "message"]
-    return [(CORPUS / r["path"]).read_bytes() for r in rows]
+from common import corpus_messages, process_tree
 
 
 def tree_pss_kb(pid: int) -> int:
@@ -41,20 +30,8 @@ def tree_pss_kb(pid: int) -> int:
     PSS shares each page among the processes that map it, so forked parse workers are not counted
     twice for the interpreter they inherit (plain RSS would be).
     """
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="utf-8") as fh:
-                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        todo.extend(children.get(p, []))
+    total = 0
+    for p in process_tree(pid):
         try:
             with open(f"/proc/{p}/smaps_rollup", encoding="utf-8") as fh:
                 for line in fh:
@@ -124,7 +101,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, action="append", help="emails to import (repeatable)")
     parser.add_argument("--workers", help="INTEGRATOR_WORKERS for the run (default: one per core)")
     args = parser.parse_args()
-    mix = corpus_mix()
+    mix = [data for _, data in corpus_messages()]
     print(f"corpus mix: {len(mix)} messages, {sum(map(len, mix)) / 1048576:.1f} MB; cores: {os.cpu_count()}")
     for count in args.count or [5000]:
         r = bench(count, mix, args.workers)

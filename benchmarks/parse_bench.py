@@ -15,35 +15,23 @@ import sys
 import time
 from pathlib import Path
 
+from common import CORPUS, corpus_messages
+
 from halo_integrator.mail import parse
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def load(corpus: Path) -> list[tuple[str, bytes]]:
-    rows = (corpus / "INDEX.tsv").read_text(encoding="utf-8").splitlines()
-    header = rows[0].split("\t")
-    path_col, kind_col = header.index("path"), header.index("kind")
-    messages = []
-    for line in rows[1:]:
-        cols = line.split("\t")
-        if len(cols) > kind_col and cols[kind_col] == "message":
-            messages.append((cols[path_col], (corpus / cols[path_col]).read_bytes()))
-    return messages
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--corpus", type=Path, default=REPO / ".." / "shared" / "corpus")
+    parser.add_argument("--corpus", type=Path, default=CORPUS)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="one round under cProfile: print hot spots")
     args = parser.parse_args()
     if not (args.corpus / "INDEX.tsv").exists():
         print(f"no corpus at {args.corpus}", file=sys.stderr)
         return 2
-    messages = load(args.corpus)
+    messages = corpus_messages(args.corpus)
     total_bytes = sum(len(data) for _, data in messages)
     print(f"{len(messages)} messages, {total_bytes / 1e6:.1f} MB")
     parse(messages[0][1])  # warm-up: lazy imports
