@@ -132,6 +132,35 @@ def test_remove_deletes_the_credential_and_all_its_keyring_entries(tmp_path: Pat
 
 
 @pytest.mark.dovecot
+def test_mailbox_add_under_a_taken_name_stores_nothing(tmp_path: Path) -> None:
+    """The name is checked before anything else: the existing mailbox's password is never overwritten."""
+    cfg = imap_config(tmp_path, _FakeServer(), {"prod": ("support", "prod")})
+    store_password("Support", "prod", "the-real-one")
+    before = cfg.read_bytes()
+    result = invoke(cfg, "mailbox", "add", "Support", "--connection", "imap", "--host", "127.0.0.1",
+                    "--port", "1", "--security", "none", "--username", "x", "--credential", "prod",
+                    "--password-stdin", "--import-existing", "--yes", input="overwritten?\n")
+    assert result.exit_code == 3, result.output
+    assert "already exists" in result.stderr
+    assert MemoryKeyring.entries() == {(SERVICE, "Support/prod/password"): "the-real-one"}
+    assert cfg.read_bytes() == before
+
+
+def test_mailbox_remove_deletes_every_secret_it_had(tmp_path: Path) -> None:
+    cfg = imap_config(tmp_path, _FakeServer(), {"prod": ("support", "prod")})
+    keystore = Keystore(SecretsSettings())
+    keystore.set("Support", "prod", "password", "pw")
+    keystore.set("Support", "prod", "smtp_password", "smtp")
+    keystore.set("Support", "outgoing", "smtp_password", "smtp-for-other-instances")
+    keystore.set("Other", "prod", "password", "not-mine")
+
+    result = invoke(cfg, "mailbox", "remove", "Support", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "Deleted the password, smtp_password of credential prod from the keyring." in result.stdout
+    assert "Deleted the smtp_password of credential outgoing from the keyring." in result.stdout
+    assert MemoryKeyring.entries() == {(SERVICE, "Other/prod/password"): "not-mine"}
+
+
 def test_test_logs_in_with_the_stored_secret(dovecot_server: Dovecot, tmp_path: Path) -> None:
     prod, uat = dovecot_server.new_user(), dovecot_server.new_user()
     seed(dovecot_server, uat, "One", "Two")

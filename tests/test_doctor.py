@@ -250,3 +250,32 @@ def test_stale_last_run_is_a_warning(tmp_path: Path) -> None:
     last = next(f for f in report.findings if f.check == "last_run")
     assert last.status == "warn" and last.reason.startswith("last successful run 2 h ago")
     assert report.exit_code == 0
+
+
+def test_a_google_mailbox_is_checked_for_its_service_account_key(tmp_path: Path) -> None:
+    """Each connection's own secret kinds (credentials.needed_kinds), not the IMAP password."""
+    config = tmp_path / "integrator.toml"
+    config.write_text(
+        textwrap.dedent(
+            """\
+            instance = "test"
+            database = "tickets.db"
+
+            [[mailboxes]]
+            name = "Gmail"
+            connection = "google"
+            address = "desk@example.com"
+
+            [[mailboxes.credentials]]
+            name = "prod"
+            instance = "test"
+            username = "desk@example.com"
+            """
+        ),
+        encoding="utf-8",
+    )
+    code, data = doctor(config, "--offline")
+    assert code == 1
+    missing = find(data, "secret", "Gmail/prod")
+    assert missing["reason"] == "no service_account_json is stored for Gmail/prod"
+    assert "INTEGRATOR_SECRET_GMAIL_PROD_SERVICE_ACCOUNT_JSON" in missing["fix"]

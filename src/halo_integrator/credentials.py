@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from halo_integrator.history import Actor
     from halo_integrator.keystore import Keystore
 
+OUTGOING_CREDENTIAL = "outgoing"
+"""The credential name under which a mailbox without credentials keeps its ``smtp_password``."""
+
 # every kind a credential's secrets may be stored under; `remove` deletes all of them
 ALL_KINDS = (
     "password",
@@ -243,10 +246,9 @@ def set_smtp_password(
     actor: Actor | None = None,
 ) -> str:
     """Store the SMTP password a mailbox sends with, where the outbox looks for it: under the mailbox's
-    credential for this instance, or under ``outgoing`` for a mailbox without credentials (a folder
+    credential for this instance, or under :data:`OUTGOING_CREDENTIAL` for a mailbox without credentials (a folder
     mailbox). Returns the keyring entry's credential name."""
     from halo_integrator import history
-    from halo_integrator.outgoing.outbox import OUTGOING_CREDENTIAL
 
     mailbox = cfg.mailbox(mailbox_name)
     mine = cfg.credentials_for(mailbox, instance)

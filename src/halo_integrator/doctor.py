@@ -250,14 +250,15 @@ class Doctor:
             )
 
     def _keyring(self, cfg: Config, instance: str) -> Keystore:
+        from halo_integrator.credentials import needed_kinds
         from halo_integrator.keystore import Keystore, env_name
-        from halo_integrator.mailboxes import secret_kind
 
         keystore = Keystore(cfg.secrets, base_dir=cfg.base_dir, interactive=False)
         needing = [
             _pair(mb, cred)
             for mb, cred in self._pairs(cfg, instance)
-            if cred is not None and not os.environ.get(env_name(mb.name, cred.name, secret_kind(cred)))
+            if cred is not None
+            and any(not os.environ.get(env_name(mb.name, cred.name, kind)) for kind in needed_kinds(mb, cred))
         ]
         if not needing:
             self.report.add(
@@ -287,41 +288,45 @@ class Doctor:
         return keystore
 
     def _secrets(self, cfg: Config, instance: str, keystore: Keystore) -> None:
-        from halo_integrator.keystore import env_name
-        from halo_integrator.mailboxes import secret_kind
+        from halo_integrator.credentials import needed_kinds
 
         for mb, cred in self._pairs(cfg, instance):
             if cred is None:
                 continue
-            subject = _pair(mb, cred)
-            kind = secret_kind(cred)
-            env = env_name(mb.name, cred.name, kind)
-            if os.environ.get(env):
-                self.report.add("secret", "ok", f"{kind} from the environment ({env})", subject=subject)
-                continue
-            if self._keyring_broken:
-                self._missing_secret.add(subject)
-                self.report.add("secret", "skip", "the keyring is not usable (see keyring)", subject=subject)
-                continue
-            try:
-                source = keystore.source(mb.name, cred.name, kind)
-            except IntegratorError as exc:
-                self._missing_secret.add(subject)
-                reason, fix = _split(str(exc))
-                self.report.add("secret", "fail", reason, fix, subject=subject)
-                continue
-            if source:
-                self.report.add("secret", "ok", f"{kind} stored in the {source}", subject=subject)
-            else:
-                self._missing_secret.add(subject)
-                self.report.add(
-                    "secret",
-                    "fail",
-                    f"no {kind} is stored for {subject}",
-                    f"integrator credentials add {mb.name!r} (credential {cred.name!r}), or set {env} in the "
-                    "scheduled job's environment.",
-                    subject=subject,
-                )
+            for kind in needed_kinds(mb, cred):
+                self._secret(keystore, mb, cred, kind)
+
+    def _secret(self, keystore: Keystore, mb: Mailbox, cred: Credential, kind: str) -> None:
+        from halo_integrator.keystore import env_name
+
+        subject = _pair(mb, cred)
+        env = env_name(mb.name, cred.name, kind)
+        if os.environ.get(env):
+            self.report.add("secret", "ok", f"{kind} from the environment ({env})", subject=subject)
+            return
+        if self._keyring_broken:
+            self._missing_secret.add(subject)
+            self.report.add("secret", "skip", "the keyring is not usable (see keyring)", subject=subject)
+            return
+        try:
+            source = keystore.source(mb.name, cred.name, kind)
+        except IntegratorError as exc:
+            self._missing_secret.add(subject)
+            reason, fix = _split(str(exc))
+            self.report.add("secret", "fail", reason, fix, subject=subject)
+            return
+        if source:
+            self.report.add("secret", "ok", f"{kind} stored in the {source}", subject=subject)
+        else:
+            self._missing_secret.add(subject)
+            self.report.add(
+                "secret",
+                "fail",
+                f"no {kind} is stored for {subject}",
+                f"integrator credentials add {mb.name!r} (credential {cred.name!r}), or set {env} in the "
+                "scheduled job's environment.",
+                subject=subject,
+            )
 
     def _connections(self, cfg: Config, instance: str, keystore: Keystore) -> None:
         from halo_integrator.mailboxes import test_mailbox

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from halo_integrator import config as config_mod
 from halo_integrator.connectors import make_connector
 from halo_integrator.connectors.base import Connector, MemoryState, TestReport
-from halo_integrator.errors import ConfigError
+from halo_integrator.errors import ConfigError, IntegratorError
 
 if TYPE_CHECKING:
     from halo_integrator.config import Config, Credential, Mailbox
     from halo_integrator.history import Actor
+    from halo_integrator.keystore import Keystore
     from halo_integrator.store import Store
 
 DEFAULT_PORTS = {
@@ -30,11 +30,6 @@ DEFAULT_PORTS = {
     ("pop3", "starttls"): 110,
     ("pop3", "none"): 110,
 }
-
-
-def secret_kind(credential: Credential) -> str:
-    """The keyring entry kind a credential's login needs."""
-    return "access_token" if credential.auth == "oauth2" else "password"
 
 
 def connector_for(
@@ -59,13 +54,6 @@ def test_mailbox(
 test_mailbox.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
 
 
-@dataclass(frozen=True, kw_only=True)
-class Existing:
-    count: int
-    folder: str
-    deleted_folder: str
-
-
 def only_new(cfg: Config, mailbox: Mailbox, credential: Credential | None, secrets: Callable[[str], str],
              store: Store) -> int:
     """Leave every email now in the mailbox alone: only mail arriving from now on will be imported.
@@ -87,30 +75,66 @@ def only_new(cfg: Config, mailbox: Mailbox, credential: Credential | None, secre
 # ------------------------------------------------------------------------------------------ editing
 
 
-def add_mailbox(cfg: Config, mailbox: Mailbox, *, actor: Actor | None = None) -> Config:
-    """Add a mailbox to the config file (and to the config history when tracking is on)."""
-    from halo_integrator import history
-
+def check_new(cfg: Config, mailbox: Mailbox) -> Config:
+    """The config with this new mailbox added, validated whole; nothing is written. Raises ConfigError for a
+    taken name or an invalid setting."""
     for existing in cfg.mailboxes:
         if existing.name.casefold() == mailbox.name.casefold():
             raise ConfigError(f"A mailbox named {existing.name!r} already exists; choose another name.")
     new = config_mod.replace_mailbox(cfg, mailbox)
+    config_mod.from_dict(config_mod.to_dict(new), cfg.path)
+    return new
+
+
+def add_mailbox(
+    cfg: Config, mailbox: Mailbox, *, secrets: Mapping[str, str] | None = None, keystore: Keystore | None = None,
+    actor: Actor | None = None,
+) -> Config:
+    """Add a mailbox: check it, store its credential's secrets (``kind -> value``) in the keystore, then write
+    the config file (and the config history when tracking is on). Nothing is stored for a mailbox that cannot
+    be added."""
+    from halo_integrator import history
+
+    new = check_new(cfg, mailbox)
+    if secrets:
+        if keystore is None or not mailbox.credentials:
+            raise ConfigError(f"Mailbox {mailbox.name!r}: secrets given without a credential and a keystore.")
+        for kind, value in secrets.items():
+            keystore.set(mailbox.name, mailbox.credentials[0].name, kind, value)
     config_mod.save(new)
     loaded = config_mod.load(cfg.path)
     history.record(loaded, actor, mailbox.name, None, loaded.mailbox(mailbox.name))
     return loaded
 
 
-def remove_mailbox(cfg: Config, name: str, *, actor: Actor | None = None) -> tuple[Config, Mailbox]:
-    """Remove a mailbox from the config file (and record it when tracking is on)."""
+def remove_mailbox(
+    cfg: Config, name: str, *, keystore: Keystore | None, actor: Actor | None = None
+) -> tuple[Config, Mailbox, dict[str, list[str]]]:
+    """Remove a mailbox from the config file and (unless ``keystore`` is None) every secret it had from the
+    keyring: each credential's, and the SMTP password of a mailbox without credentials. The keyring is
+    checked first, so an unusable one leaves everything as it was. Returns the new config, the removed
+    mailbox and the kinds deleted per keyring credential name."""
     from halo_integrator import history
+    from halo_integrator.credentials import ALL_KINDS, OUTGOING_CREDENTIAL
 
     mailbox = cfg.mailbox(name)
+    if keystore is not None and mailbox.credentials:
+        keystore.check_backend()
     new = dataclasses.replace(cfg, mailboxes=tuple(m for m in cfg.mailboxes if m is not mailbox))
     config_mod.save(new)
+    deleted: dict[str, list[str]] = {}
+    if keystore is not None:
+        for cred in mailbox.credentials:
+            deleted[cred.name] = keystore.delete_all(mailbox.name, cred.name, ALL_KINDS)
+        try:
+            deleted[OUTGOING_CREDENTIAL] = keystore.delete_all(mailbox.name, OUTGOING_CREDENTIAL, ALL_KINDS)
+        except IntegratorError:
+            if mailbox.credentials:
+                raise  # a folder mailbox needs no keyring: without a usable one, it has no SMTP password there
+    deleted = {cred_name: kinds for cred_name, kinds in deleted.items() if kinds}
     loaded = config_mod.load(cfg.path)
     history.record(cfg, actor, mailbox.name, mailbox, None)
-    return loaded, mailbox
+    return loaded, mailbox, deleted
 
 
 def parse_assignment(text: str) -> tuple[list[str], Any]:

@@ -9,7 +9,7 @@ import click
 
 from halo_integrator.cli import output
 from halo_integrator.cli.app import App
-from halo_integrator.cli.credentials import actor_for, warn_split
+from halo_integrator.cli.credentials import actor_for, keystore_for, warn_split
 from halo_integrator.errors import EXIT_ERROR, EXIT_SECRET, EXIT_USAGE, SecretError
 
 if TYPE_CHECKING:
@@ -24,16 +24,10 @@ AFTER_IMPORT_PHRASE = {
 }
 
 
-def _keystore(app: App, interactive: bool) -> Any:
-    from halo_integrator.keystore import Keystore
-
-    return Keystore(app.config.secrets, base_dir=app.config.base_dir, interactive=interactive)
-
-
-def _secrets_for(app: App, mailbox: Mailbox, credential: Credential | None, interactive: bool) -> Any:
+def _secrets_for(app: App, mailbox: Mailbox, credential: Credential | None) -> Any:
     if credential is None:
         return lambda kind: ""
-    return _keystore(app, interactive).lookup(mailbox.name, credential.name)
+    return keystore_for(app).lookup(mailbox.name, credential.name)
 
 
 @click.group()
@@ -172,7 +166,7 @@ def test(app: App, name: str, as_json: bool) -> None:
     code = 0
     for cred in creds:
         try:
-            secrets = _secrets_for(app, mb, cred, interactive=False)
+            secrets = _secrets_for(app, mb, cred)
             report = test_mailbox(cfg, mb, cred, secrets)
         except SecretError as exc:
             from halo_integrator.connectors.base import Check, TestReport
@@ -255,6 +249,7 @@ def add(
     """
     from halo_integrator import config as config_mod
     from halo_integrator import mailboxes as svc
+    from halo_integrator.credentials import needed_kinds
 
     app.require_admin("adding a mailbox")
     cfg = app.config
@@ -304,9 +299,7 @@ def add(
         name=name, address=address or "", connection=connection, path=folder_path or "",
         incoming=config_mod.Incoming(after_import=after_import, folder=folder), credentials=credentials,
     )
-    # validate the whole config before touching anything
-    test_cfg = config_mod.replace_mailbox(cfg, new_mailbox)
-    config_mod.from_dict(config_mod.to_dict(test_cfg), cfg.path)
+    test_cfg = svc.check_new(cfg, new_mailbox)  # a taken name or a bad setting stops here, before any test
 
     def secrets(kind: str) -> str:
         return secret
@@ -336,9 +329,8 @@ def add(
             click.echo("Cancelled; nothing was saved.")
             ctx.exit(0)
         choice = "all" if answer == "a" else "new"
-    if cred is not None:
-        _keystore(app, interactive=False).set(name, cred.name, svc.secret_kind(cred), secret)
-    svc.add_mailbox(cfg, new_mailbox, actor=actor_for(app))
+    stored = {kind: secret for kind in needed_kinds(new_mailbox, cred)} if cred is not None else {}
+    svc.add_mailbox(cfg, new_mailbox, secrets=stored, keystore=keystore_for(app), actor=actor_for(app))
     cfg = app.reload()
     if choice == "new":
         left = svc.only_new(cfg, cfg.mailbox(name), cred, secrets, app.store())
@@ -376,14 +368,9 @@ def remove(app: App, name: str, yes: bool) -> None:
     mb = app.require(name, "owner", "removing it")
     if not yes:
         click.confirm(f"Remove mailbox {mb.name!r} and its secrets? Its tickets and logs stay.", abort=True)
-    _, removed = remove_mailbox(app.config, name, actor=actor_for(app))
-    keystore = None
-    for cred in removed.credentials:
-        keystore = keystore or _keystore(app, interactive=False)
-        gone = keystore.delete_all(removed.name, cred.name, ["password", "access_token", "client_secret",
-                                                             "refresh_token", "token_cache"])
-        if gone:
-            click.echo(f"Deleted the {', '.join(gone)} of credential {cred.name} from the keyring.")
+    _, removed, deleted = remove_mailbox(app.config, name, keystore=keystore_for(app), actor=actor_for(app))
+    for cred_name, gone in deleted.items():
+        click.echo(f"Deleted the {', '.join(gone)} of credential {cred_name} from the keyring.")
     click.echo(f"Removed mailbox {removed.name}.")
 
 

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 def secrets_factory(app: App) -> Callable[[Mailbox, Credential | None], Callable[[str], str]]:
     """Secrets for connectors, from the keystore; `run` never prompts."""
 
+    from halo_integrator.cli.credentials import keystore_for
+
+    keystore = keystore_for(app)  # one for the whole run: the backend is found once
+
     def factory(mailbox: Mailbox, credential: Credential | None) -> Callable[[str], str]:
         if credential is None:
 
@@ -28,9 +32,6 @@ def secrets_factory(app: App) -> Callable[[Mailbox, Credential | None], Callable
                 raise KeyError(kind)
 
             return none
-        from halo_integrator.keystore import Keystore
-
-        keystore = Keystore(app.config.secrets, base_dir=app.config.base_dir, interactive=False)
         return keystore.lookup(mailbox.name, credential.name)
 
     return factory

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from halo_integrator.config import Agent, Credential
+from halo_integrator.credentials import OUTGOING_CREDENTIAL
 from halo_integrator.errors import IntegratorError, OutgoingError, SecretError
 from halo_integrator.mail.model import Address
 from halo_integrator.outgoing.compose import (
@@ -63,9 +64,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SecretsFactory = Callable[["Mailbox", "Credential | None"], Callable[[str], str]]
-
-OUTGOING_CREDENTIAL = "outgoing"
-"""The credential name under which a mailbox without credentials keeps its ``smtp_password``."""
 
 BACKOFF_MINUTES = (1, 5, 15, 60, 180, 360)
 """Wait after the 1st, 2nd, ... failed attempt; the last value repeats."""
