@@ -225,12 +225,15 @@ def test_each_after_import(
     else:
         assert message_ids_in(server, user, "INBOX") == expected
         assert all(b"\\Seen" in f for f in flags_in(server, user, "INBOX"))
-    # a second run finds nothing new and touches nothing
+    # a second run imports only the new email and leaves the first three where the first run put them
     seed(server, user, mails("b", 1))
     code, (summary,), stderr = run_json(cfg, secret_env(user))
     assert code == 0, stderr
     assert (summary["fetched"], summary["created"], summary["duplicates"]) == (1, 1, 0)
     assert set(actions_per_message_id(tmp_path / "tickets.db").values()) == {1}
+    kept_in = {"delete": None, "move_to_folder": "Processed", "mark_read": "INBOX"}[after_import]
+    if kept_in is not None:
+        assert [m for m in message_ids_in(server, user, kept_in) if m.startswith("<a-")] == expected
 
 
 def test_move_to_deleted_leaves_the_inbox_empty(
@@ -470,10 +473,11 @@ def test_mailbox_test_missing_deleted_items(
 # ------------------------------------------------------------------------------------------ failures on run
 
 
+@pytest.mark.parametrize("connection", ["imap", "pop3"])
 def test_wrong_password_on_run_exits_4_with_one_line(
-    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, connection: str
 ) -> None:
-    cfg = config_for(tmp_path, dovecot_server, dovecot_user)
+    cfg = config_for(tmp_path, dovecot_server, dovecot_user, connection=connection)
     seed(dovecot_server, dovecot_user, mails("w", 1))
     result = run_subprocess(cfg, "run", env={SECRET_ENV: "not-the-password"})
     assert result.returncode == 4
