@@ -75,9 +75,6 @@ class Report:
     def exit_code(self) -> int:
         return 1 if self.status == "fail" else 0
 
-    def failing(self) -> list[Finding]:
-        return [f for f in self.findings if f.status == "fail"]
-
     def as_dict(self) -> dict[str, Any]:
         return {
             "status": self.status,

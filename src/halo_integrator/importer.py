@@ -42,7 +42,8 @@ from halo_integrator.errors import (
     SecretError,
     StoreError,
 )
-from halo_integrator.store import TIME_FORMAT, Store, now
+from halo_integrator.store import Store, now
+from halo_integrator.timeutil import stamp
 
 if TYPE_CHECKING:
     from halo_integrator.config import Config, Credential, Mailbox
@@ -548,7 +549,7 @@ class Importer:
         (an auto-responder whose address changes every time), within the window."""
         inc = mailbox.incoming
         sender = email.sender.address
-        since = (datetime.now(UTC) - timedelta(minutes=inc.sender_window_minutes)).strftime(TIME_FORMAT)
+        since = stamp(datetime.now(UTC) - timedelta(minutes=inc.sender_window_minutes))
         opened = self.store.tickets_opened_by(sender, since)
         key, what = sender, f"{sender} already opened {opened} tickets"
         if opened < inc.sender_limit and "@" in sender:
@@ -764,11 +765,11 @@ class Importer:
         rows = self.store.actions_to_reprocess(ticket_id=ticket_id, since=since)
         if dry_run:
             return len(rows)
+        from halo_integrator.mail import parse
+
         for start in range(0, len(rows), 200):
             with self.store.transaction():
                 for row in rows[start : start + 200]:
-                    from halo_integrator.mail import parse
-
                     email = parse(self.store.raw_message(int(row["raw_id"])))
                     self.store.replace_action_content(int(row["id"]), email)
         return len(rows)
@@ -797,9 +798,8 @@ class Importer:
                 ticket_id, action_id = self._apply(mailbox, email, raw_id, decision)
                 if outcome == "created" and ticket_id is not None:
                     self._acknowledge(mailbox, email, ticket_id, decision)
-                status = outcome
                 log_id = self.store.log_inbound(
-                    mailbox=mailbox.name, credential=cred, source_id=source_id, status=status, email=email,
+                    mailbox=mailbox.name, credential=cred, source_id=source_id, status=outcome, email=email,
                     ticket_id=ticket_id, action_id=action_id, raw_id=raw_id, detail=decision["reason"],
                     decision=decision, run_id=self.run_id,
                 )

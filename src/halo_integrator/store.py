@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from halo_integrator import migrations
 from halo_integrator.errors import StoreError
+from halo_integrator.timeutil import stamp
 
 if TYPE_CHECKING:
     from sqlite_utils import Database
@@ -31,7 +32,6 @@ INBOUND_STATUSES = ("created", "updated", "duplicate", "ignored", "auto_reply", 
 OUTBOUND_STATUSES = ("queued", "sent", "failed", "suppressed")
 
 
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 def _database_class() -> type[Database]:
@@ -56,7 +56,7 @@ def _database_class() -> type[Database]:
 
 def now() -> str:
     """The current UTC time as stored: ISO 8601 with microseconds and a Z."""
-    return datetime.now(UTC).strftime(TIME_FORMAT)
+    return stamp(datetime.now(UTC))
 
 
 def explain_sqlite_error(exc: sqlite3.Error, path: Path) -> StoreError:
@@ -557,12 +557,6 @@ class Store:
                 ],
             )
 
-    def last_mailbox_runs(self) -> list[dict[str, Any]]:
-        return self._q(
-            "SELECT mailbox, credential, max(started_at) AS last_run, "
-            "max(CASE WHEN ok THEN started_at END) AS last_ok FROM mailbox_runs GROUP BY mailbox, credential"
-        )
-
     # -------------------------------------------------------------------------------- read side
     def list_tickets(
         self, *, limit: int = 50, status: str | None = None, mailbox: str | None = None, search: str | None = None
@@ -602,10 +596,6 @@ class Store:
             f"{_TICKETS} WHERE t.id IN ({marks})",
             list(ids),
         )
-
-    def attachment_data(self, sha256: str) -> bytes | None:
-        value = self._one("SELECT data FROM blobs WHERE sha256 = ?", [sha256])
-        return bytes(value) if value is not None else None
 
     def logs(
         self,
@@ -675,7 +665,7 @@ class Store:
         """Delete log rows older than keep_days (tickets and raw messages stay)."""
         if keep_days <= 0:
             return 0
-        cutoff = (datetime.now(UTC) - timedelta(days=keep_days)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        cutoff = stamp(datetime.now(UTC) - timedelta(days=keep_days))
         with self.transaction():
             a = self.db.execute("DELETE FROM inbound_log WHERE time < ?", [cutoff]).rowcount
             b = self.db.execute("DELETE FROM outbound_log WHERE time < ?", [cutoff]).rowcount
@@ -906,8 +896,6 @@ class Store:
             [time, queue_id, key],
         )
 
-    def incidents(self, limit: int = 50) -> list[dict[str, Any]]:
-        return self._q("SELECT * FROM incidents ORDER BY id DESC LIMIT ?", [limit])
 
 
 def _content(email: ParsedEmail) -> list[Any]:

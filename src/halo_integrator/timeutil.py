@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+"""How every time is stored: UTC, ISO 8601 with microseconds and a Z (so they sort as text)."""
+
+
+def stamp(when: datetime) -> str:
+    """A moment as the store keeps it."""
+    return when.astimezone(UTC).strftime(TIME_FORMAT)
+
 
 def since_to_iso(value: str) -> str:
     """``"2h"``, ``"3d"``, ``"45m"``, ``"1w"`` or a date / datetime → the stored time format."""
@@ -21,4 +29,4 @@ def since_to_iso(value: str) -> str:
             ) from None
         if moment.tzinfo is None:
             moment = moment.astimezone()
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return stamp(moment)

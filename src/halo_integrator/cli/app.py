@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from halo_integrator.access import Records
@@ -22,7 +22,6 @@ class App:
     _config: Config | None = None
     _store: Store | None = None
     _files_checked: bool = False
-    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def config_path(self) -> Path:

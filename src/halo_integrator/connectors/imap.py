@@ -87,7 +87,6 @@ class ImapConnector(Connector):
         self._uidnext = 0
         self._deleted_folder: str | None = None
         self._secret = ""
-        self.watermark_uid: int | None = None  # set by set_watermark()
 
     # settings ---------------------------------------------------------------------------------------
     @property
@@ -227,12 +226,7 @@ class ImapConnector(Connector):
         folder = self.folder
         try:
             info = client.select_folder(folder)
-        except imaplib.IMAP4.abort as exc:
-            self._note_broken(exc)
-            raise RetrievalError(
-                f"Opening folder {folder!r} on {self._where} failed ({_reason(exc, self.cred.timeout)})."
-            ) from None
-        except OSError as exc:
+        except (imaplib.IMAP4.abort, OSError) as exc:  # abort before error: it is a subclass
             self._note_broken(exc)
             raise RetrievalError(
                 f"Opening folder {folder!r} on {self._where} failed ({_reason(exc, self.cred.timeout)})."
@@ -436,7 +430,6 @@ class ImapConnector(Connector):
             uids = client.search(["ALL"])
         top = max([int(u) for u in uids] + [self._uidnext - 1, 0])
         self.state.set(f"watermark:{self.folder}", f"{self._uidvalidity}/{top}")
-        self.watermark_uid = top
         log.info("Mailbox %s: messages up to UID %d of %r count as old.", self.mailbox.name, top, self.folder)
 
     def _move(self, uids: list[int], target: str) -> None:

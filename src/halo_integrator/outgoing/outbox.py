@@ -55,6 +55,7 @@ from halo_integrator.outgoing.compose import (
 )
 from halo_integrator.outgoing.templates import render_for, template_context
 from halo_integrator.outgoing.transports import SendError, Transport, make_transport, to_bytes
+from halo_integrator.timeutil import TIME_FORMAT, stamp
 
 if TYPE_CHECKING:
     from halo_integrator.config import Config, Mailbox
@@ -78,13 +79,6 @@ ACK_MAX_AGE = timedelta(days=1)
 """No acknowledgement for an email older than this (by its Date header, else its newest Received header)."""
 
 ACK_BODY_LIMIT = 10_000  # characters of the customer's text offered to the {body} placeholder of an ack
-
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # as the store writes times
-
-
-def stamp(when: datetime) -> str:
-    return when.astimezone(UTC).strftime(TIME_FORMAT)
-
 
 def backoff(attempts: int) -> timedelta:
     """How long to wait after ``attempts`` failed attempts (1-based)."""

@@ -49,7 +49,6 @@ SecretLookup = Callable[[str], str]
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 OUTLOOK_SCOPE = "https://outlook.office365.com/.default"  # IMAP / POP / SMTP XOAUTH2, app-only
 GMAIL_SEND_SCOPE = "https://www.googleapis.com/auth/gmail.send"
-GMAIL_MODIFY_SCOPE = "https://www.googleapis.com/auth/gmail.modify"
 GMAIL_FULL_SCOPE = "https://mail.google.com/"  # IMAP / SMTP XOAUTH2 need the full scope
 MICROSOFT_LOGIN = "https://login.microsoftonline.com"
 
