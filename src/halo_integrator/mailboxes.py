@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from halo_integrator import config as config_mod
 from halo_integrator.connectors import make_connector
-from halo_integrator.connectors.base import Connector, MemoryState, TestReport
+from halo_integrator.connectors.base import DEFAULT_PORTS, Connector, MemoryState, TestReport
 from halo_integrator.errors import ConfigError, IntegratorError
 
 if TYPE_CHECKING:
@@ -21,16 +21,6 @@ if TYPE_CHECKING:
     from halo_integrator.history import Actor
     from halo_integrator.keystore import Keystore
     from halo_integrator.store import Store
-
-DEFAULT_PORTS = {
-    ("imap", "ssl"): 993,
-    ("imap", "starttls"): 143,
-    ("imap", "none"): 143,
-    ("pop3", "ssl"): 995,
-    ("pop3", "starttls"): 110,
-    ("pop3", "none"): 110,
-}
-
 
 def connector_for(
     cfg: Config,

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from halo_integrator.connectors.base import Check
-from halo_integrator.errors import IntegratorError, SecretError
+from halo_integrator.connectors.base import DEFAULT_PORTS, Check, Connector
+from halo_integrator.errors import ConfigError, ConnectError, IntegratorError, SecretError
 
 if TYPE_CHECKING:
     from halo_integrator.config import Credential
@@ -26,6 +26,47 @@ class NetProblem:
     @property
     def message(self) -> str:
         return f"{self.detail} {self.fix}".strip()
+
+
+class ConnectFailed(ConnectError):
+    """A :class:`ConnectError` that also says which check failed (``connect`` or ``tls``)."""
+
+    def __init__(self, problem: NetProblem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+class ServerConnector(Connector):
+    """What the IMAP and POP3 connectors share: one credential naming a server, its port and login."""
+
+    protocol = ""  # "imap" | "pop3"
+
+    @property
+    def cred(self) -> Credential:
+        if self.credential is None:
+            raise ConfigError(f"Mailbox {self.mailbox.name!r} ({self.protocol.upper()}) needs a credential.")
+        return self.credential
+
+    @property
+    def port(self) -> int:
+        return self.cred.port or DEFAULT_PORTS[(self.protocol, self.cred.security)]
+
+    @property
+    def user(self) -> str:
+        return self.cred.username or self.mailbox.address
+
+    @property
+    def _where(self) -> str:
+        return f"{self.cred.host}:{self.port}"
+
+    def _connect_failed(self, exc: BaseException) -> ConnectFailed:
+        cred = self.cred
+        return ConnectFailed(
+            describe_connect_error(
+                exc, protocol=self.protocol, host=cred.host, port=self.port, security=cred.security,
+                timeout=cred.timeout,
+            )
+        )
 
 
 def describe_connect_error(
@@ -51,8 +92,8 @@ def describe_connect_error(
             detail=f"The TLS handshake with {where} failed ({reason}).",
             fix=(
                 f"Check that security = {security!r} matches the port: implicit TLS is usually "
-                f'{"993" if protocol == "imap" else "995"} (security = "ssl"), STARTTLS or plain text '
-                f'{"143" if protocol == "imap" else "110"} (security = "starttls").'
+                f'{DEFAULT_PORTS[(protocol, "ssl")]} (security = "ssl"), STARTTLS or plain text '
+                f'{DEFAULT_PORTS[(protocol, "starttls")]} (security = "starttls").'
             ),
         )
     if isinstance(exc, socket.gaierror):
@@ -103,10 +144,10 @@ def record_connect(checks: list[Check], where: str, connect: Callable[[], None])
     try:
         connect()
     except IntegratorError as exc:
-        problem: NetProblem | None = getattr(exc, "problem", None)
-        if problem is None:
+        if not isinstance(exc, ConnectFailed):
             checks.append(Check(name="connect", ok=False, detail=str(exc)))
             return False
+        problem = exc.problem
         if problem.check == "tls":
             checks.append(Check(name="connect", ok=True, detail=f"reached {where}"))
         checks.append(Check(name=problem.check, ok=False, detail=problem.detail, fix=problem.fix))

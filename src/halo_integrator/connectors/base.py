@@ -63,6 +63,17 @@ class MemoryState:
         self.values[key] = value
 
 
+DEFAULT_PORTS = {
+    ("imap", "ssl"): 993,
+    ("imap", "starttls"): 143,
+    ("imap", "none"): 143,
+    ("pop3", "ssl"): 995,
+    ("pop3", "starttls"): 110,
+    ("pop3", "none"): 110,
+}
+"""The port of each server protocol and security setting when a credential gives none."""
+
+
 @dataclass(kw_only=True)
 class Check:
     """One line of a connection test: what was checked, whether it passed, and what to do if not."""

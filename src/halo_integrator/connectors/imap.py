@@ -38,17 +38,17 @@ from imapclient.exceptions import CapabilityError, LoginError
 from imapclient.imapclient import DELETED, SEEN, TRASH
 
 from halo_integrator.connectors._net import (
+    ConnectFailed,
     NetProblem,
-    describe_connect_error,
+    ServerConnector,
     record_connect,
     record_login,
     record_tls,
     scrub,
 )
-from halo_integrator.connectors.base import Check, Connector, TestReport
+from halo_integrator.connectors.base import Check, TestReport
 from halo_integrator.connectors.tls import make_ssl_context
 from halo_integrator.errors import (
-    ConfigError,
     ConnectError,
     DisposeError,
     IntegratorError,
@@ -57,7 +57,7 @@ from halo_integrator.errors import (
 )
 
 if TYPE_CHECKING:
-    from halo_integrator.config import Credential
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -65,18 +65,11 @@ _IMAP_ERRORS = (imaplib.IMAP4.error, OSError)
 _SIZE_CHUNK = 500  # UIDs per RFC822.SIZE FETCH; keeps command lines short
 
 
-class ConnectFailed(ConnectError):
-    """A :class:`ConnectError` that also says which check failed (``connect`` or ``tls``)."""
-
-    def __init__(self, problem: NetProblem) -> None:
-        super().__init__(problem.message)
-        self.problem = problem
-
-
-class ImapConnector(Connector):
+class ImapConnector(ServerConnector):
     """One folder of an IMAP account; see the module docstring."""
 
     kind = "imap"
+    protocol = "imap"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -90,26 +83,8 @@ class ImapConnector(Connector):
 
     # settings ---------------------------------------------------------------------------------------
     @property
-    def cred(self) -> Credential:
-        if self.credential is None:
-            raise ConfigError(f"Mailbox {self.mailbox.name!r}: an IMAP mailbox needs a credential.")
-        return self.credential
-
-    @property
     def folder(self) -> str:
         return self.mailbox.incoming.folder or "INBOX"
-
-    @property
-    def port(self) -> int:
-        return self.cred.port or (993 if self.cred.security == "ssl" else 143)
-
-    @property
-    def user(self) -> str:
-        return self.cred.username or self.mailbox.address
-
-    @property
-    def _where(self) -> str:
-        return f"{self.cred.host}:{self.port}"
 
     # lifecycle --------------------------------------------------------------------------------------
     def open(self) -> None:
@@ -144,24 +119,12 @@ class ImapConnector(Connector):
         ctx = make_ssl_context(cred, self.config) if security != "none" else None
         timeout = SocketTimeout(connect=cred.timeout, read=cred.timeout)
 
-        def problem(exc: BaseException) -> ConnectFailed:
-            return ConnectFailed(
-                describe_connect_error(
-                    exc,
-                    protocol="imap",
-                    host=cred.host,
-                    port=self.port,
-                    security=security,
-                    timeout=cred.timeout,
-                )
-            )
-
         try:
             client = IMAPClient(
                 cred.host, port=self.port, ssl=security == "ssl", ssl_context=ctx, timeout=timeout
             )
         except Exception as exc:
-            raise problem(exc) from exc
+            raise self._connect_failed(exc) from exc
         _quiet_imaplib(client)
         if security == "starttls":
             try:
@@ -177,7 +140,7 @@ class ImapConnector(Connector):
                 ) from None
             except Exception as exc:
                 _quiet_shutdown(client)
-                raise problem(exc) from exc
+                raise self._connect_failed(exc) from exc
         log.debug("Connected to %s (%s)", self._where, security)
         return client
 

@@ -35,14 +35,15 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from halo_integrator.connectors._net import (
+    ConnectFailed,
     NetProblem,
-    describe_connect_error,
+    ServerConnector,
     record_connect,
     record_login,
     record_tls,
     scrub,
 )
-from halo_integrator.connectors.base import Check, Connector, TestReport
+from halo_integrator.connectors.base import Check, TestReport
 from halo_integrator.connectors.tls import make_ssl_context
 from halo_integrator.errors import (
     ConfigError,
@@ -54,7 +55,7 @@ from halo_integrator.errors import (
 )
 
 if TYPE_CHECKING:
-    from halo_integrator.config import Credential
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -85,18 +86,11 @@ class _POP3SSL(poplib.POP3_SSL):
     _getline = _getline
 
 
-class ConnectFailed(ConnectError):
-    """A :class:`ConnectError` that also says which check failed (``connect`` or ``tls``)."""
-
-    def __init__(self, problem: NetProblem) -> None:
-        super().__init__(problem.message)
-        self.problem = problem
-
-
-class Pop3Connector(Connector):
+class Pop3Connector(ServerConnector):
     """The inbox of a POP3 account; see the module docstring."""
 
     kind = "pop3"
+    protocol = "pop3"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -108,24 +102,6 @@ class Pop3Connector(Connector):
         self.has_uidl: bool | None = None
 
     # settings ---------------------------------------------------------------------------------------
-    @property
-    def cred(self) -> Credential:
-        if self.credential is None:
-            raise ConfigError(f"Mailbox {self.mailbox.name!r}: a POP3 mailbox needs a credential.")
-        return self.credential
-
-    @property
-    def port(self) -> int:
-        return self.cred.port or (995 if self.cred.security == "ssl" else 110)
-
-    @property
-    def user(self) -> str:
-        return self.cred.username or self.mailbox.address
-
-    @property
-    def _where(self) -> str:
-        return f"{self.cred.host}:{self.port}"
-
     def _check_config(self) -> None:
         if self.mailbox.incoming.after_import == "move_to_folder":
             raise ConfigError(
@@ -190,14 +166,6 @@ class Pop3Connector(Connector):
                 raise self._connect_failed(exc) from exc
         log.debug("Connected to %s (%s)", self._where, cred.security)
         return client
-
-    def _connect_failed(self, exc: BaseException) -> ConnectFailed:
-        cred = self.cred
-        return ConnectFailed(
-            describe_connect_error(
-                exc, protocol="pop3", host=cred.host, port=self.port, security=cred.security, timeout=cred.timeout
-            )
-        )
 
     def _login(self) -> None:
         client = self._need_raw()
