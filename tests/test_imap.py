@@ -479,7 +479,7 @@ def test_tls_verify_false_works_with_a_warning(
     conn = connector(dovecot_server, dovecot_user, tmp_path, security="ssl", ca_file="", tls_verify=False)
     with caplog.at_level(logging.WARNING), conn:
         assert len(conn.list_ids()) == 1
-    assert "verification is OFF" in caplog.text
+    assert "TLS certificate checks are OFF" in caplog.text
 
 
 def test_missing_ca_file_is_a_config_error(

@@ -10,7 +10,7 @@ import pytest
 import trustme
 
 from halo_integrator.config import Credential, Mailbox, Outgoing
-from halo_integrator.errors import OutgoingError, SecretError
+from halo_integrator.errors import ConfigError, OutgoingError, SecretError
 from halo_integrator.mail.model import Address
 from halo_integrator.outgoing import (
     OutgoingAttachment,
@@ -220,6 +220,14 @@ def test_untrusted_certificate(starttls_server: SmtpServer, ca_file: str) -> Non
         send(mb, ticket_mail(mb))
     assert info.value.temporary is False
     assert "not trusted" in str(info.value) and "ca_file" in str(info.value)
+
+
+def test_missing_ca_file_is_a_config_error(starttls_server: SmtpServer, tmp_path: Path) -> None:
+    """The same check and message as the mailbox connectors (connectors/tls.py client_context)."""
+    mb = mailbox(starttls_server, ca_file=str(tmp_path / "nowhere.pem"))
+    with pytest.raises(ConfigError) as info:
+        send(mb, ticket_mail(mb))
+    assert "nowhere.pem does not exist" in str(info.value) and "SMTP server" in str(info.value)
 
 
 def test_tls_verify_false_sends_with_a_warning(

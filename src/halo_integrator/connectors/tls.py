@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import ssl
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from halo_integrator.errors import ConfigError
@@ -22,28 +21,37 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def make_ssl_context(credential: Credential, config: Config | None = None) -> ssl.SSLContext:
+def make_ssl_context(credential: Credential, config: Config) -> ssl.SSLContext:
     """The SSL context for one credential's server (see the module docstring)."""
+    ca_file = str(config.resolve(credential.ca_file)) if credential.ca_file else ""
+    return client_context(ca_file=ca_file, verify=credential.tls_verify, what=f"Credential {credential.name!r}",
+                          server=credential.host)
+
+
+def client_context(*, ca_file: str = "", verify: bool = True, what: str, server: str) -> ssl.SSLContext:
+    """A client TLS context for every connection the tool makes (mailboxes and SMTP): the system CAs plus
+    ``ca_file``; or, with ``verify=False``, no checks at all and a warning. ``what`` names the setting in
+    errors (``Credential 'prod'``), ``server`` the server in the warning."""
     ctx = ssl.create_default_context(purpose=ssl.Purpose.SERVER_AUTH)
-    if credential.ca_file:
-        path = config.resolve(credential.ca_file) if config is not None else Path(credential.ca_file)
+    if ca_file:
         try:
-            ctx.load_verify_locations(cafile=str(path))
+            ctx.load_verify_locations(cafile=ca_file)
         except FileNotFoundError:
             raise ConfigError(
-                f"Credential {credential.name!r}: ca_file {path} does not exist. Point ca_file at the PEM "
-                "file of the CA that signed the server's certificate."
+                f"{what}: ca_file {ca_file} does not exist. Point ca_file at the PEM file of the CA that signed "
+                "the server's certificate."
             ) from None
         except (ssl.SSLError, OSError) as exc:
             raise ConfigError(
-                f"Credential {credential.name!r}: ca_file {path} is not a readable PEM certificate file "
+                f"{what}: ca_file {ca_file} is not a readable PEM certificate file "
                 f"({getattr(exc, 'reason', None) or exc})."
             ) from None
-    if not credential.tls_verify:
+    if not verify:
         log.warning(
-            "TLS certificate verification is OFF for %s (tls_verify = false): the connection is encrypted "
-            "but the server is not authenticated. Use ca_file to trust a private CA instead.",
-            credential.host,
+            "TLS certificate checks are OFF for %s (tls_verify = false): the connection is encrypted but the "
+            "server is not authenticated, so anyone on the network path could read the password and the mail. "
+            "Use ca_file to trust a private CA instead.",
+            server,
         )
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE

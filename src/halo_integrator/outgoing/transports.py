@@ -108,28 +108,6 @@ def _with_all_recipients(message: EmailMessage, recipients: list[str]) -> EmailM
 # ------------------------------------------------------------------------------------------------ SMTP
 
 
-def tls_context(*, ca_file: str = "", verify: bool = True, what: str = "the server") -> ssl.SSLContext:
-    """A client TLS context: the system CAs plus ``ca_file``; or, with ``verify=False``, no checks at all."""
-    ctx = ssl.create_default_context()
-    if ca_file:
-        try:
-            ctx.load_verify_locations(cafile=ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise SendError(
-                f"Cannot read the CA file {ca_file} for {what}: {getattr(exc, 'strerror', None) or exc}.",
-                temporary=False,
-            ) from None
-    if not verify:
-        log.warning(
-            "TLS certificate checks are OFF for %s (tls_verify = false): anyone on the network path can read "
-            "the password and the mail. Set ca_file to the server's CA instead.",
-            what,
-        )
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
 class SmtpTransport:
     """SMTP submission with ``security`` ssl (implicit TLS, 465), starttls (587) or none (25).
 
@@ -183,7 +161,10 @@ class SmtpTransport:
     def _connect(self) -> smtplib.SMTP:
         ctx = None
         if self.security != "none":
-            ctx = tls_context(ca_file=self._ca_file, verify=self._tls_verify, what=self.where)
+            from halo_integrator.connectors.tls import client_context
+
+            ctx = client_context(ca_file=self._ca_file, verify=self._tls_verify, what=f"The {self.where}",
+                                 server=self.where)
         smtp: smtplib.SMTP
         if self.security == "ssl":
             smtp = smtplib.SMTP_SSL(
