@@ -47,6 +47,7 @@ from halo_integrator.timeutil import stamp
 
 if TYPE_CHECKING:
     from halo_integrator.config import Config, Credential, Mailbox
+    from halo_integrator.connectors.base import SecretsFactory
     from halo_integrator.mail import ParsedEmail
     from halo_integrator.outgoing.outbox import Attempt, Outbox
     from halo_integrator.prepare import Prepared
@@ -62,7 +63,6 @@ PARSE_AHEAD = 1
 """Batches handed to the parse workers ahead of the one being stored: while this process stores and disposes
 of one batch and fetches the next, the workers parse the next. Two ahead measured no faster on two cores and
 cost about 10 MB more at the peak of a long import."""
-SecretsFactory = Callable[["Mailbox", "Credential | None"], Callable[[str], str]]
 Progress = Callable[[str, int, int], None]
 
 

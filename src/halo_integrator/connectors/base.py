@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 SecretLookup = Callable[[str], str]
 """``secrets("password")`` returns the secret of that kind for this mailbox/credential or raises SecretError."""
 
+SecretsFactory = Callable[["Mailbox", "Credential | None"], SecretLookup]
+"""The secrets of one mailbox's credential (the importer's and the outbox's source of secrets)."""
+
 
 class StateView(Protocol):
     def get(self, key: str) -> str | None: ...

@@ -59,12 +59,11 @@ from halo_integrator.timeutil import TIME_FORMAT, stamp
 
 if TYPE_CHECKING:
     from halo_integrator.config import Config, Mailbox
+    from halo_integrator.connectors.base import SecretsFactory
     from halo_integrator.mail.model import ParsedEmail
     from halo_integrator.store import Store
 
 log = logging.getLogger(__name__)
-
-SecretsFactory = Callable[["Mailbox", "Credential | None"], Callable[[str], str]]
 
 BACKOFF_MINUTES = (1, 5, 15, 60, 180, 360)
 """Wait after the 1st, 2nd, ... failed attempt; the last value repeats."""

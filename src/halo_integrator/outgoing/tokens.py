@@ -41,10 +41,10 @@ if TYPE_CHECKING:
     import requests
 
     from halo_integrator.config import Credential
+    from halo_integrator.connectors.base import SecretLookup
 
 log = logging.getLogger(__name__)
 
-SecretLookup = Callable[[str], str]
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 OUTLOOK_SCOPE = "https://outlook.office365.com/.default"  # IMAP / POP / SMTP XOAUTH2, app-only

@@ -30,7 +30,6 @@ import logging
 import smtplib
 import socket
 import ssl
-from collections.abc import Callable
 from email.message import EmailMessage
 from email.utils import getaddresses
 from pathlib import Path
@@ -54,10 +53,10 @@ if TYPE_CHECKING:
     import requests
 
     from halo_integrator.config import Credential, Mailbox
+    from halo_integrator.connectors.base import SecretLookup
 
 log = logging.getLogger(__name__)
 
-SecretLookup = Callable[[str], str]
 
 GRAPH_ROOT = "https://graph.microsoft.com"
 GMAIL_ROOT = "https://gmail.googleapis.com"
