@@ -97,15 +97,18 @@ def notify(config: Config, store: Store, outbox: Callable[[], Outbox], *, now: s
     incidents = {i.key: i for i in current_incidents(config, store)}
     open_now = store.open_incidents()
     mailbox, result.not_sent = _sender(config)
-    admins = [a for a in config.outgoing.admins if a]
 
     def email(subject: str, body: str) -> int | None:
+        """Queue one alert email; its queue id, or None when alerts cannot be emailed."""
         if mailbox is None:
             return None
         from halo_integrator.outgoing.compose import compose
 
+        admins = [a for a in config.outgoing.admins if a]
         mail = compose(mailbox, to=admins, subject=f"[halo-integrator] {subject}", body=body, auto=True)
-        return outbox().queue(mailbox, mail, kind="alert", ticket_id=None)
+        queue_id = outbox().queue(mailbox, mail, kind="alert", ticket_id=None)
+        result.queued.append(queue_id)
+        return queue_id
 
     with store.transaction():
         for key, incident in incidents.items():
@@ -118,8 +121,6 @@ def notify(config: Config, store: Store, outbox: Callable[[], Outbox], *, now: s
             )
             store.open_incident(key, incident.title, incident.detail, now, queue_id)
             result.opened.append(incident)
-            if queue_id is not None:
-                result.queued.append(queue_id)
         for key, row in open_now.items():
             if key in incidents:
                 continue
@@ -130,8 +131,6 @@ def notify(config: Config, store: Store, outbox: Callable[[], Outbox], *, now: s
             )
             store.close_incident(key, now, queue_id)
             result.recovered.append(key)
-            if queue_id is not None:
-                result.queued.append(queue_id)
     for incident in result.opened:  # its error is reported with the mailbox's own result
         log.warning("alert opened: %s", incident.title)
     if (result.opened or result.recovered) and result.not_sent:

@@ -198,10 +198,7 @@ def add(
     missing = [k for k in needed_kinds(mailbox, credential) if not secrets.get(k)]
     if missing:
         raise SecretError(f"No {', '.join(missing)} given for credential {credential.name!r}.")
-    stored = []
-    for kind, value in secrets.items():
-        keystore.set(mailbox.name, credential.name, kind, value)
-        stored.append(kind)
+    stored = _store_secrets(keystore, mailbox.name, credential.name, secrets)
     config_mod.save(new_cfg)
     loaded = config_mod.load(cfg.path)
     history.record(
@@ -225,10 +222,7 @@ def set_secrets(
 
     mailbox = cfg.mailbox(mailbox_name)
     find(mailbox, credential_name)
-    stored = []
-    for kind, value in secrets.items():
-        keystore.set(mailbox.name, credential_name, kind, value)
-        stored.append(kind)
+    stored = _store_secrets(keystore, mailbox.name, credential_name, secrets)
     history.record(
         cfg, actor, mailbox.name, mailbox, mailbox, action="credential secret replaced",
         notes=[_secret_note(credential_name, kind, before="***") for kind in stored],
@@ -292,6 +286,13 @@ def remove(
         notes=[_secret_note(cred.name, kind, before="***", after=None) for kind in deleted],
     )
     return loaded, deleted
+
+
+def _store_secrets(keystore: Keystore, mailbox: str, credential: str, secrets: Mapping[str, str]) -> list[str]:
+    """Store each secret (kind -> value); the kinds stored."""
+    for kind, value in secrets.items():
+        keystore.set(mailbox, credential, kind, value)
+    return list(secrets)
 
 
 def _secret_note(credential: str, kind: str, *, before: str | None = None, after: str | None = "***"

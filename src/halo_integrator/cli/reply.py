@@ -106,7 +106,7 @@ def reply(
     if body_file is not None:
         body = body_file.read()
     if body is None:
-        body = "" if close else _body_from_editor(app.store().get_ticket(ticket) or details)
+        body = "" if close else _body_from_editor(details)
     if not body.strip() and not close:
         output.error("The reply is empty; nothing was sent.")
         ctx.exit(EXIT_USAGE)

@@ -6,6 +6,7 @@ import os
 
 import click
 
+from halo_integrator import schedule as sched
 from halo_integrator.cli import output
 from halo_integrator.cli.app import App
 from halo_integrator.schedule import DEFAULT_EVERY, KINDS, Job, default_kind, describe_every, parse_every
@@ -37,12 +38,10 @@ every_option = click.option(
 
 
 def _job(app: App, every: str = DEFAULT_EVERY) -> Job:
-    from halo_integrator.schedule import ScheduleError
-
     instance = app.instance_option or os.environ.get("INTEGRATOR_INSTANCE") or ""
     try:
         minutes = parse_every(every)
-    except ScheduleError as exc:
+    except sched.ScheduleError as exc:
         raise click.BadParameter(str(exc), param_hint="--every") from None
     return Job(config_path=app.config_path.resolve(), every_minutes=minutes, instance=instance)
 
@@ -63,10 +62,8 @@ def schedule() -> None:
 @click.pass_obj
 def show(app: App, kind: str, every: str) -> None:
     """Print the entry `install` would write, and the entries already installed for this config."""
-    from halo_integrator.schedule import ScheduleError, find_installed, render
-
     job = _job(app, every)
-    for name, text in render(job, kind).items():
+    for name, text in sched.render(job, kind).items():
         click.echo(f"# {name}")
         click.echo(text.rstrip("\n"))
         click.echo()
@@ -78,8 +75,8 @@ def show(app: App, kind: str, every: str) -> None:
             "# when it has no terminal, so put MAILTO=admin@example.com above the line to be told of them."
         )
     try:
-        found, unknown = find_installed(job)
-    except ScheduleError as exc:  # pragma: no cover - find_installed reports its own problems
+        found, unknown = sched.find_installed(job)
+    except sched.ScheduleError as exc:  # pragma: no cover - find_installed reports its own problems
         found, unknown = [], [str(exc)]
     if found:
         for entry in found:
@@ -99,8 +96,6 @@ def show(app: App, kind: str, every: str) -> None:
 @click.pass_obj
 def install(app: App, kind: str, every: str) -> None:
     """Install (or replace) the scheduled run for this config. Running it twice leaves one entry."""
-    from halo_integrator import schedule as sched
-
     job = _job(app, every)
     app.config  # noqa: B018 - a broken config fails here, not silently every 5 minutes
     outcome = sched.install(job, kind)
@@ -121,8 +116,6 @@ def install(app: App, kind: str, every: str) -> None:
 @click.pass_obj
 def remove(app: App, kind: str) -> None:
     """Remove the scheduled run of this config (only what `install` wrote)."""
-    from halo_integrator import schedule as sched
-
     job = _job(app)
     outcome = sched.remove(job, kind)
     if not outcome.changed:
