@@ -164,6 +164,23 @@ def test_suppressed_acknowledgements_are_logged(
     assert reason in log[0]["detail"] and log[0]["ticket_id"] == 1
 
 
+def test_a_rule_turning_the_acknowledgement_off_is_logged(
+    tmp_path: Path, smtp: SmtpServer, ca: trustme.CA, env: None
+) -> None:
+    rule = (
+        '\n[[mailboxes.rules]]\nname = "Quiet"\nconditions = [{ field = "subject", op = "contains", '
+        'value = "quiet" }]\nactions = { no_acknowledgement = true }\n'
+    )
+    cfg = desk_config(tmp_path, smtp, ca, tail=rule)
+    drop(tmp_path, "1.eml", customer_email("Keep it quiet", message_id="q1@x.test"))
+    run(cfg)
+    assert nothing_more(smtp)
+    log = outbound_log(tmp_path / "tickets.db")
+    assert [(r["status"], r["detail"], r["ticket_id"]) for r in log] == [
+        ("suppressed", "No acknowledgement: an email rule turned it off.", 1)
+    ]
+
+
 @pytest.mark.parametrize("sender", ["Desk <DESK@example.com>", "Other desk <sales@example.com>"])
 def test_no_acknowledgement_to_our_own_mailboxes(
     tmp_path: Path, smtp: SmtpServer, ca: trustme.CA, env: None, sender: str

@@ -862,43 +862,15 @@ class Importer:
     def _acknowledge(self, mailbox: Mailbox, email: ParsedEmail, ticket_id: int, decision: dict[str, Any]) -> None:
         """Queue the acknowledgement of a new ticket (or log why none goes), inside the ticket's savepoint."""
         subject = matching.clean_subject(email.subject, mailbox.incoming.ticket_tag)
-        if not decision.get("acknowledge", True):
-            if mailbox.incoming.acknowledge_new_tickets and mailbox.outgoing.method != "none":
-                self.store.log_outbound(
-                    mailbox=mailbox.name, status="suppressed", recipients=email.sender.address, subject=subject,
-                    ticket_id=ticket_id, detail="No acknowledgement: an email rule turned it off.",
-                )
-            return
-        self.outbox.acknowledge(mailbox, email, ticket_id, subject=subject)
+        self.outbox.acknowledge(
+            mailbox, email, ticket_id, subject=subject, turned_off_by_rule=not decision.get("acknowledge", True)
+        )
 
     def _tell_too_big(self, mailbox: Mailbox, email: ParsedEmail, size: int) -> None:
-        """With incoming.tell_sender_when_too_big, queue a short notice to the sender of an email quarantined
-        for its size (never to auto-replies, bounces, no-reply or our own addresses)."""
-        from halo_integrator.outgoing.compose import ack_suppression_reason, compose
-
-        if not mailbox.incoming.tell_sender_when_too_big or mailbox.outgoing.method == "none":
-            return
-        sender = email.sender.address
-        if ack_suppression_reason(  # the same rules as acknowledgements (contract 6), less the hourly cap
-            sender=sender, our_addresses=self.config.own_addresses(), recent_count=0, limit=0,
-            auto_reply=email.auto_reply, bounce=email.bounce,
-        ):
-            return
-        mail = compose(
-            mailbox,
-            to=[sender],
-            subject=f"Not delivered to {mailbox.name}: {email.subject}"[:200],
-            body=(
-                f"Your email \"{email.subject}\" is {size / 1048576:.1f} MB, more than the "
-                f"{mailbox.incoming.max_email_mb:g} MB this help desk accepts, so it was not turned into a ticket. "
-                "It is kept, and our staff can still release it.\n\nPlease send the attachments another way, "
-                "for example as a link, or split them over several emails."
-            ),
-            answered_message_id=email.message_id,
-            answered_references=email.references,
-            auto=True,
-        )
-        self.outbox.queue(mailbox, mail, kind="too_big", ticket_id=None)
+        """With incoming.tell_sender_when_too_big, a short notice to the sender of an email quarantined for
+        its size (outgoing/outbox.py)."""
+        if mailbox.incoming.tell_sender_when_too_big:  # otherwise the outgoing side need not even load
+            self.outbox.tell_too_big(mailbox, email, size)
 
     def _alerts(self) -> None:
         """Open or close incidents and queue their one email each (alerts.py); never fails the run."""

@@ -232,7 +232,9 @@ class Outbox:
             self.store.log_outbound_for_queue(queue_id, "queued", f"Queued ({_kind_phrase(kind)}).{note}", time=time)
         return queue_id
 
-    def acknowledge(self, mailbox: Mailbox, email: ParsedEmail, ticket_id: int, *, subject: str) -> int | None:
+    def acknowledge(
+        self, mailbox: Mailbox, email: ParsedEmail, ticket_id: int, *, subject: str, turned_off_by_rule: bool = False
+    ) -> int | None:
         """Queue the new-ticket acknowledgement for an email that opened ``ticket_id``, or log why not.
 
         Call inside the transaction that created the ticket. Returns the queue id, or None when no
@@ -242,7 +244,7 @@ class Outbox:
         if not mailbox.incoming.acknowledge_new_tickets or mailbox.outgoing.method == "none":
             return None  # a mailbox that sends nothing acknowledges nothing; no news worth a log row
         sender = email.sender.address.strip().lower()
-        reason = self._too_old(email)
+        reason = "an email rule turned it off" if turned_off_by_rule else self._too_old(email)
         if reason is None:
             since = stamp(self.clock() - timedelta(hours=1))
             reason = ack_suppression_reason(
@@ -285,6 +287,34 @@ class Outbox:
             log.warning("%s: could not compose the acknowledgement of ticket %s: %s", mailbox.name, ticket_id, exc)
             return None
         return self.queue(mailbox, mail, kind="new_ticket", ticket_id=ticket_id)
+
+    def tell_too_big(self, mailbox: Mailbox, email: ParsedEmail, size: int) -> int | None:
+        """Queue a short notice to the sender of an email quarantined for its size; never to auto-replies,
+        bounces, no-reply or our own addresses (the acknowledgement rules, less the hourly cap). Returns the
+        queue id, or None when none goes out."""
+        if mailbox.outgoing.method == "none":
+            return None
+        sender = email.sender.address
+        if ack_suppression_reason(
+            sender=sender, our_addresses=self.our_addresses(), recent_count=0, limit=0,
+            auto_reply=email.auto_reply, bounce=email.bounce,
+        ):
+            return None
+        mail = compose(
+            mailbox,
+            to=[sender],
+            subject=f"Not delivered to {mailbox.name}: {email.subject}"[:200],
+            body=(
+                f"Your email \"{email.subject}\" is {size / 1048576:.1f} MB, more than the "
+                f"{mailbox.incoming.max_email_mb:g} MB this help desk accepts, so it was not turned into a ticket. "
+                "It is kept, and our staff can still release it.\n\nPlease send the attachments another way, "
+                "for example as a link, or split them over several emails."
+            ),
+            answered_message_id=email.message_id,
+            answered_references=email.references,
+            auto=True,
+        )
+        return self.queue(mailbox, mail, kind="too_big", ticket_id=None)
 
     def _too_old(self, email: ParsedEmail) -> str | None:
         when = email.date or _newest_received(email)
