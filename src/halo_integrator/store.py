@@ -469,12 +469,16 @@ class Store:
             [state, now(), mailbox, credential, source_id],
         )
 
-    def quarantined(self, mailbox: str | None = None) -> list[dict[str, Any]]:
-        """Emails now in quarantine: the inbound-log row that put each there."""
-        where, params = "s.state = 'quarantined'", []
+    def quarantined(self, mailbox: str | None = None, *, log_id: int | None = None) -> list[dict[str, Any]]:
+        """Emails now in quarantine (of one mailbox, or the one ``log_id`` put there): the inbound-log row
+        that put each there."""
+        where, params = "s.state = 'quarantined'", list[Any]()
         if mailbox:
             where += " AND s.mailbox = ? COLLATE NOCASE"
             params.append(mailbox)
+        if log_id is not None:
+            where += " AND l.id = ?"
+            params.append(log_id)
         return self._q(
             "SELECT l.id, l.time, l.mailbox, l.credential, l.source_id, l.message_id, l.subject, l.sender, "
             "l.detail, l.raw_id, l.decision_json FROM seen s JOIN inbound_log l ON l.id = s.log_id "

@@ -52,11 +52,12 @@ def list_(app: App, mailbox: str | None, as_json: bool) -> None:
 
 
 def _entry(app: App, log_id: int) -> dict[str, Any]:
-    for row in app.store().quarantined():
-        if row["id"] == log_id:
-            row["decision"] = json.loads(row.pop("decision_json") or "{}")
-            app.records(row["mailbox"], "modify")  # retry and release change what the mailbox imported
-            return row
+    rows = app.store().quarantined(log_id=log_id)
+    if rows:
+        row = rows[0]
+        row["decision"] = json.loads(row.pop("decision_json") or "{}")
+        app.records(row["mailbox"], "modify")  # retry and release change what the mailbox imported
+        return row
     raise IntegratorError(
         f"Inbound log entry {log_id} is not in quarantine. `integrator quarantine list` shows what is."
     )
