@@ -262,16 +262,12 @@ class Records:
     def logs(self, *, mailbox: str | None = None, limit: int = 50, **filters: Any) -> list[dict[str, Any]]:
         if self.names is None:
             return self.store.logs(mailbox=mailbox, limit=limit, **filters)
-        rows = [r for n in self._targets(mailbox) for r in self.store.logs(mailbox=n, limit=limit, **filters)]
-        rows.sort(key=lambda r: (r["time"], r["id"]), reverse=True)  # as the store orders them
-        return rows[:limit]
+        return self.store.logs(mailboxes=self._targets(mailbox), limit=limit, **filters)
 
     def config_history(self, mailbox: str | None = None, *, limit: int = 100) -> list[dict[str, Any]]:
         if self.names is None:
             return self.store.config_history(mailbox, limit=limit)
-        rows = [r for n in self._targets(mailbox) for r in self.store.config_history(n, limit=limit)]
-        rows.sort(key=lambda r: (r["time"], r["id"]), reverse=True)
-        return rows[:limit]
+        return self.store.config_history(mailboxes=self._targets(mailbox), limit=limit)
 
     def quarantined(self, mailbox: str | None = None) -> list[dict[str, Any]]:
         rows = self.store.quarantined(mailbox)

@@ -606,13 +606,14 @@ class Store:
         *,
         direction: str | None = None,
         mailbox: str | None = None,
+        mailboxes: Sequence[str] | None = None,
         status: str | None = None,
         since: str | None = None,
         search: str | None = None,
         limit: int = 50,
         after_id: dict[str, int] | None = None,
     ) -> list[dict[str, Any]]:
-        """Inbound and outbound log rows, newest first."""
+        """Inbound and outbound log rows, newest first; of ``mailbox``, or of any of ``mailboxes``."""
         parts, params = [], []
         for table, dirn, who in (("inbound_log", "inbound", "sender"), ("outbound_log", "outbound", "recipients")):
             if direction and direction != dirn:
@@ -621,6 +622,9 @@ class Store:
             if mailbox:
                 where.append("mailbox = ? COLLATE NOCASE")
                 p.append(mailbox)
+            if mailboxes is not None:
+                where.append(_one_of("mailbox", mailboxes))
+                p += mailboxes
             if status:
                 where.append("status = ?")
                 p.append(status)
@@ -690,9 +694,15 @@ class Store:
             )
         return int(cur.lastrowid or 0)
 
-    def config_history(self, mailbox: str | None = None, *, limit: int = 100) -> list[dict[str, Any]]:
-        """Config changes, newest first; ``mailbox`` matches case-insensitively."""
+    def config_history(
+        self, mailbox: str | None = None, *, mailboxes: Sequence[str] | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Config changes, newest first; of ``mailbox`` (case-insensitively), or of any of ``mailboxes``."""
         where, params = ("WHERE mailbox = ? COLLATE NOCASE", [mailbox]) if mailbox else ("", [])
+        if mailboxes is not None:
+            where = f"{where} AND " if where else "WHERE "
+            where += _one_of("mailbox", mailboxes)
+            params += mailboxes
         rows = self._q(
             f"SELECT * FROM config_history {where} ORDER BY time DESC, id DESC LIMIT ?", [*params, limit]
         )
@@ -900,6 +910,13 @@ class Store:
             [time, queue_id, key],
         )
 
+
+
+def _one_of(column: str, values: Sequence[str]) -> str:
+    """An SQL condition: ``column`` is one of ``values`` (bound as parameters), case-insensitively."""
+    if not values:
+        return "0 = 1"
+    return f"{column} COLLATE NOCASE IN ({', '.join('?' * len(values))})"
 
 
 def _content(email: ParsedEmail) -> list[Any]:
