@@ -388,19 +388,8 @@ def _record_agents(cfg: Config, actor: Actor | None, action: str, before: Agent 
                     "after": after and config_mod.to_dict(after)}]
     else:
         changes = history.diff(dataclasses.asdict(before), dataclasses.asdict(after), key)
-    if not changes:
-        return
-    row: dict[str, Any] = {
-        "agent": history.who(actor), "instance": (actor.instance if actor else "") or cfg.instance,
-        "mailbox": AGENTS_SCOPE, "action": action, "summary": history.summarise(changes), "changes": changes,
-    }
-    if actor is not None and actor.open_store is not None:
-        actor.open_store().record_config_change(**row)
-        return
-    from halo_integrator.store import Store
-
-    with Store.open(cfg.database_path) as store:
-        store.record_config_change(**row)
+    if changes:
+        history.write(cfg, actor, AGENTS_SCOPE, action, history.summarise(changes), changes)
 
 
 def admin_warnings(cfg: Config) -> list[str]:

@@ -165,6 +165,13 @@ def record(
         if before is None or after is None:
             action = "mailbox added" if before is None else "mailbox removed"
     summary = summarise(changes) if before is not None and after is not None else ""
+    return write(cfg, actor, mailbox, action, summary, changes)
+
+
+def write(
+    cfg: Config, actor: Actor | None, mailbox: str, action: str, summary: str, changes: list[dict[str, Any]]
+) -> int:
+    """One config-history row, through the actor's store when it has one open. Returns its id."""
     row: dict[str, Any] = {
         "agent": who(actor),
         "instance": (actor.instance if actor else "") or cfg.instance,
