@@ -648,3 +648,8 @@ def replace_mailbox(cfg: Config, mailbox: Mailbox) -> Config:
     if not found:
         out.append(mailbox)
     return dataclasses.replace(cfg, mailboxes=tuple(out))
+
+
+def instance_override(option: str | None = None) -> str | None:
+    """The instance asked for by ``--instance`` or else ``$INTEGRATOR_INSTANCE``; None means the config's."""
+    return option or os.environ.get("INTEGRATOR_INSTANCE") or None

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from halo_integrator.config import instance_override
 from halo_integrator.errors import ConfigError, IntegratorError
 
 if TYPE_CHECKING:
@@ -162,7 +163,7 @@ class Doctor:
         self.report.add(
             "config", "ok", f"{cfg.path} is valid ({len(cfg.mailboxes)} mailbox(es))", subject=str(cfg.path)
         )
-        instance = self.instance_override or os.environ.get("INTEGRATOR_INSTANCE") or cfg.instance
+        instance = instance_override(self.instance_override) or cfg.instance
         self._permissions(cfg)
         self._services(cfg)
         self._alerts(cfg)

@@ -50,10 +50,15 @@ class App:
         return self.config
 
     @property
-    def instance(self) -> str:
-        import os
+    def instance_override(self) -> str | None:
+        """``--instance`` or ``$INTEGRATOR_INSTANCE``; None when neither is given."""
+        from halo_integrator.config import instance_override
 
-        return self.instance_option or os.environ.get("INTEGRATOR_INSTANCE") or self.config.instance
+        return instance_override(self.instance_option)
+
+    @property
+    def instance(self) -> str:
+        return self.instance_override or self.config.instance
 
     # ---- access control (access.py): one call per command; no agents defined = single-admin mode
     @property

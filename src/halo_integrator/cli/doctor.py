@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 import click
@@ -37,8 +36,7 @@ def doctor(app: App, offline: bool, as_json: bool) -> None:
     """
     from halo_integrator.doctor import diagnose
 
-    instance = app.instance_option or os.environ.get("INTEGRATOR_INSTANCE")
-    report = diagnose(app.config_path, instance=instance, offline=offline)
+    report = diagnose(app.config_path, instance=app.instance_override, offline=offline)
     if as_json:
         output.print_json(report.as_dict())
     else:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import click
 
 from halo_integrator import schedule as sched
@@ -38,7 +36,7 @@ every_option = click.option(
 
 
 def _job(app: App, every: str = DEFAULT_EVERY) -> Job:
-    instance = app.instance_option or os.environ.get("INTEGRATOR_INSTANCE") or ""
+    instance = app.instance_override or ""
     try:
         minutes = parse_every(every)
     except sched.ScheduleError as exc:
