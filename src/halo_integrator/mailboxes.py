@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from halo_integrator import config as config_mod
 from halo_integrator.connectors import make_connector
-from halo_integrator.connectors.base import DEFAULT_PORTS, Connector, MemoryState, TestReport
-from halo_integrator.errors import ConfigError, IntegratorError
+from halo_integrator.connectors.base import DEFAULT_PORTS, Check, Connector, MemoryState, TestReport
+from halo_integrator.errors import ConfigError, IntegratorError, SecretError
 
 if TYPE_CHECKING:
     from halo_integrator.config import Config, Credential, Mailbox
@@ -42,6 +42,30 @@ def test_mailbox(
 
 
 test_mailbox.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
+
+
+CredentialOrNone = TypeVar("CredentialOrNone", bound="Credential | None")
+
+
+def test_credentials(
+    cfg: Config,
+    mailbox: Mailbox,
+    credentials: Sequence[CredentialOrNone],
+    secrets_for: Callable[[CredentialOrNone], Callable[[str], str]],
+) -> list[tuple[CredentialOrNone, TestReport]]:
+    """Test each credential (None: a folder mailbox); a secret that cannot be read is a failed ``secret``
+    check of that credential's report, never an exception."""
+    results: list[tuple[CredentialOrNone, TestReport]] = []
+    for credential in credentials:
+        try:
+            report = test_mailbox(cfg, mailbox, credential, secrets_for(credential))
+        except SecretError as exc:
+            report = TestReport(checks=[Check(name="secret", ok=False, detail=str(exc))])
+        results.append((credential, report))
+    return results
+
+
+test_credentials.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
 
 
 def only_new(cfg: Config, mailbox: Mailbox, credential: Credential | None, secrets: Callable[[str], str],

@@ -190,7 +190,6 @@ def _read_secret(kind: str, mailbox: str, credential: str, from_stdin: bool) -> 
 
 def _test_or_exit(app: App, mailbox: str, cred: Credential, secrets: dict[str, str]) -> None:
     from halo_integrator import config as config_mod
-    from halo_integrator.cli.mailbox import _print_report, _report_exit
     from halo_integrator.errors import SecretError
     from halo_integrator.mailboxes import test_mailbox
 
@@ -204,11 +203,11 @@ def _test_or_exit(app: App, mailbox: str, cred: Credential, secrets: dict[str, s
         raise SecretError(f"No {kind} was given for {mb.name}/{cred.name}.")
 
     report = test_mailbox(trial, trial.mailbox(mailbox), cred, lookup)
-    _print_report(report, f"Testing {mb.name}/{cred.name}:")
+    output.print_report(report, f"Testing {mb.name}/{cred.name}:")
     if not report.ok:
         output.error("The test failed, so nothing was saved. Fix it, or use --no-test if the server is "
                      "not reachable from this machine.")
-        click.get_current_context().exit(_report_exit(report))
+        click.get_current_context().exit(output.report_exit_code(report))
 
 
 def _with_credential(mb: Any, cred: Credential) -> Any:
@@ -300,10 +299,8 @@ Examples:
 def test(app: App, mailbox: str, name: str | None, as_json: bool) -> None:
     """Connect and log in with a credential (its secret from the environment or the keyring)."""
     from halo_integrator import credentials as svc
-    from halo_integrator.cli.mailbox import _print_report, _report_exit
-    from halo_integrator.connectors.base import Check, TestReport
     from halo_integrator.errors import SecretError
-    from halo_integrator.mailboxes import test_mailbox
+    from halo_integrator.mailboxes import test_credentials
 
     cfg = app.config
     mb = app.require(mailbox, "read")
@@ -314,15 +311,8 @@ def test(app: App, mailbox: str, name: str | None, as_json: bool) -> None:
             f"add one with `integrator credentials add {mb.name}`."
         )
     keystore = keystore_for(app)
-    results = []
-    code = 0
-    for cred in creds:
-        try:
-            report = test_mailbox(cfg, mb, cred, keystore.lookup(mb.name, cred.name))
-        except SecretError as exc:
-            report = TestReport(checks=[Check(name="secret", ok=False, detail=str(exc))])
-        code = max(code, _report_exit(report))
-        results.append((cred, report))
+    results = test_credentials(cfg, mb, creds, lambda cred: keystore.lookup(mb.name, cred.name))
+    code = max(output.report_exit_code(report) for _, report in results)
     if as_json:
         output.print_json([
             {"mailbox": mb.name, "credential": c.name, "instance": c.instance, "account": svc.account(mb, c),
@@ -332,6 +322,6 @@ def test(app: App, mailbox: str, name: str | None, as_json: bool) -> None:
         ])
     else:
         for c, r in results:
-            _print_report(r, f"{'OK' if r.ok else 'FAILED'}: {mb.name}/{c.name} "
+            output.print_report(r, f"{'OK' if r.ok else 'FAILED'}: {mb.name}/{c.name} "
                              f"(instance {c.instance or 'all'}) {svc.account(mb, c)}")
     click.get_current_context().exit(code)

@@ -10,11 +10,10 @@ import click
 from halo_integrator.cli import output
 from halo_integrator.cli.app import App
 from halo_integrator.cli.credentials import actor_for, keystore_for, warn_split
-from halo_integrator.errors import EXIT_ERROR, EXIT_SECRET, EXIT_USAGE, SecretError
+from halo_integrator.errors import EXIT_USAGE, SecretError
 
 if TYPE_CHECKING:
     from halo_integrator.config import Credential, Mailbox
-    from halo_integrator.connectors.base import TestReport
 
 AFTER_IMPORT_PHRASE = {
     "move_to_deleted": "moved to Deleted Items",
@@ -120,37 +119,13 @@ def show(app: App, name: str, as_json: bool) -> None:
         )
 
 
-def _print_report(report: TestReport, title: str) -> None:
-    click.echo(title)
-    for check in report.checks:
-        mark = "ok " if check.ok else "FAIL"
-        click.echo(f"  [{mark}] {check.name}: {check.detail}")
-        if not check.ok and check.fix:
-            click.echo(f"         fix: {check.fix}")
-    if report.folder:
-        click.echo(f"  Reads folder: {report.folder}")
-    if report.deleted_folder:
-        click.echo(f"  Deleted Items folder: {report.deleted_folder}")
-    if report.message_count is not None:
-        click.echo(f"  Emails waiting: {report.message_count:,}")
-    if report.capabilities:
-        click.echo(f"  Server capabilities: {' '.join(report.capabilities)}")
-
-
-def _report_exit(report: TestReport) -> int:
-    if report.ok:
-        return 0
-    failed = [c.name for c in report.checks if not c.ok]
-    return EXIT_SECRET if any(n in ("login", "password", "secret") for n in failed) else EXIT_ERROR
-
-
 @mailbox.command("test", epilog="\b\nExample:\n  integrator mailbox test Support --json")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def test(app: App, name: str, as_json: bool) -> None:
     """Connect, log in, find the folder read and the Deleted Items folder, and count the emails."""
-    from halo_integrator.mailboxes import account, test_mailbox
+    from halo_integrator.mailboxes import account, test_credentials
 
     cfg = app.config
     mb = app.require(name, "read")
@@ -162,18 +137,8 @@ def test(app: App, name: str, as_json: bool) -> None:
             f"Mailbox {mb.name!r} has no credential for instance {app.instance!r}; add one with "
             f"`integrator credentials add {mb.name}` or run with --instance."
         )
-    results = []
-    code = 0
-    for cred in creds:
-        try:
-            secrets = _secrets_for(app, mb, cred)
-            report = test_mailbox(cfg, mb, cred, secrets)
-        except SecretError as exc:
-            from halo_integrator.connectors.base import Check, TestReport
-
-            report = TestReport(checks=[Check(name="secret", ok=False, detail=str(exc))])
-        code = max(code, _report_exit(report))
-        results.append((cred, report))
+    results = test_credentials(cfg, mb, creds, lambda cred: _secrets_for(app, mb, cred))
+    code = max(output.report_exit_code(report) for _, report in results)
     if as_json:
         output.print_json(
             [
@@ -196,7 +161,7 @@ def test(app: App, name: str, as_json: bool) -> None:
     else:
         for cred, r in results:
             label = f"{mb.name}" + (f" / credential {cred.name} ({account(mb, cred)})" if cred else "")
-            _print_report(r, f"{'OK' if r.ok else 'FAILED'}: {label}")
+            output.print_report(r, f"{'OK' if r.ok else 'FAILED'}: {label}")
     click.get_current_context().exit(code)
 
 
@@ -305,12 +270,12 @@ def add(
         return secret
 
     report = svc.test_mailbox(test_cfg, new_mailbox, cred, secrets)
-    _print_report(report, f"Testing {name}:")
+    output.print_report(report, f"Testing {name}:")
     if not report.ok:
         output.error(
             "The connection test failed, so nothing was saved. Fix the settings above and try again."
         )
-        ctx.exit(_report_exit(report))
+        ctx.exit(output.report_exit_code(report))
     count = report.message_count or 0
     where = report.folder or "the mailbox"
     fate = AFTER_IMPORT_PHRASE[after_import].format(folder=new_mailbox.incoming.move_folder)

@@ -12,9 +12,14 @@ import logging.handlers
 import os
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+from halo_integrator.errors import EXIT_ERROR, EXIT_SECRET
+
+if TYPE_CHECKING:
+    from halo_integrator.connectors.base import TestReport
 
 _console = None
 _err_console = None
@@ -162,3 +167,29 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
 def short(text: str | None, width: int = 60) -> str:
     t = " ".join((text or "").split())
     return t if len(t) <= width else t[: width - 1] + "…"
+
+
+def print_report(report: TestReport, title: str) -> None:
+    """A connection test report, check by check, with the fix for each failure."""
+    click.echo(title)
+    for check in report.checks:
+        mark = "ok " if check.ok else "FAIL"
+        click.echo(f"  [{mark}] {check.name}: {check.detail}")
+        if not check.ok and check.fix:
+            click.echo(f"         fix: {check.fix}")
+    if report.folder:
+        click.echo(f"  Reads folder: {report.folder}")
+    if report.deleted_folder:
+        click.echo(f"  Deleted Items folder: {report.deleted_folder}")
+    if report.message_count is not None:
+        click.echo(f"  Emails waiting: {report.message_count:,}")
+    if report.capabilities:
+        click.echo(f"  Server capabilities: {' '.join(report.capabilities)}")
+
+
+def report_exit_code(report: TestReport) -> int:
+    """0 when every check passed, 4 when a secret or the login failed, else 1."""
+    if report.ok:
+        return 0
+    failed = [c.name for c in report.checks if not c.ok]
+    return EXIT_SECRET if any(n in ("login", "password", "secret") for n in failed) else EXIT_ERROR
