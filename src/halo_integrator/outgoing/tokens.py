@@ -98,9 +98,18 @@ class _Cached:
             return None
         return self._token
 
-    def store(self, token: str, expires: datetime | None) -> str:
-        self._token, self._expires = token, expires
-        return token
+    def get(self, fetch: Callable[[], tuple[str, datetime | None]]) -> str:
+        """The cached token while it is fresh, else ``fetch()``'s (token, expiry), kept; one fetch at a time."""
+        with self._lock:
+            cached = self.fresh()
+            if cached:
+                return cached
+            self._token, self._expires = fetch()
+            return self._token
+
+    @property
+    def expires(self) -> datetime | None:
+        return self._expires
 
 
 class StaticToken:
@@ -233,36 +242,35 @@ class MsalClientCredentials:
         return self._app
 
     def token(self) -> str:
-        with self._cache._lock:
-            cached = self._cache.fresh()
-            if cached:
-                return cached
-            import msal
-
-            app = self._application()
-            try:
-                result = app.acquire_token_for_client(scopes=self.scopes)
-            except msal.exceptions.MsalServiceError as exc:  # msal raises this for a 5xx answer
-                raise ConnectError(
-                    f"The Entra ID token endpoint of {self.authority} failed ({exc}); try later."
-                ) from None
-            except OSError as exc:  # requests' ConnectionError, Timeout, SSLError
-                raise ConnectError(
-                    f"Cannot reach the Entra ID token endpoint of {self.authority}: {exc}"
-                ) from None
-            except ValueError:  # an answer that is not JSON (a proxy's error page, a 429 without a body)
-                raise ConnectError(
-                    f"The Entra ID token endpoint of {self.authority} gave an unreadable answer; try later."
-                ) from None
-            if "access_token" not in result:
-                raise self._error(result)
-            expires_in = result.get("expires_in")
-            expires = _now() + timedelta(seconds=int(expires_in)) if expires_in else None
-            log.debug("Entra ID token for %s from %s", self.client_id, result.get("token_source", "?"))
-            return self._cache.store(result["access_token"], expires)
+        return self._cache.get(self._fetch)
 
     def expires_at(self) -> datetime | None:
-        return self._cache._expires
+        return self._cache.expires
+
+    def _fetch(self) -> tuple[str, datetime | None]:
+        import msal
+
+        app = self._application()
+        try:
+            result = app.acquire_token_for_client(scopes=self.scopes)
+        except msal.exceptions.MsalServiceError as exc:  # msal raises this for a 5xx answer
+            raise ConnectError(
+                f"The Entra ID token endpoint of {self.authority} failed ({exc}); try later."
+            ) from None
+        except OSError as exc:  # requests' ConnectionError, Timeout, SSLError
+            raise ConnectError(
+                f"Cannot reach the Entra ID token endpoint of {self.authority}: {exc}"
+            ) from None
+        except ValueError:  # an answer that is not JSON (a proxy's error page, a 429 without a body)
+            raise ConnectError(
+                f"The Entra ID token endpoint of {self.authority} gave an unreadable answer; try later."
+            ) from None
+        if "access_token" not in result:
+            raise self._error(result)
+        expires_in = result.get("expires_in")
+        expires = _now() + timedelta(seconds=int(expires_in)) if expires_in else None
+        log.debug("Entra ID token for %s from %s", self.client_id, result.get("token_source", "?"))
+        return result["access_token"], expires
 
     def _error(self, result: dict[str, Any]) -> Exception:
         error = str(result.get("error", "unknown_error"))
@@ -330,27 +338,26 @@ class GoogleServiceAccount:
         return self._creds
 
     def token(self) -> str:
-        with self._cache._lock:
-            cached = self._cache.fresh()
-            if cached:
-                return cached
-            import google.auth.exceptions
-            from google.auth.transport.requests import Request
-
-            creds = self._credentials()
-            try:
-                creds.refresh(Request(session=http_session(ca_file=self._ca_file, timeout=self._timeout)))
-            except google.auth.exceptions.RefreshError as exc:
-                raise self._error(exc) from None
-            except google.auth.exceptions.TransportError as exc:
-                raise ConnectError(f"Cannot reach Google's token endpoint: {exc}") from None
-            expiry = creds.expiry
-            if expiry is not None and expiry.tzinfo is None:  # google-auth keeps naive UTC
-                expiry = expiry.replace(tzinfo=UTC)
-            return self._cache.store(creds.token, expiry)
+        return self._cache.get(self._fetch)
 
     def expires_at(self) -> datetime | None:
-        return self._cache._expires
+        return self._cache.expires
+
+    def _fetch(self) -> tuple[str, datetime | None]:
+        import google.auth.exceptions
+        from google.auth.transport.requests import Request
+
+        creds = self._credentials()
+        try:
+            creds.refresh(Request(session=http_session(ca_file=self._ca_file, timeout=self._timeout)))
+        except google.auth.exceptions.RefreshError as exc:
+            raise self._error(exc) from None
+        except google.auth.exceptions.TransportError as exc:
+            raise ConnectError(f"Cannot reach Google's token endpoint: {exc}") from None
+        expiry = creds.expiry
+        if expiry is not None and expiry.tzinfo is None:  # google-auth keeps naive UTC
+            expiry = expiry.replace(tzinfo=UTC)
+        return creds.token, expiry
 
     def _error(self, exc: Exception) -> Exception:
         # RefreshError(message, response_data[, retryable]); response_data is the token endpoint's JSON
