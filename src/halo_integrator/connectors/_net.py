@@ -59,6 +59,19 @@ class ServerConnector(Connector):
     def _where(self) -> str:
         return f"{self.cred.host}:{self.port}"
 
+    @property
+    def _secret_kind(self) -> str:
+        """The secret the login needs: ``password``, or ``access_token`` for XOAUTH2."""
+        return "access_token" if self.cred.auth == "oauth2" else "password"
+
+    def _refused(self, said: str) -> SecretError:
+        """The server said no to the login (``said``: its answer, secrets scrubbed)."""
+        what = self._secret_kind.replace("_", " ")
+        return SecretError(
+            f"The server refused the {what} for {self.user}@{self.cred.host} (it said: {said}). Check the "
+            f"username, then store the right {what} with `integrator credentials add {self.mailbox.name}`."
+        )
+
     def _connect_failed(self, exc: BaseException) -> ConnectFailed:
         cred = self.cred
         return ConnectFailed(

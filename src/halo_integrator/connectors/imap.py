@@ -53,7 +53,6 @@ from halo_integrator.errors import (
     DisposeError,
     IntegratorError,
     RetrievalError,
-    SecretError,
 )
 
 if TYPE_CHECKING:
@@ -147,26 +146,21 @@ class ImapConnector(ServerConnector):
     def _login(self) -> None:
         client = self._need()
         cred = self.cred
-        what = "access token" if cred.auth == "oauth2" else "password"
         try:
+            self._secret = self.secrets(self._secret_kind)
             if cred.auth == "oauth2":
-                self._secret = self.secrets("access_token")
                 client.oauth2_login(self.user, self._secret)
             else:
-                self._secret = self.secrets("password")
                 client.login(self.user, self._secret)
         except LoginError as exc:
             said = scrub(_server_text(exc), self._secret)
             if "UNAVAILABLE" in said.upper():
                 raise ConnectError(
-                    f"The IMAP server {self._where} could not check the {what} for {self.user} right now "
-                    f"(it said: {said}). Try again later; if it persists, ask the mail server's admin."
+                    f"The IMAP server {self._where} could not check the {self._secret_kind.replace('_', ' ')} "
+                    f"for {self.user} right now (it said: {said}). Try again later; if it persists, ask the "
+                    "mail server's admin."
                 ) from None
-            raise SecretError(
-                f"The server refused the {what} for {self.user}@{cred.host} (it said: {said}). Check the "
-                f"username, then store the right {what} with `integrator credentials add "
-                f"{self.mailbox.name}`."
-            ) from None
+            raise self._refused(said) from None
         except _IMAP_ERRORS as exc:
             self._note_broken(exc)
             raise ConnectError(

@@ -51,7 +51,6 @@ from halo_integrator.errors import (
     DisposeError,
     IntegratorError,
     RetrievalError,
-    SecretError,
 )
 
 if TYPE_CHECKING:
@@ -170,13 +169,11 @@ class Pop3Connector(ServerConnector):
     def _login(self) -> None:
         client = self._need_raw()
         cred = self.cred
-        what = "access token" if cred.auth == "oauth2" else "password"
         try:
+            self._secret = self.secrets(self._secret_kind)
             if cred.auth == "oauth2":
-                self._secret = self.secrets("access_token")
                 self._xoauth2(client, self._secret)
             else:
-                self._secret = self.secrets("password")
                 client.user(self.user)
                 client.pass_(self._secret)
         except poplib.error_proto as exc:
@@ -186,16 +183,12 @@ class Pop3Connector(ServerConnector):
                     f"The POP3 server {self._where} could not open the mailbox of {self.user} right now (it "
                     f"said: {said}). Another program may hold it; try again later."
                 ) from None
-            raise SecretError(
-                f"The server refused the {what} for {self.user}@{cred.host} (it said: {said}). Check the "
-                f"username, then store the right {what} with `integrator credentials add "
-                f"{self.mailbox.name}`."
-            ) from None
+            raise self._refused(said) from None
         except OSError as exc:
             self._broken = True
             raise ConnectError(
                 f"The POP3 server {self._where} dropped the connection during login "
-                f"({_reason(exc, cred.timeout)})."
+                f"({scrub(_reason(exc, cred.timeout), self._secret)})."
             ) from None
         log.debug("Logged in to %s as %s", self._where, self.user)
 
