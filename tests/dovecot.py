@@ -73,6 +73,15 @@ class Dovecot:
         client.login(user.name, user.password)
         return client
 
+    def append(self, user: User, messages: list[bytes], folder: str = "INBOX") -> None:
+        """Put messages into one of a user's folders (one APPEND each, in order)."""
+        client = self.imap(user)
+        try:
+            for message in messages:
+                client.append(folder, message)
+        finally:
+            client.logout()
+
     def doveadm(self, *args: str, stdin: bytes | None = None) -> str:
         out = subprocess.run(
             ["doveadm", "-c", str(self.conf), *args], input=stdin, check=True, capture_output=True, timeout=30

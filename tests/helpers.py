@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -106,3 +107,10 @@ def actions_per_message_id(db: Path) -> dict[str, int]:
     finally:
         con.close()
     return {r[0]: r[1] for r in rows}
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (free a moment ago)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -22,7 +22,6 @@ import itertools
 import json
 import logging
 import queue
-import socket
 import ssl
 import warnings
 from dataclasses import dataclass
@@ -33,15 +32,11 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from helpers import free_port
+
 logging.getLogger("mail.log").setLevel(logging.CRITICAL)  # aiosmtpd logs each AUTH and the plain-auth warning
 
 _ids = itertools.count(1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

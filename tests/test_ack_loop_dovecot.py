@@ -29,14 +29,6 @@ from smtpsetup import (
 pytestmark = pytest.mark.dovecot
 
 
-def append(server: Dovecot, user: User, message: bytes) -> None:
-    client = server.imap(user)
-    try:
-        client.append("INBOX", message)
-    finally:
-        client.logout()
-
-
 def test_customer_answer_to_the_acknowledgement_lands_on_the_same_ticket(
     tmp_path: Path,
     dovecot_server: Dovecot,
@@ -77,10 +69,9 @@ timeout = 10
     monkeypatch.setenv("INTEGRATOR_SECRET_SUPPORT_DEFAULT_PASSWORD", dovecot_user.password)
     monkeypatch.setenv("INTEGRATOR_SECRET_SUPPORT_DEFAULT_SMTP_PASSWORD", SMTP_PASSWORD)
 
-    append(
-        dovecot_server,
+    dovecot_server.append(
         dovecot_user,
-        customer_email("Laptop will not boot", message_id="boot-1@customer.test", body="It shows a black screen."),
+        [customer_email("Laptop will not boot", message_id="boot-1@customer.test", body="It shows a black screen.")],
     )
     result = invoke(cfg, "run")
     assert result.exit_code == 0, result.stderr
@@ -102,7 +93,7 @@ timeout = 10
     answer["In-Reply-To"] = ack_msg["Message-ID"]
     answer["References"] = f"{ack_msg['References']} {ack_msg['Message-ID']}"
     answer.set_content("Thanks. It still does not boot after a restart.")
-    append(dovecot_server, dovecot_user, answer.as_bytes())
+    dovecot_server.append(dovecot_user, [answer.as_bytes()])
 
     result = invoke(cfg, "run")
     assert result.exit_code == 0, result.stderr

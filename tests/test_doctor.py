@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +17,7 @@ from dovecot import Dovecot, User, dovecot_server, dovecot_user  # noqa: F401 - 
 from halo_integrator.config import SecretsSettings
 from halo_integrator.doctor import Doctor
 from halo_integrator.keystore import Keystore
-from helpers import copy_examples, invoke, write_config
+from helpers import copy_examples, free_port, invoke, write_config
 
 
 @pytest.fixture(autouse=True)
@@ -40,12 +39,6 @@ def find(data: dict[str, Any], check: str, subject: str | None = None) -> dict[s
     hits = [f for f in data["findings"] if f["check"] == check and (subject is None or f["subject"] == subject)]
     assert hits, (check, subject, data)
     return hits[0]
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def healthy(tmp_path: Path) -> Path:
@@ -153,7 +146,7 @@ def test_bad_config_is_a_finding_not_a_crash(tmp_path: Path) -> None:
 
 
 def test_missing_secret(tmp_path: Path) -> None:
-    config = imap_config(tmp_path, port=closed_port(), user="someone")
+    config = imap_config(tmp_path, port=free_port(), user="someone")
     code, data = doctor(config, "--offline")
     assert code == 1
     missing = find(data, "secret", "Support/prod")
@@ -165,7 +158,7 @@ def test_missing_secret(tmp_path: Path) -> None:
 
 
 def test_environment_secret_needs_no_keyring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    config = imap_config(tmp_path, port=closed_port(), user="someone")
+    config = imap_config(tmp_path, port=free_port(), user="someone")
     monkeypatch.setenv("INTEGRATOR_SECRET_SUPPORT_PROD_PASSWORD", "s3cret-value")
     result = invoke(config, "doctor", "--json", "--offline")
     assert "s3cret-value" not in result.stdout
@@ -178,7 +171,7 @@ def test_environment_secret_needs_no_keyring(tmp_path: Path, monkeypatch: pytest
 def test_unreachable_server_and_a_mailbox_that_never_succeeded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = imap_config(tmp_path, port=closed_port(), user="someone")
+    config = imap_config(tmp_path, port=free_port(), user="someone")
     monkeypatch.setenv("INTEGRATOR_SECRET_SUPPORT_PROD_PASSWORD", "pw")
     assert invoke(config, "run").exit_code == 5  # the run records its failure
     code, data = doctor(config)

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from dovecot import Dovecot, User, dovecot_server, dovecot_user  # noqa: F401 - pytest fixtures
-from helpers import actions_per_message_id, email_bytes, invoke, invoke_json, run_subprocess
+from helpers import actions_per_message_id, email_bytes, free_port, invoke, invoke_json, run_subprocess
 from netproxy import NetProxy
 
 pytestmark = pytest.mark.dovecot
@@ -86,11 +85,7 @@ def secret_env(user: User, mailbox: str = "SUPPORT") -> dict[str, str]:
 
 
 def seed(server: Dovecot, user: User, messages: list[bytes], folder: str = "INBOX") -> None:
-    client = server.imap(user)
-    try:
-        client.multiappend(folder, messages)
-    finally:
-        client.logout()
+    server.append(user, messages, folder)
 
 
 def message_ids_in(server: Dovecot, user: User, folder: str) -> list[str]:
@@ -140,13 +135,6 @@ def mails(prefix: str, count: int, size: int = 0) -> list[bytes]:
 def run_json(cfg: Path, env: dict[str, str], *args: str) -> tuple[int, list[dict[str, object]], str]:
     result = invoke(cfg, "run", "--json", *args, env=env)
     return result.exit_code, json.loads(result.stdout), result.stderr
-
-
-def dead_port() -> int:
-    """A loopback port nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ------------------------------------------------------------------------------------------ imports
@@ -425,7 +413,7 @@ def _failing_test(cfg: Path, env: dict[str, str]) -> tuple[int, dict[str, object
 
 
 def test_mailbox_test_connect_refused(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
-    cfg = config_for(tmp_path, dovecot_server, dovecot_user, port=dead_port())
+    cfg = config_for(tmp_path, dovecot_server, dovecot_user, port=free_port())
     code, failed, text = _failing_test(cfg, secret_env(dovecot_user))
     assert code == 1
     assert failed["name"] == "connect"
@@ -586,7 +574,7 @@ def test_a_dead_server_does_not_block_the_other_mailbox(dovecot_server: Dovecot,
     cfg = write_config(
         tmp_path,
         server,
-        mailbox_toml(server, dead, name="Dead", port=dead_port()),
+        mailbox_toml(server, dead, name="Dead", port=free_port()),
         mailbox_toml(server, alive, name="Alive"),
     )
     seed(server, alive, mails("ok", 2))

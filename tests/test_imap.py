@@ -28,6 +28,7 @@ from halo_integrator.connectors import make_connector
 from halo_integrator.connectors._net import describe_connect_error
 from halo_integrator.connectors.base import Connector, MemoryState
 from halo_integrator.errors import ConfigError, ConnectError, DisposeError, RetrievalError, SecretError
+from helpers import free_port
 from netproxy import NetProxy
 
 pytestmark = pytest.mark.dovecot
@@ -42,12 +43,7 @@ def message(n: int, size: int = 0) -> bytes:
 
 
 def seed(server: Dovecot, user: User, count: int, folder: str = "INBOX", size: int = 0) -> None:
-    client = server.imap(user)
-    try:
-        for n in range(1, count + 1):
-            client.append(folder, message(n, size))
-    finally:
-        client.logout()
+    server.append(user, [message(n, size) for n in range(1, count + 1)], folder)
 
 
 def uids_in(server: Dovecot, user: User, folder: str) -> dict[int, dict[bytes, Any]]:
@@ -497,9 +493,7 @@ def test_wrong_security_for_the_port(dovecot_server: Dovecot, dovecot_user: User
 
 
 def test_connection_refused(dovecot_user: User, dovecot_server: Dovecot, tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        free = s.getsockname()[1]
+    free = free_port()
     conn = connector(dovecot_server, dovecot_user, tmp_path, port=free)
     with pytest.raises(ConnectError, match=r"refused the connection"):
         conn.open()
@@ -585,9 +579,7 @@ def _failed(report: Any) -> list[str]:
 
 
 def test_report_failures(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        free = s.getsockname()[1]
+    free = free_port()
     refused = connector(dovecot_server, dovecot_user, tmp_path, port=free).test()
     assert _failed(refused) == ["connect"]
 

@@ -68,12 +68,7 @@ def store_password(mailbox: str, credential: str, password: str) -> None:
 
 
 def seed(server: Dovecot, user: User, *subjects: str) -> None:
-    client = server.imap(user)
-    try:
-        for subject in subjects:
-            client.append("INBOX", email_bytes(subject, message_id=f"{subject.replace(' ', '-')}@example.org"))
-    finally:
-        client.logout()
+    server.append(user, [email_bytes(s, message_id=f"{s.replace(' ', '-')}@example.org") for s in subjects])
 
 
 def inbox_count(server: Dovecot, user: User) -> int:

@@ -284,7 +284,7 @@ def test_graph_wrong_client_secret_surfaces_as_secret_error(cloud: FakeCloud) ->
 
 def test_graph_unreachable_is_temporary(cloud: FakeCloud) -> None:
     mb, cred = m365_mailbox(cloud)
-    from smtpserver import free_port
+    from helpers import free_port
 
     dead = f"https://127.0.0.1:{free_port()}"
     transport = GraphTransport(
