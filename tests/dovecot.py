@@ -39,6 +39,8 @@ _CAPS = (
 )
 NO_MOVE_CONF = f"protocol imap {{\n  imap_capability = {_CAPS} UIDPLUS\n}}\n"
 NO_MOVE_NO_UIDPLUS_CONF = f"protocol imap {{\n  imap_capability = {_CAPS}\n}}\n"
+# Trash without its \Trash attribute and not created: as on servers that mark no special-use folders
+NO_TRASH_CONF = "namespace inbox {\n  mailbox Trash {\n    special_use =\n    auto = no\n  }\n}\n"
 
 
 @dataclass
@@ -189,6 +191,17 @@ def dovecot_no_uidplus() -> Iterator[Dovecot]:
     """A Dovecot that advertises neither MOVE nor UIDPLUS."""
     _require_dovecot()
     server = start_dovecot(NO_MOVE_NO_UIDPLUS_CONF)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def dovecot_no_trash() -> Iterator[Dovecot]:
+    """A Dovecot with no folder marked \\Trash (and no Trash folder until a test creates one)."""
+    _require_dovecot()
+    server = start_dovecot(NO_TRASH_CONF)
     try:
         yield server
     finally:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from dovecot import Dovecot, User, dovecot_server, dovecot_user  # noqa: F401 - pytest fixtures
+from halo_integrator.testing_keyring import MemoryKeyring
 from helpers import actions_per_message_id, email_bytes, free_port, invoke, invoke_json, run_subprocess
 from netproxy import NetProxy
 
@@ -306,6 +307,61 @@ def test_add_import_existing(dovecot_server: Dovecot, dovecot_user: User, tmp_pa
     assert message_ids_in(server, user, "INBOX") == []
 
 
+def test_add_with_a_wrong_password_saves_nothing_and_exits_4(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    server, user = dovecot_server, dovecot_user
+    cfg = empty_config(tmp_path, server)
+    before = cfg.read_bytes()
+    result = invoke(
+        cfg, *add_args(server, user, "--password-stdin", "--yes", "--import-existing"), input="not-it\n"
+    )
+    assert result.exit_code == 4, result.output
+    assert "refused the password" in result.output and "nothing was saved" in result.output
+    assert cfg.read_bytes() == before
+    assert MemoryKeyring.entries() == {}
+
+
+def test_add_counts_with_thousands_separators_and_promises_no_old_acknowledgements(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    server, user = dovecot_server, dovecot_user
+    cfg = empty_config(tmp_path, server)
+    client = server.imap(user)
+    try:
+        client.multiappend("INBOX", mails("many", 1000))
+    finally:
+        client.logout()
+    result = invoke(
+        cfg, *add_args(server, user, "--password-stdin", "--yes", "--only-new"), input=user.password + "\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert "All 1,000 emails in INBOX will be turned into tickets and moved to Deleted Items." in result.output
+    assert "Emails older than a day get no acknowledgement" in result.output
+    assert "The 1,000 emails there now are left alone" in result.output
+
+
+def test_add_a_pop3_mailbox_says_the_mail_is_deleted(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    server, user = dovecot_server, dovecot_user
+    cfg = empty_config(tmp_path, server)
+    seed(server, user, mails("old", 2))
+    args = add_args(server, user, "--password-stdin", "--yes", "--import-existing")
+    args[args.index("imap")] = "pop3"
+    args[args.index(str(server.imaps_port))] = str(server.pop3s_port)
+    result = invoke(cfg, *args, input=user.password + "\n")
+    assert result.exit_code == 0, result.output
+    assert (
+        "All 2 emails in INBOX will be turned into tickets and deleted from the server (POP3 has no Deleted Items "
+        "folder)." in result.output
+    )
+    code, (summary,), stderr = run_json(cfg, {})
+    assert code == 0, stderr
+    assert (summary["created"], summary["disposed"]) == (2, 2)
+    assert message_ids_in(server, user, "INBOX") == []
+
+
 def test_add_yes_without_a_choice_is_a_usage_error(
     dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
 ) -> None:
@@ -353,6 +409,7 @@ def test_interactive_add_offers_all_new_or_cancel(
     if imported is None:
         assert "Cancelled" in result.output
         assert "Support" not in cfg.read_text()
+        assert MemoryKeyring.entries() == {}  # the password typed is not kept either
         return
     seed(server, user, mails("new", 1))
     code, (summary,), stderr = run_json(cfg, {})
@@ -505,6 +562,29 @@ def test_uidvalidity_reset_imports_nothing_twice(
     assert actions_per_message_id(tmp_path / "tickets.db") == {f"v-{n}@example.org": 1 for n in (1, 2, 3)}
     assert message_ids_in(server, user, "INBOX") == []
     assert len(message_ids_in(server, user, "Trash")) == 3
+
+
+@pytest.mark.parametrize("point", ["before_commit", "after_commit"])
+def test_pop3_deletes_only_after_the_commit(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, point: str
+) -> None:
+    """A crash on either side of the commit: nothing was DELEted, and the next run leaves every email in
+    exactly one ticket and the mailbox empty."""
+    server, user = dovecot_server, dovecot_user
+    cfg = config_for(tmp_path, server, user, connection="pop3")
+    seed(server, user, mails("p", 3))
+    crashed = run_subprocess(cfg, "run", env={**secret_env(user), "INTEGRATOR_FAULT": point})
+    assert crashed.returncode == 86, crashed.stderr
+    assert len(message_ids_in(server, user, "INBOX")) == 3
+    code, (summary,), stderr = run_json(cfg, secret_env(user))
+    assert code == 0, stderr
+    if point == "after_commit":
+        assert (summary["created"], summary["duplicates"]) == (0, 3)
+    else:
+        assert (summary["created"], summary["duplicates"]) == (3, 0)
+    assert summary["disposed"] == 3
+    assert actions_per_message_id(tmp_path / "tickets.db") == {f"p-{n}@example.org": 1 for n in (1, 2, 3)}
+    assert message_ids_in(server, user, "INBOX") == []
 
 
 def _assert_all_once(server: Dovecot, user: User, db: Path, count: int, prefix: str) -> None:

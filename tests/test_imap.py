@@ -19,6 +19,7 @@ from dovecot import (  # noqa: F401 - pytest fixtures
     Dovecot,
     User,
     dovecot_no_move,
+    dovecot_no_trash,
     dovecot_no_uidplus,
     dovecot_server,
     dovecot_user,
@@ -277,6 +278,38 @@ def test_move_to_deleted_uses_the_special_use_trash(
     assert subjects_in(dovecot_server, dovecot_user, "INBOX") == ["Help 3"]
     assert subjects_in(dovecot_server, dovecot_user, "Trash") == ["Help 1", "Help 2"]
     assert subjects_in(dovecot_server, dovecot_user, "Deleted Items") == []
+
+
+@pytest.mark.parametrize("name", ["Deleted Items", "Trash"])
+def test_move_to_deleted_finds_the_folder_by_its_usual_name(
+    dovecot_no_trash: Dovecot, tmp_path: Path, name: str
+) -> None:
+    """A server that marks no folder \\Trash: the folder is found by the names mail clients use."""
+    user = dovecot_no_trash.new_user()
+    client = dovecot_no_trash.imap(user)
+    client.create_folder(name)
+    client.logout()
+    seed(dovecot_no_trash, user, 2)
+    conn = connector(dovecot_no_trash, user, tmp_path)
+    report = conn.test()
+    assert report.ok and report.deleted_folder == name
+    with conn:
+        conn.dispose(conn.list_ids())
+    assert subjects_in(dovecot_no_trash, user, name) == ["Help 1", "Help 2"]
+    assert subjects_in(dovecot_no_trash, user, "INBOX") == []
+
+
+def test_no_deleted_items_folder_at_all(dovecot_no_trash: Dovecot, tmp_path: Path) -> None:
+    user = dovecot_no_trash.new_user()
+    seed(dovecot_no_trash, user, 1)
+    conn = connector(dovecot_no_trash, user, tmp_path)
+    report = conn.test()
+    failed = [c for c in report.checks if not c.ok]
+    assert [c.name for c in failed] == ["deleted_folder"]
+    assert "no folder has the \\Trash attribute" in failed[0].detail and failed[0].fix
+    with conn, pytest.raises(DisposeError, match="No Deleted Items folder"):
+        conn.dispose(conn.list_ids())
+    assert subjects_in(dovecot_no_trash, user, "INBOX") == ["Help 1"]
 
 
 def test_move_to_configured_deleted_folder(

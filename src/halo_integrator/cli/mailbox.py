@@ -279,6 +279,8 @@ def add(
     count = report.message_count or 0
     where = report.folder or "the mailbox"
     fate = AFTER_IMPORT_PHRASE[after_import].format(folder=new_mailbox.incoming.move_folder)
+    if connection == "pop3" and after_import == "move_to_deleted":
+        fate = "deleted from the server (POP3 has no Deleted Items folder)"
     if count:
         click.echo(f"All {count:,} emails in {where} will be turned into tickets and {fate}.")
         click.echo("Emails older than a day get no acknowledgement, so customers are not flooded.")
