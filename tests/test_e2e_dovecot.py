@@ -587,6 +587,30 @@ def test_pop3_deletes_only_after_the_commit(
     assert message_ids_in(server, user, "INBOX") == []
 
 
+@pytest.mark.parametrize("connection", ["imap", "pop3"])
+def test_mark_read_never_imports_an_email_twice(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, connection: str
+) -> None:
+    """With mark_read the emails stay on the server; a later run (even after someone marked them unread
+    again in their mail client) adds nothing."""
+    server, user = dovecot_server, dovecot_user
+    cfg = config_for(tmp_path, server, user, connection=connection, after_import="mark_read")
+    seed(server, user, mails("r", 2))
+    code, (summary,), stderr = run_json(cfg, secret_env(user))
+    assert code == 0 and summary["created"] == 2, stderr
+    client = server.imap(user)
+    try:
+        client.select_folder("INBOX")
+        client.remove_flags(client.search(["ALL"]), [b"\\Seen"])
+    finally:
+        client.logout()
+    code, (summary,), stderr = run_json(cfg, secret_env(user))
+    assert code == 0, stderr
+    assert summary["created"] == 0 and summary["updated"] == 0
+    assert actions_per_message_id(tmp_path / "tickets.db") == {"r-1@example.org": 1, "r-2@example.org": 1}
+    assert message_ids_in(server, user, "INBOX") == ["<r-1@example.org>", "<r-2@example.org>"]
+
+
 def _assert_all_once(server: Dovecot, user: User, db: Path, count: int, prefix: str) -> None:
     assert message_ids_in(server, user, "INBOX") == []
     assert message_ids_in(server, user, "Trash") == sorted(
