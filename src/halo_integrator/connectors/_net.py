@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from halo_integrator.connectors.base import DEFAULT_PORTS, Check, Connector
+from halo_integrator.connectors.base import DEFAULT_PORTS, Check, Connector, TestReport
 from halo_integrator.errors import ConfigError, ConnectError, IntegratorError, SecretError
 
 if TYPE_CHECKING:
@@ -71,6 +71,41 @@ class ServerConnector(Connector):
             f"The server refused the {what} for {self.user}@{self.cred.host} (it said: {said}). Check the "
             f"username, then store the right {what} with `integrator credentials add {self.mailbox.name}`."
         )
+
+    @property
+    def folder(self) -> str:
+        return "INBOX"
+
+    def test(self) -> TestReport:
+        """Connect, check TLS, log in, then the protocol's own checks; a report, never an exception."""
+        report = TestReport(folder=self.folder)
+        checks = report.checks
+        if not record_connect(checks, self._where, self._open_connection):
+            return report
+        try:
+            record_tls(checks, self.cred)
+            self._before_login(report)
+            if not record_login(checks, self.mailbox.name, self.user, self.cred, self._login):
+                return report
+            self._after_login(report)
+        except IntegratorError as exc:
+            checks.append(Check(name="connection", ok=False, detail=str(exc)))
+        finally:
+            self.close()
+        return report
+
+    def _open_connection(self) -> None:
+        """Connect (no login yet), for :meth:`test`."""
+        raise NotImplementedError
+
+    def _login(self) -> None:
+        raise NotImplementedError
+
+    def _before_login(self, report: TestReport) -> None:
+        """What :meth:`test` records before the login (e.g. the server's capabilities)."""
+
+    def _after_login(self, report: TestReport) -> None:
+        """What :meth:`test` checks once logged in: the folders, the count."""
 
     def _connect_failed(self, exc: BaseException) -> ConnectFailed:
         cred = self.cred

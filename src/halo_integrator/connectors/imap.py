@@ -41,9 +41,6 @@ from halo_integrator.connectors._net import (
     ConnectFailed,
     NetProblem,
     ServerConnector,
-    record_connect,
-    record_login,
-    record_tls,
     scrub,
 )
 from halo_integrator.connectors.base import Check, TestReport
@@ -452,29 +449,12 @@ class ImapConnector(ServerConnector):
         )
 
     # diagnostics ------------------------------------------------------------------------------------
-    def test(self) -> TestReport:
-        report = TestReport(folder=self.folder)
-        checks = report.checks
+    def _open_connection(self) -> None:
+        self._client = self._connect()
+        self._broken = False
 
-        def connect() -> None:
-            self._client = self._connect()
-            self._broken = False
-
-        if not record_connect(checks, self._where, connect):
-            return report
-        try:
-            record_tls(checks, self.cred)
-            if not record_login(checks, self.mailbox.name, self.user, self.cred, self._login):
-                return report
-            report.capabilities = sorted(self._caps)
-            self._test_folders(report)
-        except IntegratorError as exc:
-            checks.append(Check(name="connection", ok=False, detail=str(exc)))
-        finally:
-            self.close()
-        return report
-
-    def _test_folders(self, report: TestReport) -> None:
+    def _after_login(self, report: TestReport) -> None:
+        report.capabilities = sorted(self._caps)
         checks = report.checks
         try:
             self._select()

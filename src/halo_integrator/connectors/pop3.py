@@ -38,9 +38,6 @@ from halo_integrator.connectors._net import (
     ConnectFailed,
     NetProblem,
     ServerConnector,
-    record_connect,
-    record_login,
-    record_tls,
     scrub,
 )
 from halo_integrator.connectors.base import Check, TestReport
@@ -49,7 +46,6 @@ from halo_integrator.errors import (
     ConfigError,
     ConnectError,
     DisposeError,
-    IntegratorError,
     RetrievalError,
 )
 
@@ -373,53 +369,38 @@ class Pop3Connector(ServerConnector):
         )
 
     # diagnostics ------------------------------------------------------------------------------------
-    def test(self) -> TestReport:
-        report = TestReport(folder="INBOX")
-        checks = report.checks
+    def _open_connection(self) -> None:
+        self._check_config()
+        self._client = self._connect()
+        self._broken = False
 
-        def connect() -> None:
-            self._check_config()
-            self._client = self._connect()
-            self._broken = False
-
-        if not record_connect(checks, self._where, connect):
-            return report
+    def _before_login(self, report: TestReport) -> None:
         try:
-            record_tls(checks, self.cred)
-            try:
-                report.capabilities = sorted(self._need_raw().capa())
-            except (poplib.error_proto, OSError):
-                report.capabilities = []
-            if not record_login(checks, self.mailbox.name, self.user, self.cred, self._login):
-                return report
-            self._opened = True
-            report.message_count = self.count()
-            self._index()
-            checks.append(
-                Check(
-                    name="folder",
-                    ok=True,
-                    detail=f"INBOX: {report.message_count} message(s); ids from "
-                    + ("UIDL" if self.has_uidl else "header hashes (the server has no UIDL; weaker)"),
-                )
+            report.capabilities = sorted(self._need_raw().capa())
+        except (poplib.error_proto, OSError):
+            report.capabilities = []
+
+    def _after_login(self, report: TestReport) -> None:
+        self._opened = True
+        report.message_count = self.count()
+        self._index()
+        checks = report.checks
+        checks.append(
+            Check(
+                name="folder",
+                ok=True,
+                detail=f"INBOX: {report.message_count} message(s); ids from "
+                + ("UIDL" if self.has_uidl else "header hashes (the server has no UIDL; weaker)"),
             )
-            checks.append(
-                Check(
-                    name="after_import",
-                    ok=True,
-                    detail="POP3 has no folders: imported messages are "
-                    + (
-                        "left on the server"
-                        if self.mailbox.incoming.after_import == "mark_read"
-                        else "deleted"
-                    ),
-                )
+        )
+        kept = self.mailbox.incoming.after_import == "mark_read"
+        checks.append(
+            Check(
+                name="after_import",
+                ok=True,
+                detail="POP3 has no folders: imported messages are " + ("left on the server" if kept else "deleted"),
             )
-        except IntegratorError as exc:
-            checks.append(Check(name="connection", ok=False, detail=str(exc)))
-        finally:
-            self.close()
-        return report
+        )
 
 
 def _text(exc: BaseException | bytes) -> str:
