@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -288,6 +289,56 @@ def test_add_only_new_leaves_existing_mail_alone(
     assert message_ids_in(server, user, "INBOX") == [f"<old-{n}@example.org>" for n in (1, 2, 3)]
     assert all(b"\\Seen" not in f for f in flags_in(server, user, "INBOX"))
     assert message_ids_in(server, user, "Trash") == ["<new-1@example.org>", "<new-2@example.org>"]
+
+
+
+def test_only_new_survives_a_migration_that_renumbers_the_mailbox(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    """The server is migrated after `mailbox add --only-new`: a new UIDVALIDITY and new UIDs, the old emails
+    now above some new ones. The old ones stay left alone (same Message-ID and arrival time); every new one
+    is imported once, including one that reuses an old email's Message-ID."""
+    server, user = dovecot_server, dovecot_user
+    cfg = empty_config(tmp_path, server)
+    seed(server, user, mails("old", 3))
+    result = invoke(
+        cfg, *add_args(server, user, "--password-stdin", "--yes", "--only-new"), input=user.password + "\n"
+    )
+    assert result.exit_code == 0, result.output
+    seed(server, user, mails("new", 2))
+    reused = email_bytes("scanner job", message_id="old-1@example.org", body="A different email.\n")
+
+    client = server.imap(user)
+    try:  # the migration: everything copied out, the folder emptied, put back in another order
+        client.select_folder("INBOX")
+        uids = client.search(["ALL"])
+        kept = client.fetch(uids, ["BODY.PEEK[]", "INTERNALDATE", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
+        by_id = {
+            d[b"BODY[HEADER.FIELDS (MESSAGE-ID)]"].decode().split("<")[1].split("@")[0]: d for d in kept.values()
+        }
+        client.delete_messages(uids)
+        client.expunge()
+    finally:
+        client.logout()
+    server.doveadm("mailbox", "update", "-u", user.name, "--uid-validity", "9090", "INBOX")
+    client = server.imap(user)
+    try:
+        for name in ("old-2", "new-1", "old-1", "new-2", "old-3"):
+            client.append("INBOX", by_id[name][b"BODY[]"], msg_time=by_id[name][b"INTERNALDATE"])
+        client.append("INBOX", reused, msg_time=datetime.now(UTC) + timedelta(minutes=5))  # arrives later
+    finally:
+        client.logout()
+
+    code, (summary,), stderr = run_json(cfg, {})
+    assert code == 0, stderr
+    assert (summary["fetched"], summary["created"]) == (3, 3)
+    assert sorted(message_ids_in(server, user, "INBOX")) == [f"<old-{n}@example.org>" for n in (1, 2, 3)]
+    assert message_ids_in(server, user, "Trash") == [
+        "<new-1@example.org>", "<new-2@example.org>", "<old-1@example.org>"
+    ]
+    code, (summary,), stderr = run_json(cfg, {})  # the carried-over watermark holds on the next run too
+    assert code == 0, stderr
+    assert summary["fetched"] == 0
 
 
 def test_add_import_existing(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:

@@ -455,6 +455,20 @@ def test_watermarks(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path)
         assert conn.list_ids() == []  # "n:*" matches the last UID even below n: filtered out
 
 
+
+def test_an_old_watermark_without_its_list_is_dropped_with_a_warning(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A watermark from a UIDVALIDITY that is gone, with no Message-ID list to carry it over: every message
+    is listed (imported rather than lost) and the admin is told how to set it again."""
+    seed(dovecot_server, dovecot_user, 2)
+    state = MemoryState()
+    state.set("watermark:INBOX", "1/2")
+    with caplog.at_level(logging.WARNING), connector(dovecot_server, dovecot_user, tmp_path, state=state) as conn:
+        assert [i.split("/")[1] for i in conn.list_ids()] == ["1", "2"]
+    assert "cannot be carried over" in caplog.text and "--only-new" in caplog.text
+
+
 # ------------------------------------------------------------------------------------------ login & TLS
 
 

@@ -6,7 +6,16 @@ Identity and incremental reads
     all ids change, a warning is logged, and the importer recognises already-imported emails by Message-ID and
     content fingerprint. Two "only new" watermarks are honoured: ``incoming.only_after_uid`` from the config
     and the one :meth:`ImapConnector.set_watermark` stores in ``state`` (``watermark:<folder>``, as
-    ``"<uidvalidity>/<uid>"``, ignored with a warning once UIDVALIDITY changed).
+    ``"<uidvalidity>/<uid>"``).
+
+The only-new watermark survives a UIDVALIDITY change
+    With the watermark, ``set_watermark`` also stores a short hash of each old message's Message-ID and
+    INTERNALDATE (``watermark_known:<folder>``). Server migrations and index rebuilds keep both, so when the
+    UIDVALIDITY changes the messages now in the folder are matched against that list: those found stay
+    old, the watermark moves to the new UIDVALIDITY, and an old message that got a UID above a new one is
+    kept by UID in ``watermark_extra:<folder>``. Both must match, so a new email that reuses an old
+    Message-ID is still imported; an old email whose arrival time the migration changed is imported too,
+    as a new ticket, rather than risk leaving a new one behind.
 
 Reading never changes the server
     ``list_ids`` SEARCHes (only ``UNSEEN`` when ``after_import = "mark_read"``), ``fetch`` first asks for
@@ -27,7 +36,9 @@ Every call runs under ``SocketTimeout(connect=timeout, read=timeout)`` from ``cr
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import imaplib
+import json
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -59,6 +70,8 @@ log = logging.getLogger(__name__)
 
 _IMAP_ERRORS = (imaplib.IMAP4.error, OSError)
 _SIZE_CHUNK = 500  # UIDs per RFC822.SIZE FETCH; keeps command lines short
+_KNOWN_CHUNK = 2000  # UIDs per Message-ID/INTERNALDATE FETCH when recording or matching old messages
+_MID = b"BODY[HEADER.FIELDS (MESSAGE-ID)]"
 
 
 class ImapConnector(ServerConnector):
@@ -244,14 +257,69 @@ class ImapConnector(ServerConnector):
             if validity == str(self._uidvalidity) and uid.isdigit():
                 floor = max(floor, int(uid))
             else:
-                log.warning(
-                    "Mailbox %s: the only-new watermark %s of folder %r belongs to an older UIDVALIDITY (now "
-                    "%s) and is ignored; run `integrator mailbox edit` with --only-new to set it again.",
-                    self.mailbox.name,
-                    mark,
-                    self.folder,
-                    self._uidvalidity,
-                )
+                floor = max(floor, self._rebase_watermark(mark))
+        return floor
+
+    def _old_extra(self) -> set[int]:
+        """Old messages above the watermark's UID (only after a UIDVALIDITY change reordered them)."""
+        validity, _, uids = (self.state.get(f"watermark_extra:{self.folder}") or "").partition("/")
+        if validity != str(self._uidvalidity):
+            return set()
+        return {int(u) for u in uids.split(",") if u.isdigit()}
+
+    def _identities(self, uids: Sequence[int]) -> dict[int, str]:
+        """A short hash of (Message-ID, INTERNALDATE) per UID: what a migration or an index rebuild keeps."""
+        client = self._need()
+        found: dict[int, str] = {}
+        for start in range(0, len(uids), _KNOWN_CHUNK):
+            chunk = list(uids[start : start + _KNOWN_CHUNK])
+            with self._guard(RetrievalError, f"Reading the Message-IDs of {self.folder!r}"):
+                answer = client.fetch(chunk, ["INTERNALDATE", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
+            for uid, data in answer.items():
+                header = bytes(data.get(_MID) or b"")
+                message_id = b" ".join(header.partition(b":")[2].split())
+                arrived = data.get(b"INTERNALDATE")
+                when = str(int(arrived.timestamp())) if arrived is not None else ""
+                key = message_id + b"\0" + when.encode()
+                found[int(uid)] = hashlib.sha256(key).hexdigest()[:16]
+        return found
+
+    def _rebase_watermark(self, mark: str) -> int:
+        """Carry an only-new watermark from an older UIDVALIDITY over to the current one; returns its UID.
+
+        Messages whose Message-ID and INTERNALDATE match one that was old when the watermark was set stay
+        old; every other message is new. Without that list (a watermark from an older version) the
+        watermark cannot be carried over and is dropped with a warning.
+        """
+        known_text = self.state.get(f"watermark_known:{self.folder}")
+        if known_text is None:
+            log.warning(
+                "Mailbox %s: the only-new watermark %s of folder %r belongs to an older UIDVALIDITY (now "
+                "%s) and cannot be carried over; every message there is treated as new. Run `integrator "
+                "mailbox edit` with --only-new to set it again.",
+                self.mailbox.name, mark, self.folder, self._uidvalidity,
+            )
+            return 0
+        known = set(json.loads(known_text))
+        with self._guard(RetrievalError, f"Listing the messages of {self.folder!r}"):
+            uids = sorted(int(u) for u in self._need().search(["ALL"]))
+        identities = self._identities(uids)
+        old = [uid for uid in uids if identities.get(uid) in known]
+        old_set = set(old)
+        floor = 0
+        for uid in uids:  # the run of old messages at the start becomes the new watermark
+            if uid not in old_set:
+                break
+            floor = uid
+        extra = [uid for uid in old if uid > floor]
+        self.state.set(f"watermark:{self.folder}", f"{self._uidvalidity}/{floor}")
+        self.state.set(f"watermark_extra:{self.folder}", f"{self._uidvalidity}/" + ",".join(map(str, extra)))
+        log.warning(
+            "Mailbox %s: the UIDVALIDITY of folder %r changed; %d message(s) there were recognised by "
+            "Message-ID and arrival time as ones left alone by --only-new and stay left alone; the other %d "
+            "are treated as new.",
+            self.mailbox.name, self.folder, len(old), len(uids) - len(old),
+        )
         return floor
 
     def list_ids(self) -> list[str]:
@@ -263,10 +331,13 @@ class ImapConnector(ServerConnector):
         with self._guard(RetrievalError, f"Listing the messages of {self.folder!r}"):
             uids = client.search(criteria or ["ALL"])
         # "n:*" always matches the highest UID, even below n: filter again
-        return [f"{self._uidvalidity}/{uid}" for uid in sorted(int(u) for u in uids) if uid > floor]
+        extra = self._old_extra()
+        return [
+            f"{self._uidvalidity}/{uid}" for uid in sorted(int(u) for u in uids) if uid > floor and uid not in extra
+        ]
 
     def count(self) -> int:
-        if self._floor():
+        if self._floor() or self._old_extra():
             return len(self.list_ids())
         item = b"UNSEEN" if self.mailbox.incoming.after_import == "mark_read" else b"MESSAGES"
         with self._guard(RetrievalError, f"Counting the messages of {self.folder!r}"):
@@ -381,8 +452,11 @@ class ImapConnector(ServerConnector):
     def set_watermark(self) -> None:
         client = self._need()
         with self._guard(RetrievalError, f"Finding the newest message of {self.folder!r}"):
-            uids = client.search(["ALL"])
-        top = max([int(u) for u in uids] + [self._uidnext - 1, 0])
+            uids = sorted(int(u) for u in client.search(["ALL"]))
+        known = sorted(set(self._identities(uids).values()))
+        top = max([*uids, self._uidnext - 1, 0])
+        self.state.set(f"watermark_known:{self.folder}", json.dumps(known, separators=(",", ":")))
+        self.state.set(f"watermark_extra:{self.folder}", "")
         self.state.set(f"watermark:{self.folder}", f"{self._uidvalidity}/{top}")
         log.info("Mailbox %s: messages up to UID %d of %r count as old.", self.mailbox.name, top, self.folder)
 
