@@ -433,10 +433,13 @@ def test_attachment_names_are_unique_within_an_email() -> None:
 PLAIN_LISTS = [
     "a@example.com", "A B <a@example.com>, c@example.org", "<a@example.com>", "a@example.com,",
     "  Joe  Q.  Public   <j.q@example.org> ,b@example.com", "=?utf-8?Q?M=C3=BCller?= <m@example.com>",
-    "Name<a@example.com>", "a..b@example.com",
+    "Name<a@example.com>", "a..b@example.com", '"Doe, John" <j@example.com>', '"Refinance"<f@example.com>',
+    '"  spaced  name " <a@example.com>, "B" <b@example.com>', '"" <a@example.com>', ' "x (y)"  <a@example.com> ',
+    '"=?utf-8?Q?M=C3=BCller?=" <m@example.com>',
 ]
 NOT_PLAIN = [
-    "a@example.com (Comment)", '"Doe, John" <j@example.com>', "Team: a@example.com, b@example.com;",
+    "a@example.com (Comment)", "Team: a@example.com, b@example.com;", '"a\\"b" <a@example.com>',
+    '"John" Doe <a@example.com>', '"Name" a@example.com', '"unclosed <a@example.com>',
     "N <@route:a@example.com>", "N <a@[192.0.2.1]>", "a@example.com b@example.com", "a@example.com,,b@example.com",
     "Ünïcode <u@example.com>", "N <a@example.com> trailing", "info@example.com <info@example.com>",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from halo_integrator import migrations
 from halo_integrator.mail import parse
 from halo_integrator.rawbytes import StoredRaw, stored
 from halo_integrator.store import Store, now
+from halo_integrator.timeutil import TIME_FORMAT, stamp
 from helpers import email_bytes
 
 
@@ -120,3 +122,42 @@ def test_opening_a_file_that_is_not_a_database_says_so(tmp_path: Path) -> None:
     with pytest.raises(StoreError) as err:
         Store.open(bad)
     assert "damaged" in str(err.value) or "not a database" in str(err.value)
+
+
+def test_a_failed_inner_transaction_undoes_only_its_own_writes(tmp_path: Path) -> None:
+    """One bad email inside a batch: its savepoint is rolled back, the batch's other writes are kept, and a
+    savepoint nested in a savepoint rolls back to the innermost one."""
+    store = Store.open(tmp_path / "t.db")
+
+    def ticket(subject: str) -> int:
+        return store.create_ticket(subject=subject, mailbox="M", requester_name="", requester_email="", time=now())
+
+    with store.transaction():
+        ticket("kept 1")
+        with pytest.raises(RuntimeError), store.transaction():
+            ticket("undone 1")
+            raise RuntimeError("bad email")
+        with store.transaction():
+            ticket("kept 2")
+            with pytest.raises(RuntimeError), store.transaction():
+                ticket("undone 2")
+                raise RuntimeError("bad part")
+            ticket("kept 3")
+    with pytest.raises(RuntimeError), store.transaction():
+        ticket("undone 3")
+        raise RuntimeError("bad batch")
+    subjects = [r[0] for r in store.db.execute("SELECT subject FROM tickets ORDER BY id").fetchall()]
+    assert subjects == ["kept 1", "kept 2", "kept 3"]
+    assert not store.db.conn.in_transaction
+
+
+def test_stored_times_keep_their_format() -> None:
+    moments = [
+        datetime(2026, 11, 28, 9, 30, 5, 12, tzinfo=UTC),
+        datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+        datetime(2026, 6, 1, 0, 0, 0, 999999, tzinfo=timezone(timedelta(hours=-8))),
+    ]
+    assert [stamp(m) for m in moments] == [
+        "2026-11-28T09:30:05.000012Z", "2026-01-01T21:34:05.000000Z", "2026-06-01T08:00:00.999999Z"
+    ]
+    assert all(datetime.strptime(stamp(m), TIME_FORMAT).replace(tzinfo=UTC) == m for m in moments)

@@ -9,8 +9,8 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 def stamp(when: datetime) -> str:
-    """A moment as the store keeps it."""
-    return when.astimezone(UTC).strftime(TIME_FORMAT)
+    """A moment as the store keeps it (:data:`TIME_FORMAT`; ``isoformat`` writes it faster than strftime)."""
+    return when.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def since_to_iso(value: str) -> str:

@@ -24,11 +24,14 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _PERCENT = re.compile(rb"%[0-9A-Fa-f]{2}")
 _MSG_ID = re.compile(r"<([^<>\s]+)>")
 _BARE_ID = re.compile(r"[^\s<>,;\"()]+@[^\s<>,;\"()]+")
-# One entry of a plain address list: "Display Name <local@domain>" or "local@domain", no quotes, comments,
-# groups or route syntax (RFC 5322 specials), then a comma or the end.
+# One entry of a plain address list: "Display Name <local@domain>", a display name that is one quoted string
+# without escapes ("Doe, John" <local@domain>), or "local@domain"; no comments, groups or route syntax
+# (RFC 5322 specials), then a comma or the end.
 _ATEXT = r"[^\s\"(),:;<>@\[\]\\]+"
 _PLAIN_ENTRY = re.compile(
-    rf"\s*(?:([^\"(),:;<>@\[\]\\]*?)\s*<({_ATEXT}@{_ATEXT})>|({_ATEXT}@{_ATEXT}))\s*(?:,|$)"
+    rf"\s*(?:([^\"(),:;<>@\[\]\\]*?)\s*<({_ATEXT}@{_ATEXT})>"
+    rf"|\"([^\"\\]*)\"\s*<({_ATEXT}@{_ATEXT})>"
+    rf"|({_ATEXT}@{_ATEXT}))\s*(?:,|$)"
 )
 
 
@@ -211,8 +214,13 @@ def _plain_pairs(raw: str) -> list[tuple[str, str]] | None:
         found = _PLAIN_ENTRY.match(raw, pos)
         if found is None or found.end() == pos:
             return None
-        name, address, bare = found.groups()
-        pairs.append((" ".join(name.split()), address) if address else ("", bare))
+        name, address, quoted, quoted_address, bare = found.groups()
+        if address:
+            pairs.append((" ".join(name.split()), address))
+        elif quoted_address:
+            pairs.append((quoted, quoted_address))  # a quoted name is kept as written, spaces and all
+        else:
+            pairs.append(("", bare))
         pos = found.end()
     return pairs
 

@@ -25,14 +25,16 @@ class Attachment:
     data: bytes
     content_id: str | None = None  # without angle brackets
     inline: bool = False
+    sha256: str = field(default="", compare=False)
+    """Hex SHA-256 of ``data``, computed when the attachment is made (in the parse worker, not the importer)."""
+
+    def __post_init__(self) -> None:
+        if not self.sha256:
+            object.__setattr__(self, "sha256", hashlib.sha256(self.data).hexdigest())
 
     @property
     def size(self) -> int:
         return len(self.data)
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -611,6 +611,6 @@ def _fallback(raw: bytes, why: str) -> ParsedEmail:
 def _unique_names(attachments: list[Attachment]) -> tuple[Attachment, ...]:
     names = unique_filenames([a.filename for a in attachments])
     return tuple(
-        a if a.filename == name else Attachment(name, a.content_type, a.data, a.content_id, a.inline)
+        a if a.filename == name else Attachment(name, a.content_type, a.data, a.content_id, a.inline, a.sha256)
         for a, name in zip(attachments, names, strict=True)
     )
