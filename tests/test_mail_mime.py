@@ -53,9 +53,34 @@ SAMPLES = {
         b'Content-Type: multipart/digest; boundary="d"\n\n--d\n\nSubject: one\n\nx\n--d\n\nSubject: two\n\ny\n--d--\n'
     ),
     "missing-close": b'Content-Type: multipart/mixed; boundary="b"\n\n--b\n\nx\n',
+    "missing-close-crlf": (
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\npreamble\r\n--b\r\n\r\none\r\n--b\r\n'
+        b"Content-Type: text/html\r\n\r\n<p>cut off here"
+    ),
+    "missing-close-nested": (
+        b'Content-Type: multipart/mixed; boundary="o"\n\n--o\nContent-Type: multipart/alternative; boundary="i"\n\n'
+        b"--i\n\nplain\n--i\nContent-Type: text/html\n\n<b>x</b>\n\n--o\n\nlast\n--o--\nepilogue\n"
+    ),
+    "missing-close-inside-rfc822": (
+        b'Content-Type: multipart/mixed; boundary="o"\n\n--o\n\nnote\n--o\nContent-Type: message/rfc822\n\n'
+        b'Content-Type: multipart/mixed; boundary="i"\n\n--i\n\ninner\n\n--o--\n'
+    ),
+    "missing-close-ends-on-a-delimiter": b'Content-Type: multipart/mixed; boundary="b"\n\n--b\n\nx\n--b\n',
     "no-boundary": b"Content-Type: multipart/mixed\n\n--b\n\nx\n--b--\n",
+    "boundary-never-used": b'Content-Type: multipart/mixed; boundary="b"\n\n--other\n\nx\n--other--\n',
+    "boundary-never-used-nested": (
+        b'Content-Type: multipart/mixed; boundary="o"\r\n\r\n--o\r\nContent-Type: multipart/related; '
+        b'boundary="gone"\r\n\r\n<html>no parts here</html>\r\n\r\n--o\r\n\r\nafter\r\n--o--\r\n'
+    ),
+    "close-delimiter-first": b'Content-Type: multipart/mixed; boundary="b"\n\nintro\n--b--\n\nx\n',
     "continuation-first": b" bad: start\nSubject: x\n\nbody\n",
     "stray-line": b"Subject: x\nthis is not a header\n\nbody\n",
+    "stray-line-no-blank-line": b"Subject: x\r\nFrom: y\r\nHello, this starts the body\r\nmore\r\n",
+    "stray-line-in-a-part": (
+        b'Content-Type: multipart/mixed; boundary="b"\n\n--b\nContent-Type: text/plain\nnot a header\n\nx\n'
+        b"--b\nno headers at all\n--b--\n"
+    ),
+    "envelope-line-among-headers": b"Subject: x\nFrom someone else\nTo: y\n\nbody\n",
     "mbox-from": b"From someone Mon Jan 1 00:00:00 2024\nSubject: x\n\nbody\n",
     "bare-cr": b"Subject: x\r\rbody\r",
     "8bit-header": "Subject: Grüße\n\nbody\n".encode(),
@@ -64,6 +89,13 @@ SAMPLES = {
         b'Content-Type: multipart/report; report-type=delivery-status; boundary="r"\n\n--r\n\ntext\n'
         b"--r\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; x\n\nFinal-Recipient: rfc822; y\n--r--\n"
     ),
+    "delivery-status-crlf": (
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="r"\r\n\r\n--r\r\n\r\ntext\r\n'
+        b"--r\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; x\r\n\r\n"
+        b"Final-Recipient: rfc822; y\r\nAction: failed\r\n\r\n\r\n--r\r\nContent-Type: message/rfc822\r\n\r\n"
+        b"Subject: original\r\n\r\nbody\r\n--r--\r\n"
+    ),
+    "delivery-status-alone": b"Content-Type: message/delivery-status\n\nReporting-MTA: dns; x\n\nAction: failed\n",
     "qp-multipart": (
         b'Content-Type: multipart/mixed; boundary="b"\nContent-Transfer-Encoding: base64\n\n--b\n\nx\n--b--\n'
     ),

@@ -3,17 +3,21 @@
 The standard library's feed parser reads a message line by line through Python code; on our corpus that is
 half the parse time. Well-formed messages (a header block, a blank line, multipart bodies whose delimiter
 lines are all there) are split here with a few C-speed string searches instead, into exactly the tree
-``email.parser.BytesParser(policy=compat32)`` builds: the same headers, payload strings, preambles, epilogues
-and default types. Any part that is not plainly well formed (a missing boundary, a stray line in the header
-block, bare CR line endings, ``message/delivery-status``, nesting deeper than :data:`MAX_DEPTH`) is handed
-to the standard library, which also records the defects it finds there, so the result never differs from the
-standard parser's; only the time does. The corpus test ``tests/test_mail_mime.py`` checks that equality.
+``email.parser.BytesParser(policy=compat32)`` builds: the same headers, payload strings, preambles, epilogues,
+default types and defects. A multipart cut off before its close delimiter (a truncated email) is split here
+too, with the ``CloseBoundaryNotFoundDefect`` the standard parser records; a ``message/delivery-status``
+part (its body is blocks of headers) is handed to the standard library on its own. Anything else that is not
+plainly well formed (a missing boundary, a stray line in the header block, bare CR line endings, nesting
+deeper than :data:`MAX_DEPTH`) sends the whole message to the standard library, so the result never differs
+from the standard parser's; only the time does. The corpus test ``tests/test_mail_mime.py`` checks that
+equality.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
+from email import errors
 from email.message import Message
 from email.parser import Parser
 from email.policy import compat32
@@ -61,9 +65,12 @@ def message_from_bytes(data: bytes) -> Message:
     if _LONE_CR.search(text):
         return _stdlib(text, "text/plain")  # old Mac line endings: the line-based parser handles them
     try:
-        return _part(text, 0, "text/plain")
+        message = _part(text, 0, "text/plain")
     except (_Fallback, RecursionError):
         return _stdlib(text, "text/plain")
+    if message.get_content_maintype() == "multipart" and not message.is_multipart():
+        message.defects.append(errors.MultipartInvariantViolationDefect())  # as the parser's close() adds
+    return message
 
 
 def _stdlib(text: str, default_type: str) -> Message:
@@ -76,19 +83,25 @@ def _stdlib(text: str, default_type: str) -> Message:
 def _part(text: str, depth: int, default_type: str) -> Message:
     if depth > MAX_DEPTH or text.startswith("From "):
         raise _Fallback
+    stray: int | None = None
     if text.startswith(("\n", "\r\n")):
         headers: list[tuple[str, str]] = []
         body = text[1:] if text[0] == "\n" else text[2:]
     else:
         end = _BLANK_LINE.search(text)
-        if end is None:
-            raise _Fallback  # headers only, or no separator line: let the standard parser judge
         # the header block keeps the line ending of its last line; the blank line after it is dropped
-        head_end = end.start() + (2 if text.startswith("\r\n", end.start()) else 1)
-        headers = _headers(text[:head_end])
-        body = text[end.end() :]
+        head_end = len(text) if end is None else end.start() + (2 if text.startswith("\r\n", end.start()) else 1)
+        headers, stray = _headers(text, head_end)
+        if stray is not None:
+            body = text[stray:]  # a line that is no header ends the block and starts the body
+        elif end is None:
+            raise _Fallback  # headers only: let the standard parser judge
+        else:
+            body = text[end.end() :]
     message = ParsedMessage(policy=compat32)
     message._headers = headers  # type: ignore[attr-defined]  # compat32 keeps raw (name, value) pairs here
+    if stray is not None:
+        message.defects.append(errors.MissingHeaderBodySeparatorDefect())
     if default_type != "text/plain":
         message.set_default_type(default_type)
     ctype = message.get_content_type()
@@ -98,34 +111,51 @@ def _part(text: str, depth: int, default_type: str) -> Message:
         _multipart(message, body, depth, ctype)
     elif maintype == "message":
         if ctype == "message/delivery-status":
-            raise _Fallback
+            if depth == 0:
+                raise _Fallback
+            # blocks of headers, which the standard parser turns into one message each: let it read this part
+            part = _stdlib(text, default_type)
+            part._maintype = maintype  # type: ignore[attr-defined]
+            return part
         message.set_payload([_part(body, depth + 1, "text/plain")])
     else:
         message.set_payload(body)
     return message
 
 
-def _headers(block: str) -> list[tuple[str, str]]:
-    """(name, value) pairs as compat32 stores them: continuation lines joined, the last line ending cut."""
-    lines = _LINE.findall(block)
-    if "".join(lines) != block:
-        raise _Fallback
+def _headers(text: str, end: int) -> tuple[list[tuple[str, str]], int | None]:
+    """The header lines of ``text[:end]`` as (name, value) pairs, as compat32 stores them (continuation lines
+    joined, the last line ending cut), and where a line that is no header line starts, if one does: the
+    standard parser ends the header block there and reads that line as the first of the body."""
     out: list[tuple[str, str]] = []
     current: list[str] = []
-    for line in lines:
+    at = 0
+    for found in _LINE.finditer(text, 0, end):
+        if found.start() != at:
+            raise _Fallback  # a line without an ending
+        line = found.group()
+        at = found.end()
         if line[0] in " \t":
             if not current:
                 raise _Fallback  # a continuation line first: a defect the standard parser records
             current.append(line)
             continue
-        if not _HEADER_NAME.match(line) or line.startswith(":"):
+        if not _HEADER_NAME.match(line):
+            if line.startswith("From "):
+                raise _Fallback  # an envelope line among the headers: the standard parser's own rules
+            if current:
+                out.append(_header(current))
+            return out, found.start()
+        if line.startswith(":"):
             raise _Fallback
         if current:
             out.append(_header(current))
         current = [line]
+    if at != end:
+        raise _Fallback
     if current:
         out.append(_header(current))
-    return out
+    return out, None
 
 
 def _header(lines: list[str]) -> tuple[str, str]:
@@ -141,8 +171,22 @@ def _multipart(message: Message, body: str, depth: int, ctype: str) -> None:
         raise _Fallback
     found = _delimiters(body, "--" + boundary)
     closes = [i for i, (_, _, close) in enumerate(found) if close]
-    if not found or found[0][2] or not closes:
-        raise _Fallback  # no start or no close delimiter: the standard parser records the defect
+    if not found:
+        # the boundary never shows up: like the standard parser, keep the whole body as the payload
+        message.defects.append(errors.StartBoundaryNotFoundDefect())
+        message.set_payload(body)
+        message.epilogue = ""
+        return
+    if found[0][2]:
+        raise _Fallback  # a close delimiter before any other: let the standard parser judge
+    cut_off = not closes
+    if cut_off:
+        # cut off before the close delimiter: the last part runs to the end, as the standard parser reads it
+        if found[-1][1] >= len(body):
+            raise _Fallback  # ... unless nothing follows the last delimiter line
+        message.defects.append(errors.CloseBoundaryNotFoundDefect())
+        found = [*found, (len(body), len(body), True)]
+        closes = [len(found) - 1]
     last = closes[0]
     if found[0][0]:
         message.preamble = _strip_eol(body[: found[0][0]])
@@ -155,7 +199,8 @@ def _multipart(message: Message, body: str, depth: int, ctype: str) -> None:
         _drop_delimiter_eol(child)
         children.append(child)
     message.set_payload(children)
-    message.epilogue = body[found[last][1] :]  # everything after the close delimiter line
+    if not cut_off:
+        message.epilogue = body[found[last][1] :]  # everything after the close delimiter line
 
 
 def _delimiters(body: str, marker: str) -> list[tuple[int, int, bool]]:
@@ -206,7 +251,7 @@ def _drop_delimiter_eol(part: Message) -> None:
     while getattr(last, "_maintype", "") == "message" and isinstance(payload, list) and payload:
         last = payload[-1]
         payload = last._payload
-    if getattr(last, "_maintype", "") == "multipart" and isinstance(payload, list):
+    if getattr(last, "_maintype", "") == "multipart":  # its delimiters found or not, as the stdlib does
         if last.epilogue == "":
             last.epilogue = None
         elif last.epilogue is not None:
