@@ -127,14 +127,12 @@ def _headers(text: str, end: int) -> tuple[list[tuple[str, str]], int | None]:
     """The header lines of ``text[:end]`` as (name, value) pairs, as compat32 stores them (continuation lines
     joined, the last line ending cut), and where a line that is no header line starts, if one does: the
     standard parser ends the header block there and reads that line as the first of the body."""
+    lines = _LINE.findall(text, 0, end)
+    if sum(map(len, lines)) != end:
+        raise _Fallback  # a line without an ending
     out: list[tuple[str, str]] = []
     current: list[str] = []
-    at = 0
-    for found in _LINE.finditer(text, 0, end):
-        if found.start() != at:
-            raise _Fallback  # a line without an ending
-        line = found.group()
-        at = found.end()
+    for index, line in enumerate(lines):
         if line[0] in " \t":
             if not current:
                 raise _Fallback  # a continuation line first: a defect the standard parser records
@@ -145,14 +143,12 @@ def _headers(text: str, end: int) -> tuple[list[tuple[str, str]], int | None]:
                 raise _Fallback  # an envelope line among the headers: the standard parser's own rules
             if current:
                 out.append(_header(current))
-            return out, found.start()
+            return out, sum(map(len, lines[:index]))
         if line.startswith(":"):
             raise _Fallback
         if current:
             out.append(_header(current))
         current = [line]
-    if at != end:
-        raise _Fallback
     if current:
         out.append(_header(current))
     return out, None
