@@ -77,6 +77,7 @@ def connector(
     timeout: float = 10.0,
     tls_verify: bool = True,
     protocol: str = "imap",
+    host: str = "127.0.0.1",
     **incoming: Any,
 ) -> Connector:
     """An IMAP (or, with ``protocol="pop3"``, POP3) connector for a Dovecot user, with the server's CA."""
@@ -89,7 +90,7 @@ def connector(
         shutil.copy(server.ca, tmp_path / "server-ca.pem")
         ca_file = "server-ca.pem"  # relative to the config file
     cred = Credential(
-        host="127.0.0.1",
+        host=host,
         port=port,
         security=security,
         username=user.name,
@@ -513,6 +514,21 @@ def test_untrusted_certificate(
         conn.open()
     text = str(err.value)
     assert "certificate" in text and "not trusted" in text and "ca_file" in text and "tls_verify" in text
+
+
+@pytest.mark.parametrize("security", ["ssl", "starttls"])
+def test_certificate_for_another_name(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, security: str
+) -> None:
+    """A certificate from a trusted CA, but issued for other names (localhost, 127.0.0.1) than the host set
+    ("127.1" reaches the same server): the connection stops before any login, and the fix is the host name,
+    not ca_file."""
+    conn = connector(dovecot_server, dovecot_user, tmp_path, security=security, host="127.1")
+    with pytest.raises(ConnectError) as err:
+        conn.open()
+    text = str(err.value)
+    assert "not issued for '127.1'" in text and "Set host to a name the certificate is issued for" in text
+    assert "ca_file" not in text
 
 
 def test_tls_verify_false_works_with_a_warning(

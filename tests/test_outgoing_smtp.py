@@ -222,6 +222,17 @@ def test_untrusted_certificate(starttls_server: SmtpServer, ca_file: str) -> Non
     assert "not trusted" in str(info.value) and "ca_file" in str(info.value)
 
 
+def test_certificate_for_another_name(starttls_server: SmtpServer, ca_file: str) -> None:
+    """The CA is trusted, but the certificate names localhost and 127.0.0.1, not "127.1" (the same server)."""
+    mb = mailbox(starttls_server, ca_file, host="127.1")
+    with pytest.raises(SendError) as info:
+        send(mb, ticket_mail(mb))
+    assert info.value.temporary is False
+    text = str(info.value)
+    assert "not issued for '127.1'" in text and "Set outgoing.host to a name the certificate is issued for" in text
+    assert "ca_file" not in text
+
+
 def test_missing_ca_file_is_a_config_error(starttls_server: SmtpServer, tmp_path: Path) -> None:
     """The same check and message as the mailbox connectors (connectors/tls.py client_context)."""
     mb = mailbox(starttls_server, ca_file=str(tmp_path / "nowhere.pem"))

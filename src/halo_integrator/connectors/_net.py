@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from halo_integrator.connectors.base import DEFAULT_PORTS, Check, Connector, TestReport
+from halo_integrator.connectors.tls import NAME_MISMATCH_FIX, is_name_mismatch
 from halo_integrator.errors import ConfigError, ConnectError, IntegratorError, SecretError
 
 if TYPE_CHECKING:
@@ -124,6 +125,15 @@ def describe_connect_error(
     where = f"{protocol.upper()} server {host}:{port}"
     if isinstance(exc, ssl.SSLCertVerificationError):
         reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or str(exc)
+        if is_name_mismatch(exc):
+            return NetProblem(
+                check="tls",
+                detail=f"The TLS certificate of {where} is not issued for {host!r} ({reason}).",
+                fix=(
+                    f"Set host to {NAME_MISMATCH_FIX}. tls_verify = false turns every certificate check off "
+                    "(not recommended)."
+                ),
+            )
         return NetProblem(
             check="tls",
             detail=f"The TLS certificate of {where} is not trusted ({reason}).",

@@ -20,6 +20,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_NAME_MISMATCH = (62, 64)  # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH
+
+NAME_MISMATCH_FIX = (
+    "a name the certificate is issued for: usually the server's full DNS name (mail.example.com), not its IP "
+    "address or a short name"
+)
+
+
+def is_name_mismatch(exc: ssl.SSLCertVerificationError) -> bool:
+    """The certificate is trusted but issued for other names than the host we connected to."""
+    return getattr(exc, "verify_code", None) in _NAME_MISMATCH
+
 
 def make_ssl_context(credential: Credential, config: Config) -> ssl.SSLContext:
     """The SSL context for one credential's server (see the module docstring)."""

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import quote
 
+from halo_integrator.connectors.tls import NAME_MISMATCH_FIX, is_name_mismatch
 from halo_integrator.errors import ConnectError, OutgoingError, SecretError
 from halo_integrator.outgoing.tokens import (
     GMAIL_FULL_SCOPE,
@@ -250,6 +251,12 @@ class SmtpTransport:
         except ConnectError as exc:  # the token endpoint was unreachable
             raise SendError(str(exc), temporary=True) from None
         except ssl.SSLCertVerificationError as exc:
+            if is_name_mismatch(exc):
+                raise SendError(
+                    f"The certificate of the {self.where} is not issued for {self.host!r} "
+                    f"({exc.verify_message}). Set outgoing.host to {NAME_MISMATCH_FIX}.",
+                    temporary=False,
+                ) from None
             raise SendError(
                 f"The certificate of the {self.where} is not trusted ({exc.verify_message}). If the "
                 "server uses a private CA, set outgoing.ca_file to that CA's PEM file.",
