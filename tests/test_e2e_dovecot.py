@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -526,6 +527,27 @@ def test_mailbox_test_connect_refused(dovecot_server: Dovecot, dovecot_user: Use
     assert code == 1
     assert failed["name"] == "connect"
     assert "refused the connection" in text
+
+
+def test_mailbox_test_unknown_host(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host name that does not resolve. The lookup fails here as the resolver reports it (a real lookup
+    could leave the machine); the rest of the path is ours and real."""
+    real = socket.getaddrinfo
+
+    def lookup(host: object, *args: object, **kwargs: object) -> object:
+        if host == "imap.example.invalid":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    cfg = config_for(tmp_path, dovecot_server, dovecot_user)
+    cfg.write_text(cfg.read_text().replace('host = "127.0.0.1"', 'host = "imap.example.invalid"'))
+    code, failed, text = _failing_test(cfg, secret_env(dovecot_user))
+    assert code == 1
+    assert failed["name"] == "connect"
+    assert "Cannot resolve the host name 'imap.example.invalid'" in text and "DNS settings" in text
 
 
 def test_mailbox_test_untrusted_certificate(
