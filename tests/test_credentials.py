@@ -19,7 +19,7 @@ from halo_integrator.config import load as load_config
 from halo_integrator.keystore import Keystore, env_name
 from halo_integrator.testing_keyring import MemoryKeyring
 from helpers import invoke, run_subprocess
-from test_instances import _FakeServer, imap_config, seed, store_password
+from instancesetup import PortOnly, imap_config, seed_subjects, store_password
 
 SERVICE = "halo-integrator"
 NO_BACKEND = "No usable keyring backend"
@@ -62,7 +62,7 @@ def test_add_with_a_wrong_password_saves_nothing_and_exits_4(dovecot_server: Dov
 
 
 def test_add_no_test_then_list_shows_where_each_secret_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = imap_config(tmp_path, _FakeServer(), {"prod": ("support", "prod")})
+    cfg = imap_config(tmp_path, PortOnly(), {"prod": ("support", "prod")})
     result = invoke(cfg, *add_args(1143, "support-uat", "--no-test"), input="s3cret-uat\n")
     assert result.exit_code == 0, result.output
 
@@ -86,7 +86,7 @@ def test_add_no_test_then_list_shows_where_each_secret_is(tmp_path: Path, monkey
 
 
 def test_add_to_an_existing_credential_replaces_only_its_secret(tmp_path: Path) -> None:
-    cfg = imap_config(tmp_path, _FakeServer(), {"prod": ("support", "prod")})
+    cfg = imap_config(tmp_path, PortOnly(), {"prod": ("support", "prod")})
     store_password("Support", "prod", "old-password")
     before = cfg.read_bytes()
     result = invoke(cfg, "credentials", "add", "Support", "--secret-stdin", "--no-test", input="new-password\n")
@@ -102,7 +102,7 @@ def test_add_to_an_existing_credential_replaces_only_its_secret(tmp_path: Path) 
 
 
 def test_add_without_a_secret_in_a_script_is_a_usage_error(tmp_path: Path) -> None:
-    cfg = imap_config(tmp_path, _FakeServer(), {"prod": ("support", "prod")})
+    cfg = imap_config(tmp_path, PortOnly(), {"prod": ("support", "prod")})
     result = invoke(cfg, *add_args(1143, "support-uat", "--no-test")[:-2], "--no-test")
     assert result.exit_code == 2
     assert "--secret-stdin" in result.stderr
@@ -113,7 +113,7 @@ def test_add_without_a_secret_in_a_script_is_a_usage_error(tmp_path: Path) -> No
 
 
 def test_remove_deletes_the_credential_and_all_its_keyring_entries(tmp_path: Path) -> None:
-    cfg = imap_config(tmp_path, _FakeServer(), {"prod": ("support", "prod"), "uat": ("support-uat", "uat")})
+    cfg = imap_config(tmp_path, PortOnly(), {"prod": ("support", "prod"), "uat": ("support-uat", "uat")})
     keystore = Keystore(SecretsSettings())
     keystore.set("Support", "uat", "password", "pw")
     keystore.set("Support", "uat", "token_cache", "t" * 5000)  # large: kept in pieces
@@ -134,7 +134,7 @@ def test_remove_deletes_the_credential_and_all_its_keyring_entries(tmp_path: Pat
 @pytest.mark.dovecot
 def test_mailbox_add_under_a_taken_name_stores_nothing(tmp_path: Path) -> None:
     """The name is checked before anything else: the existing mailbox's password is never overwritten."""
-    cfg = imap_config(tmp_path, _FakeServer(), {"prod": ("support", "prod")})
+    cfg = imap_config(tmp_path, PortOnly(), {"prod": ("support", "prod")})
     store_password("Support", "prod", "the-real-one")
     before = cfg.read_bytes()
     result = invoke(cfg, "mailbox", "add", "Support", "--connection", "imap", "--host", "127.0.0.1",
@@ -147,7 +147,7 @@ def test_mailbox_add_under_a_taken_name_stores_nothing(tmp_path: Path) -> None:
 
 
 def test_mailbox_remove_deletes_every_secret_it_had(tmp_path: Path) -> None:
-    cfg = imap_config(tmp_path, _FakeServer(), {"prod": ("support", "prod")})
+    cfg = imap_config(tmp_path, PortOnly(), {"prod": ("support", "prod")})
     keystore = Keystore(SecretsSettings())
     keystore.set("Support", "prod", "password", "pw")
     keystore.set("Support", "prod", "smtp_password", "smtp")
@@ -163,7 +163,7 @@ def test_mailbox_remove_deletes_every_secret_it_had(tmp_path: Path) -> None:
 
 def test_test_logs_in_with_the_stored_secret(dovecot_server: Dovecot, tmp_path: Path) -> None:
     prod, uat = dovecot_server.new_user(), dovecot_server.new_user()
-    seed(dovecot_server, uat, "One", "Two")
+    seed_subjects(dovecot_server, uat, "One", "Two")
     cfg = imap_config(tmp_path, dovecot_server, {"prod": (prod.name, "prod"), "uat": (uat.name, "uat")})
     store_password("Support", "uat", uat.password)
 
@@ -215,7 +215,7 @@ def test_run_import_and_mailbox_test_stop_with_one_clear_message(
     dovecot_server: Dovecot, tmp_path: Path, no_backend: dict[str, str]
 ) -> None:
     user = dovecot_server.new_user()
-    seed(dovecot_server, user, "Waiting")
+    seed_subjects(dovecot_server, user, "Waiting")
     cfg = imap_config(tmp_path, dovecot_server, {"prod": (user.name, "prod")})
     for args in (["run"], ["run", "--json"], ["import", "Support"], ["mailbox", "test", "Support"],
                  ["credentials", "test", "Support"]):
@@ -229,7 +229,7 @@ def test_run_import_and_mailbox_test_stop_with_one_clear_message(
 
 
 def test_credentials_commands_stop_with_one_clear_message(tmp_path: Path, no_backend: dict[str, str]) -> None:
-    cfg = imap_config(tmp_path, _FakeServer(), {"prod": ("support", "prod"), "dev": ("support-dev", "dev")})
+    cfg = imap_config(tmp_path, PortOnly(), {"prod": ("support", "prod"), "dev": ("support-dev", "dev")})
     before = cfg.read_bytes()
     proc = run_subprocess(cfg, *add_args(1143, "support-uat", "--no-test"), env=no_backend, input="pw\n")
     _assert_clear_no_backend_error(proc)
@@ -245,7 +245,7 @@ def test_an_environment_override_works_with_no_keyring_at_all(
     dovecot_server: Dovecot, tmp_path: Path, no_backend: dict[str, str]
 ) -> None:
     user = dovecot_server.new_user()
-    seed(dovecot_server, user, "Via env")
+    seed_subjects(dovecot_server, user, "Via env")
     cfg = imap_config(tmp_path, dovecot_server, {"prod": (user.name, "prod")})
     env = {**no_backend, env_name("Support", "prod", "password"): user.password}
     proc = run_subprocess(cfg, "run", "--json", env=env)
@@ -282,8 +282,8 @@ def test_no_secret_reaches_any_file_or_output(
     then every command runs, and neither secret is in any byte under the config dir or in any output."""
     home = tmp_path / "conf"
     keyring_user, env_user = dovecot_server.new_user(), dovecot_server.new_user()
-    seed(dovecot_server, keyring_user, "Printer on fire", "VPN down")
-    seed(dovecot_server, env_user, "Laptop request")
+    seed_subjects(dovecot_server, keyring_user, "Printer on fire", "VPN down")
+    seed_subjects(dovecot_server, env_user, "Laptop request")
     wrong_secret = "Wr0ng-Secr3t-" + os.urandom(6).hex()  # refused by the server: error paths must not echo it
     secrets = [keyring_user.password, env_user.password, wrong_secret]
 

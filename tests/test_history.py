@@ -9,7 +9,7 @@ from halo_integrator import history
 from halo_integrator.config import Credential, Incoming, Mailbox
 from halo_integrator.store import Store
 from helpers import invoke, write_config
-from test_instances import _FakeServer, imap_config
+from instancesetup import PortOnly, imap_config
 
 TRACK = "\n[config]\ntrack_changes = true\n"
 
@@ -28,7 +28,7 @@ def test_a_blank_database_gets_the_history_table(tmp_path: Path) -> None:
 
 
 def test_mailbox_and_credential_commands_write_history_rows(tmp_path: Path) -> None:
-    cfg = imap_config(tmp_path, _FakeServer(), {"prod": ("support", "prod")}, extra=TRACK)
+    cfg = imap_config(tmp_path, PortOnly(), {"prod": ("support", "prod")}, extra=TRACK)
 
     assert invoke(cfg, "--as", "nina", "mailbox", "edit", "Support", "--set", "incoming.after_import=mark_read",
                   "--set", "credentials.prod.port=1993").exit_code == 0
@@ -76,7 +76,7 @@ def test_mailbox_and_credential_commands_write_history_rows(tmp_path: Path) -> N
 
 
 def test_a_new_secret_for_an_existing_credential_is_recorded_masked(tmp_path: Path) -> None:
-    cfg = imap_config(tmp_path, _FakeServer(), {"prod": ("support", "prod")}, extra=TRACK)
+    cfg = imap_config(tmp_path, PortOnly(), {"prod": ("support", "prod")}, extra=TRACK)
     assert invoke(cfg, "credentials", "add", "Support", "--secret-stdin", "--no-test",
                   input="first-secret\n").exit_code == 0
     [row] = _history(cfg)

@@ -10,80 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from dovecot import Dovecot, User, dovecot_server  # noqa: F401 - pytest fixture
-from halo_integrator.config import SecretsSettings
-from halo_integrator.keystore import Keystore
-from helpers import email_bytes, invoke
+from dovecot import Dovecot, dovecot_server  # noqa: F401 - pytest fixture
+from helpers import invoke
+from instancesetup import PortOnly, imap_config, inbox_count, seed_subjects, store_password
 
 SPLIT = "the mail will be split between the instances"
-
-
-def imap_config(
-    directory: Path,
-    server: Dovecot,
-    credentials: dict[str, tuple[str, str]],
-    *,
-    instance: str = "prod",
-    mailbox: str = "Support",
-    extra: str = "",
-) -> Path:
-    """A config with one IMAP mailbox on the test Dovecot (plain IMAP on loopback); ``credentials`` maps
-    a credential name to (server user, instance)."""
-    creds = "".join(
-        textwrap.dedent(
-            f"""
-            [[mailboxes.credentials]]
-            name = "{name}"
-            instance = "{inst}"
-            host = "127.0.0.1"
-            port = {server.imap_port}
-            security = "none"
-            username = "{user}"
-            timeout = 10
-            """
-        )
-        for name, (user, inst) in credentials.items()
-    )
-    path = directory / "integrator.toml"
-    path.write_text(
-        textwrap.dedent(
-            f"""\
-            instance = "{instance}"
-            database = "tickets.db"
-            {extra}
-            [[mailboxes]]
-            name = "{mailbox}"
-            address = "support@example.com"
-            connection = "imap"
-            """
-        )
-        + creds,
-        encoding="utf-8",
-    )
-    return path
-
-
-def store_password(mailbox: str, credential: str, password: str) -> None:
-    Keystore(SecretsSettings()).set(mailbox, credential, "password", password)
-
-
-def seed(server: Dovecot, user: User, *subjects: str) -> None:
-    server.append(user, [email_bytes(s, message_id=f"{s.replace(' ', '-')}@example.org") for s in subjects])
-
-
-def inbox_count(server: Dovecot, user: User) -> int:
-    client = server.imap(user)
-    try:
-        return int(client.select_folder("INBOX", readonly=True)[b"EXISTS"])
-    finally:
-        client.logout()
 
 
 @pytest.mark.dovecot
 def test_each_instance_imports_only_its_own_account(dovecot_server: Dovecot, tmp_path: Path) -> None:
     prod, uat = dovecot_server.new_user(), dovecot_server.new_user()
-    seed(dovecot_server, prod, "Prod one", "Prod two")
-    seed(dovecot_server, uat, "UAT one")
+    seed_subjects(dovecot_server, prod, "Prod one", "Prod two")
+    seed_subjects(dovecot_server, uat, "UAT one")
     cfg = imap_config(tmp_path, dovecot_server, {"prod": (prod.name, "prod"), "uat": (uat.name, "uat")})
     store_password("Support", "prod", prod.password)
     store_password("Support", "uat", uat.password)
@@ -111,7 +49,7 @@ def test_each_instance_imports_only_its_own_account(dovecot_server: Dovecot, tmp
 @pytest.mark.dovecot
 def test_a_credential_without_instance_serves_every_instance(dovecot_server: Dovecot, tmp_path: Path) -> None:
     user = dovecot_server.new_user()
-    seed(dovecot_server, user, "Shared")
+    seed_subjects(dovecot_server, user, "Shared")
     cfg = imap_config(tmp_path, dovecot_server, {"shared": (user.name, "")}, instance="uat")
     store_password("Support", "shared", user.password)
     result = invoke(cfg, "run", "--json")
@@ -157,7 +95,7 @@ def test_mailbox_with_no_credential_for_the_instance_is_skipped_with_a_log_line(
 def test_mailbox_show_and_credentials_list_name_the_credential_and_account(tmp_path: Path) -> None:
     cfg = imap_config(
         tmp_path,
-        _FakeServer(),
+        PortOnly(),
         {"prod": ("support-prod", "prod"), "uat": ("support-uat", "uat")},
     )
     shown = invoke(cfg, "--instance", "uat", "mailbox", "show", "Support")
@@ -174,15 +112,9 @@ def test_mailbox_show_and_credentials_list_name_the_credential_and_account(tmp_p
     assert SPLIT not in shown.stderr
 
 
-class _FakeServer:
-    """Only a port number, for configs that are never connected to."""
-
-    imap_port = 1143
-
-
 def test_two_instances_on_one_account_warn_that_mail_is_split(tmp_path: Path) -> None:
     cfg = imap_config(
-        tmp_path, _FakeServer(), {"prod": ("support", "prod"), "uat": ("Support", "uat")}
+        tmp_path, PortOnly(), {"prod": ("support", "prod"), "uat": ("Support", "uat")}
     )
     shown = invoke(cfg, "mailbox", "show", "Support")
     assert SPLIT in shown.stderr
@@ -194,7 +126,7 @@ def test_two_instances_on_one_account_warn_that_mail_is_split(tmp_path: Path) ->
 
 
 def test_credentials_add_warns_when_it_splits_an_account(tmp_path: Path) -> None:
-    cfg = imap_config(tmp_path, _FakeServer(), {"prod": ("support", "prod")})
+    cfg = imap_config(tmp_path, PortOnly(), {"prod": ("support", "prod")})
     result = invoke(
         cfg, "credentials", "add", "Support", "--name", "uat", "--instance", "uat", "--host", "127.0.0.1",
         "--port", "1143", "--security", "none", "--username", "support", "--secret-stdin", "--no-test",

@@ -19,9 +19,9 @@ from halo_integrator.config import Config, Credential, Mailbox
 from halo_integrator.connectors import make_connector
 from halo_integrator.connectors.base import Connector, MemoryState
 from halo_integrator.errors import ConfigError, ConnectError, RetrievalError, SecretError
+from mailsetup import connector as imap_connector
+from mailsetup import message, seed, subjects_in
 from netproxy import NetProxy
-from test_imap import connector as imap_connector
-from test_imap import message, seed, subjects_in
 
 pytestmark = pytest.mark.dovecot
 
