@@ -186,6 +186,21 @@ def describe_connect_error(
     )
 
 
+def failure_reason(
+    exc: BaseException, timeout: float, server_text: Callable[[BaseException], str],
+    lost: tuple[type[BaseException], ...] = (),
+) -> str:
+    """Why a command on an open connection failed: no answer in time, the connection lost (a socket error,
+    or one of the protocol library's own ``lost`` exceptions), or the server's refusal in its own words."""
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout:g} s"
+    if lost and isinstance(exc, lost):
+        return f"the connection was lost: {exc}"
+    if isinstance(exc, OSError):
+        return f"the connection was lost: {exc.strerror or exc}"
+    return f"the server said: {server_text(exc)}"
+
+
 def scrub(text: str, *secrets: str) -> str:
     """Remove secrets from a server's answer before it goes into a message (contract 8)."""
     for secret in secrets:

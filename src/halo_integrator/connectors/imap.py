@@ -52,6 +52,7 @@ from halo_integrator.connectors._net import (
     ConnectFailed,
     NetProblem,
     ServerConnector,
+    failure_reason,
     scrub,
 )
 from halo_integrator.connectors.base import Check, TestReport
@@ -606,13 +607,7 @@ def _server_text(exc: BaseException) -> str:
 
 
 def _reason(exc: BaseException, timeout: float) -> str:
-    if isinstance(exc, TimeoutError):
-        return f"no answer within {timeout:g} s"
-    if isinstance(exc, imaplib.IMAP4.abort):
-        return f"the connection was lost: {exc}"
-    if isinstance(exc, OSError):
-        return f"the connection was lost: {exc.strerror or exc}"
-    return f"the server said: {_server_text(exc)}"
+    return failure_reason(exc, timeout, _server_text, lost=(imaplib.IMAP4.abort,))
 
 
 def _quiet_imaplib(client: IMAPClient) -> None:

@@ -38,6 +38,7 @@ from halo_integrator.connectors._net import (
     ConnectFailed,
     NetProblem,
     ServerConnector,
+    failure_reason,
     scrub,
 )
 from halo_integrator.connectors.base import Check, TestReport
@@ -411,11 +412,7 @@ def _text(exc: BaseException | bytes) -> str:
 
 
 def _reason(exc: BaseException, timeout: float) -> str:
-    if isinstance(exc, TimeoutError):
-        return f"no answer within {timeout:g} s"
-    if isinstance(exc, OSError):
-        return f"the connection was lost: {exc.strerror or exc}"
-    return f"the server said: {_text(exc)}"
+    return failure_reason(exc, timeout, _text)
 
 
 def _quiet_close(client: poplib.POP3) -> None:
