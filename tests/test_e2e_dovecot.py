@@ -13,6 +13,7 @@ import shutil
 import socket
 import sqlite3
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
@@ -293,6 +294,37 @@ def test_add_only_new_leaves_existing_mail_alone(
 
 
 
+def migrate(server: Dovecot, user: User) -> None:
+    """A server migration of the inbox: every email copied out and put back in another order (old-2, new-1,
+    old-1, new-2, old-3) with its arrival time, under a new UIDVALIDITY (so new IMAP UIDs and new POP3 UIDLs);
+    then a new email that reuses old-1's Message-ID, sent later (another Date and arrival time)."""
+    client = server.imap(user)
+    try:
+        client.select_folder("INBOX")
+        uids = client.search(["ALL"])
+        kept = client.fetch(uids, ["BODY.PEEK[]", "INTERNALDATE", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
+        by_id = {
+            d[b"BODY[HEADER.FIELDS (MESSAGE-ID)]"].decode().split("<")[1].split("@")[0]: d for d in kept.values()
+        }
+        client.delete_messages(uids)
+        client.expunge()
+    finally:
+        client.logout()
+    server.doveadm("mailbox", "update", "-u", user.name, "--uid-validity", "9090", "INBOX")
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    reused = email_bytes(
+        "scanner job", message_id="old-1@example.org", body="A different email.\n",
+        date=format_datetime(later),
+    )
+    client = server.imap(user)
+    try:
+        for name in ("old-2", "new-1", "old-1", "new-2", "old-3"):
+            client.append("INBOX", by_id[name][b"BODY[]"], msg_time=by_id[name][b"INTERNALDATE"])
+        client.append("INBOX", reused, msg_time=later)
+    finally:
+        client.logout()
+
+
 def test_only_new_survives_a_migration_that_renumbers_the_mailbox(
     dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
 ) -> None:
@@ -307,28 +339,7 @@ def test_only_new_survives_a_migration_that_renumbers_the_mailbox(
     )
     assert result.exit_code == 0, result.output
     seed(server, user, mails("new", 2))
-    reused = email_bytes("scanner job", message_id="old-1@example.org", body="A different email.\n")
-
-    client = server.imap(user)
-    try:  # the migration: everything copied out, the folder emptied, put back in another order
-        client.select_folder("INBOX")
-        uids = client.search(["ALL"])
-        kept = client.fetch(uids, ["BODY.PEEK[]", "INTERNALDATE", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
-        by_id = {
-            d[b"BODY[HEADER.FIELDS (MESSAGE-ID)]"].decode().split("<")[1].split("@")[0]: d for d in kept.values()
-        }
-        client.delete_messages(uids)
-        client.expunge()
-    finally:
-        client.logout()
-    server.doveadm("mailbox", "update", "-u", user.name, "--uid-validity", "9090", "INBOX")
-    client = server.imap(user)
-    try:
-        for name in ("old-2", "new-1", "old-1", "new-2", "old-3"):
-            client.append("INBOX", by_id[name][b"BODY[]"], msg_time=by_id[name][b"INTERNALDATE"])
-        client.append("INBOX", reused, msg_time=datetime.now(UTC) + timedelta(minutes=5))  # arrives later
-    finally:
-        client.logout()
+    migrate(server, user)
 
     code, (summary,), stderr = run_json(cfg, {})
     assert code == 0, stderr
@@ -341,6 +352,58 @@ def test_only_new_survives_a_migration_that_renumbers_the_mailbox(
     assert code == 0, stderr
     assert summary["fetched"] == 0
 
+
+
+def test_pop3_only_new_survives_a_migration_that_changes_every_uidl(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    """The same migration under POP3: every UIDL changes. The headers of every email are read once, the old
+    ones recognised by Message-ID and Date and left on the server; the new ones are imported and deleted."""
+    server, user = dovecot_server, dovecot_user
+    cfg = empty_config(tmp_path, server)
+    seed(server, user, mails("old", 3))
+    args = add_args(server, user, "--password-stdin", "--yes", "--only-new")
+    args[args.index("imap")] = "pop3"
+    args[args.index(str(server.imaps_port))] = str(server.pop3s_port)
+    result = invoke(cfg, *args, input=user.password + "\n")
+    assert result.exit_code == 0, result.output
+    seed(server, user, mails("new", 2))
+    migrate(server, user)
+
+    code, (summary,), stderr = run_json(cfg, {})
+    assert code == 0, stderr
+    assert (summary["fetched"], summary["created"], summary["disposed"]) == (3, 3, 3)
+    assert sorted(message_ids_in(server, user, "INBOX")) == [f"<old-{n}@example.org>" for n in (1, 2, 3)]
+    assert actions_per_message_id(tmp_path / "tickets.db") == {
+        "new-1@example.org": 1, "new-2@example.org": 1, "old-1@example.org": 1
+    }
+    code, (summary,), stderr = run_json(cfg, {})
+    assert code == 0, stderr
+    assert summary["fetched"] == 0
+
+
+def test_add_only_new_that_cannot_mark_the_old_mail_adds_nothing(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    """The connection test passes, but reading the headers of the emails already there fails (the server
+    refuses TOP): without its only-new watermark the next run would import them all, so the mailbox is taken
+    out again and its password leaves the keyring."""
+    server, user = dovecot_server, dovecot_user
+    cfg = empty_config(tmp_path, server)
+    seed(server, user, mails("old", 2))
+    no_top = NetProxy(server.pop3_port, client_filter=lambda data: data.replace(b"TOP ", b"XTOP "))
+    with no_top:
+        args = add_args(server, user, "--password-stdin", "--yes", "--only-new")
+        args[args.index("imap")] = "pop3"
+        args[args.index(str(server.imaps_port))] = str(no_top.port)
+        args[args.index("ssl")] = "none"
+        result = invoke(cfg, *args, input=user.password + "\n")
+    assert result.exit_code != 0
+    assert "the mailbox was not added" in result.stderr and "TOP" in result.stderr
+    assert "[[mailboxes]]" not in cfg.read_text()
+    assert invoke(cfg, "mailbox", "list", "--json").stdout.strip() in ("[]", "")
+    assert MemoryKeyring.entries() == {}
+    assert message_ids_in(server, user, "INBOX") == ["<old-1@example.org>", "<old-2@example.org>"]
 
 def test_add_import_existing(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
     server, user = dovecot_server, dovecot_user

@@ -7,6 +7,7 @@ client's UIDL command into an unknown one (the server answers -ERR) and drops UI
 # ruff: noqa: F811 - fixtures are imported from tests/dovecot.py and then requested by name
 from __future__ import annotations
 
+import logging
 import re
 import time
 from pathlib import Path
@@ -110,6 +111,23 @@ def test_watermark(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) 
         assert len(ids) == 1 and conn.count() == 1
         assert [raw for _, raw in conn.fetch(ids)] == [message(1)]
 
+
+
+def test_changed_ids_without_a_header_record_are_all_new(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An only-new list from before headers were recorded, none of whose ids is on the server any more: every
+    message is listed (imported rather than lost), the admin is told how to set it again, and the next
+    listing does not warn again."""
+    seed(dovecot_server, dovecot_user, 2)
+    state = MemoryState()
+    state.set("pop3:old_ids", '["gone-1", "gone-2"]')
+    with caplog.at_level(logging.WARNING), connector(dovecot_server, dovecot_user, tmp_path, state=state) as conn:
+        assert len(conn.list_ids()) == 2
+        assert "no record of their headers" in caplog.text and "--only-new" in caplog.text
+        caplog.clear()
+        assert len(conn.list_ids()) == 2
+        assert caplog.text == ""
 
 def test_wrong_password_is_a_secret_error(
     dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path

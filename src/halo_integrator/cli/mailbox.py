@@ -10,7 +10,7 @@ import click
 from halo_integrator.cli import output
 from halo_integrator.cli.app import App
 from halo_integrator.cli.credentials import actor_for, keystore_for, warn_split
-from halo_integrator.errors import EXIT_USAGE, SecretError
+from halo_integrator.errors import EXIT_USAGE, IntegratorError, SecretError
 
 if TYPE_CHECKING:
     from halo_integrator.config import Credential, Mailbox
@@ -300,7 +300,16 @@ def add(
     svc.add_mailbox(cfg, new_mailbox, secrets=stored, keystore=keystore_for(app), actor=actor_for(app))
     cfg = app.reload()
     if choice == "new":
-        left = svc.only_new(cfg, cfg.mailbox(name), cred, secrets, app.store())
+        try:
+            left = svc.only_new(cfg, cfg.mailbox(name), cred, secrets, app.store())
+        except IntegratorError:
+            # without its watermark the next run would import every email there: take the mailbox out again
+            svc.remove_mailbox(cfg, name, keystore=keystore_for(app), actor=actor_for(app))
+            output.error(
+                f"Marking the emails already in {name} as old failed (below), so the mailbox was not added; "
+                "run `integrator mailbox add` again once the server answers."
+            )
+            raise
         click.echo(f"Saved. The {left:,} emails there now are left alone; new mail is imported from now on.")
     else:
         click.echo(f"Saved. The next `integrator run` imports {count:,} email(s) from {name}.")

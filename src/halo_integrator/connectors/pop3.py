@@ -16,7 +16,11 @@ message's header block (TOP n 0), with ``#2``, ``#3`` appended to messages whose
 stable only as long as the headers are, and identical copies are told apart by their order.
 
 :meth:`Pop3Connector.set_watermark` stores the ids present now (``state["pop3:old_ids"]``, JSON) and those are
-never listed again.
+never listed again. It also stores a short hash of each of those messages' Message-ID and Date headers
+(``state["pop3:old_known"]``; one TOP per message), because a server migration gives every message a new UIDL.
+When none of the old ids is on the server any more but messages are, the UIDLs changed: the headers of every
+message are read once (TOP), those matching an old one become the old ids, and all others are new. A message
+without both headers is never taken for an old one.
 
 Every socket operation runs under ``credential.timeout``. Security: ``ssl`` (POP3S, port 995), ``starttls``
 (STLS on port 110) or ``none``. Authentication: USER/PASS with ``secrets("password")`` or SASL XOAUTH2 with
@@ -31,6 +35,7 @@ import hashlib
 import json
 import logging
 import poplib
+import re
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +62,8 @@ log = logging.getLogger(__name__)
 
 _MAX_LINE = 1_000_000  # poplib's own limit (2,048) is shorter than lines real mail has
 _OLD_IDS = "pop3:old_ids"
+_OLD_KNOWN = "pop3:old_known"
+_IDENTITY_HEADERS = re.compile(rb"^(message-id|date):[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
 
 
 def _getline(self: poplib.POP3) -> tuple[bytes, int]:
@@ -273,6 +280,8 @@ class Pop3Connector(ServerConnector):
     def list_ids(self) -> list[str]:
         old = self._old_ids()
         index = self._index()
+        if old and index and old.isdisjoint(index):
+            old = self._rebase(index)
         return [i for i, _ in sorted(index.items(), key=lambda kv: kv[1]) if i not in old]
 
     def count(self) -> int:
@@ -362,8 +371,60 @@ class Pop3Connector(ServerConnector):
                 + "; ".join(refused[:5])
             )
 
+    def _old_known(self) -> set[str]:
+        raw = self.state.get(_OLD_KNOWN)
+        try:
+            return set(json.loads(raw)) if raw else set()
+        except (ValueError, TypeError):
+            return set()
+
+    def _rebase(self, index: dict[str, int]) -> set[str]:
+        """The old ids after every UIDL changed: the messages whose Message-ID and Date match an old one."""
+        known = self._old_known()
+        if not known:
+            log.warning(
+                "Mailbox %s: none of the emails left alone by --only-new is on %s under its old id any more, "
+                "and there is no record of their headers to recognise them by; every message there is "
+                "treated as new. Run `integrator mailbox edit` with --only-new to set the watermark again.",
+                self.mailbox.name,
+                self._where,
+            )
+            self.state.set(_OLD_IDS, "[]")
+            return set()
+        old = {uid for uid, identity in self._identities(index).items() if identity in known}
+        self.state.set(_OLD_IDS, json.dumps(sorted(old)))
+        log.warning(
+            "Mailbox %s: every message id on %s changed (a server migration?); %d message(s) there were "
+            "recognised by Message-ID and Date as ones left alone by --only-new and stay left alone; the "
+            "other %d are treated as new.",
+            self.mailbox.name,
+            self._where,
+            len(old),
+            len(index) - len(old),
+        )
+        return old
+
+    def _identities(self, index: dict[str, int]) -> dict[str, str]:
+        """Message id -> hash of its Message-ID and Date headers (one TOP per message)."""
+        client = self._need()
+        found: dict[str, str] = {}
+        try:
+            for source_id, number in index.items():
+                _, head, _ = client.top(number, 0)
+                found[source_id] = _identity(b"\r\n".join(head) + b"\r\n")
+        except (OSError, poplib.error_proto) as exc:
+            self._broken = isinstance(exc, OSError)
+            raise RetrievalError(
+                f"Reading the headers of the messages on {self._where} failed "
+                f"({_reason(exc, self.cred.timeout)})."
+            ) from exc
+        return found
+
     def set_watermark(self) -> None:
-        ids = list(self._index())
+        index = self._index()
+        known = {identity for identity in self._identities(index).values() if identity}
+        ids = list(index)
+        self.state.set(_OLD_KNOWN, json.dumps(sorted(known), separators=(",", ":")))
         self.state.set(_OLD_IDS, json.dumps(sorted(ids)))
         log.info(
             "Mailbox %s: %d message(s) now on the POP3 server count as old.", self.mailbox.name, len(ids)
@@ -402,6 +463,19 @@ class Pop3Connector(ServerConnector):
                 detail="POP3 has no folders: imported messages are " + ("left on the server" if kept else "deleted"),
             )
         )
+
+
+def _identity(message: bytes) -> str:
+    """A short hash of a message's Message-ID and Date headers ("" unless it has both)."""
+    end = message.find(b"\r\n\r\n")
+    head = message if end < 0 else message[: end + 2]
+    found: dict[bytes, bytes] = {}
+    for name, value in _IDENTITY_HEADERS.findall(head):
+        found.setdefault(name.lower(), b" ".join(value.split()))
+    message_id, date = found.get(b"message-id"), found.get(b"date")
+    if not message_id or not date:
+        return ""
+    return hashlib.sha256(message_id + b"\0" + date).hexdigest()[:16]
 
 
 def _text(exc: BaseException | bytes) -> str:
