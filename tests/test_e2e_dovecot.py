@@ -243,19 +243,25 @@ def test_move_to_deleted_leaves_the_inbox_empty(
 # ------------------------------------------------------------------------------------------ mailbox add
 
 
-def add_args(server: Dovecot, user: User, *extra: str) -> list[str]:
+def add_args(
+    server: Dovecot, user: User, *extra: str, connection: str = "imap", port: int | None = None,
+    security: str = "ssl",
+) -> list[str]:
+    """`mailbox add Support` for a Dovecot user, over SSL on the protocol's port unless told otherwise."""
+    if port is None:
+        port = server.pop3s_port if connection == "pop3" else server.imaps_port
     return [
         "mailbox",
         "add",
         "Support",
         "--connection",
-        "imap",
+        connection,
         "--host",
         "127.0.0.1",
         "--port",
-        str(server.imaps_port),
+        str(port),
         "--security",
-        "ssl",
+        security,
         "--username",
         user.name,
         "--address",
@@ -362,9 +368,7 @@ def test_pop3_only_new_survives_a_migration_that_changes_every_uidl(
     server, user = dovecot_server, dovecot_user
     cfg = empty_config(tmp_path, server)
     seed(server, user, mails("old", 3))
-    args = add_args(server, user, "--password-stdin", "--yes", "--only-new")
-    args[args.index("imap")] = "pop3"
-    args[args.index(str(server.imaps_port))] = str(server.pop3s_port)
+    args = add_args(server, user, "--password-stdin", "--yes", "--only-new", connection="pop3")
     result = invoke(cfg, *args, input=user.password + "\n")
     assert result.exit_code == 0, result.output
     seed(server, user, mails("new", 2))
@@ -393,10 +397,10 @@ def test_add_only_new_that_cannot_mark_the_old_mail_adds_nothing(
     seed(server, user, mails("old", 2))
     no_top = NetProxy(server.pop3_port, client_filter=lambda data: data.replace(b"TOP ", b"XTOP "))
     with no_top:
-        args = add_args(server, user, "--password-stdin", "--yes", "--only-new")
-        args[args.index("imap")] = "pop3"
-        args[args.index(str(server.imaps_port))] = str(no_top.port)
-        args[args.index("ssl")] = "none"
+        args = add_args(
+            server, user, "--password-stdin", "--yes", "--only-new", connection="pop3", port=no_top.port,
+            security="none",
+        )
         result = invoke(cfg, *args, input=user.password + "\n")
     assert result.exit_code != 0
     assert "the mailbox was not added" in result.stderr and "TOP" in result.stderr
@@ -462,9 +466,7 @@ def test_add_a_pop3_mailbox_says_the_mail_is_deleted(
     server, user = dovecot_server, dovecot_user
     cfg = empty_config(tmp_path, server)
     seed(server, user, mails("old", 2))
-    args = add_args(server, user, "--password-stdin", "--yes", "--import-existing")
-    args[args.index("imap")] = "pop3"
-    args[args.index(str(server.imaps_port))] = str(server.pop3s_port)
+    args = add_args(server, user, "--password-stdin", "--yes", "--import-existing", connection="pop3")
     result = invoke(cfg, *args, input=user.password + "\n")
     assert result.exit_code == 0, result.output
     assert (
