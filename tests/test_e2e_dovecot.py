@@ -409,6 +409,27 @@ def test_add_only_new_that_cannot_mark_the_old_mail_adds_nothing(
     assert MemoryKeyring.entries() == {}
     assert message_ids_in(server, user, "INBOX") == ["<old-1@example.org>", "<old-2@example.org>"]
 
+
+@pytest.mark.parametrize("connection", ["imap", "pop3"])
+def test_edit_only_new_sets_the_watermark_again(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, connection: str
+) -> None:
+    """The command the migration warnings point to: a backlog already in the mailbox is left alone, and only
+    mail arriving afterwards becomes tickets."""
+    server, user = dovecot_server, dovecot_user
+    cfg = config_for(tmp_path, server, user, connection=connection)
+    seed(server, user, mails("backlog", 3))
+    result = invoke(cfg, "mailbox", "edit", "Support", "--only-new", env=secret_env(user))
+    assert result.exit_code == 0, result.output
+    assert "Support: the 3 emails there now are left alone" in result.output
+    seed(server, user, mails("fresh", 2))
+    code, (summary,), stderr = run_json(cfg, secret_env(user))
+    assert code == 0, stderr
+    assert (summary["fetched"], summary["created"]) == (2, 2)
+    assert message_ids_in(server, user, "INBOX") == [f"<backlog-{n}@example.org>" for n in (1, 2, 3)]
+    nothing = invoke(cfg, "mailbox", "edit", "Support", env=secret_env(user))
+    assert nothing.exit_code == 2 and "--only-new" in nothing.stderr
+
 def test_add_import_existing(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
     server, user = dovecot_server, dovecot_user
     cfg = empty_config(tmp_path, server)

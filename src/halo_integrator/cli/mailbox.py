@@ -317,20 +317,49 @@ def add(
 
 @mailbox.command("edit", epilog="\b\nExamples:"
                  "\n  integrator mailbox edit Support --set incoming.after_import=mark_read"
-                 "\n  integrator mailbox edit Support --set credentials.prod.port=1993")
+                 "\n  integrator mailbox edit Support --set credentials.prod.port=1993"
+                 "\n  integrator mailbox edit Support --only-new")
 @click.argument("name")
-@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", required=True,
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
               help="A setting under the mailbox, dotted (repeatable).")
+@click.option("--only-new", is_flag=True,
+              help="Leave every email now in the mailbox alone: only mail arriving from now on is imported.")
 @click.pass_obj
-def edit(app: App, name: str, assignments: tuple[str, ...]) -> None:
-    """Change a mailbox's settings. The whole config is checked before it is written."""
+def edit(app: App, name: str, assignments: tuple[str, ...], only_new: bool) -> None:
+    """Change a mailbox's settings, or (--only-new) set its only-new watermark again. The whole config is
+    checked before it is written."""
     from halo_integrator.access import edit_level
     from halo_integrator.mailboxes import edit_mailbox
 
-    app.require(name, edit_level(assignments))  # modify; owner when a setting reaches access lines
-    _, changes = edit_mailbox(app.config, name, list(assignments), actor=actor_for(app))
-    for key, (before, after) in changes.items():
-        click.echo(f"{name}: {key}: {before!r} -> {after!r}")
+    if not assignments and not only_new:
+        raise click.UsageError("Say what to change: --set KEY=VALUE (repeatable) or --only-new.")
+    mb = app.require(name, edit_level(assignments))  # modify; owner when a setting reaches access lines
+    if assignments:
+        _, changes = edit_mailbox(app.config, name, list(assignments), actor=actor_for(app))
+        for key, (before, after) in changes.items():
+            click.echo(f"{name}: {key}: {before!r} -> {after!r}")
+    if only_new:
+        _only_new_again(app, app.reload().mailbox(mb.name))
+
+
+def _only_new_again(app: App, mb: Mailbox) -> None:
+    """Mark every email now in the mailbox as old, for each credential this instance reads it with."""
+    from halo_integrator import mailboxes as svc
+
+    cfg = app.config
+    creds: list[Credential | None] = [None] if mb.connection == "folder" else list(
+        cfg.credentials_for(mb, app.instance)
+    )
+    if not creds:
+        raise SecretError(
+            f"Mailbox {mb.name!r} has no credential for instance {app.instance!r}; add one with "
+            f"`integrator credentials add {mb.name}` or run with --instance."
+        )
+    for cred in creds:
+        left = svc.only_new(cfg, mb, cred, _secrets_for(app, mb, cred), app.store())
+        where = f" (credential {cred.name})" if cred is not None and len(creds) > 1 else ""
+        click.echo(f"{mb.name}{where}: the {left:,} emails there now are left alone; new mail is imported from now "
+                   "on.")
 
 
 @mailbox.command("remove", epilog="\b\nExample:\n  integrator mailbox remove Old --yes")
