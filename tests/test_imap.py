@@ -3,11 +3,14 @@
 # ruff: noqa: F811 - fixtures are imported from tests/dovecot.py and then requested by name
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
 import socket
 import ssl
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,14 @@ from halo_integrator.config import Config, Credential, Mailbox
 from halo_integrator.connectors import make_connector
 from halo_integrator.connectors._net import describe_connect_error
 from halo_integrator.connectors.base import MemoryState
-from halo_integrator.errors import ConfigError, ConnectError, DisposeError, RetrievalError, SecretError
+from halo_integrator.errors import (
+    ConfigError,
+    ConnectError,
+    DisposeError,
+    RetrievalError,
+    SecretError,
+    StoreError,
+)
 from helpers import free_port
 from mailsetup import connector, message, seed, subjects_in, uids_in
 from netproxy import NetProxy
@@ -382,6 +392,127 @@ def test_watermarks(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path)
         assert conn.list_ids() == []  # "n:*" matches the last UID even below n: filtered out
 
 
+
+
+def _renumber(server: Dovecot, user: User, validity: str) -> None:
+    """A new UIDVALIDITY for the user's INBOX, as after an index rebuild (UIDs and arrival times kept)."""
+    server.doveadm("mailbox", "update", "-u", user.name, "--uid-validity", validity, "INBOX")
+
+
+def _append_at(server: Dovecot, user: User, raw: bytes, when: datetime) -> None:
+    client = server.imap(user)
+    try:
+        client.append("INBOX", raw, msg_time=when)
+    finally:
+        client.logout()
+
+
+def test_watermark_carried_over_in_another_time_zone_and_season(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    """The old emails arrived in summer; the watermark is set on a machine in Berlin in winter, and the
+    UIDVALIDITY change is handled after the machine moved to UTC. The arrival times still match."""
+    summer = datetime(2026, 7, 1, 12, 0, 0, tzinfo=UTC)
+    for n in (1, 2):
+        _append_at(dovecot_server, dovecot_user, message(n), summer + timedelta(minutes=n))
+    state = MemoryState()
+    zone = os.environ.get("TZ")
+    try:
+        os.environ["TZ"] = "Europe/Berlin"
+        time.tzset()
+        with connector(dovecot_server, dovecot_user, tmp_path, state=state) as conn:
+            conn.set_watermark()
+        _renumber(dovecot_server, dovecot_user, "5151")
+        os.environ["TZ"] = "UTC"
+        time.tzset()
+        seed(dovecot_server, dovecot_user, 1)  # a new email, arriving now
+        with connector(dovecot_server, dovecot_user, tmp_path, state=state) as conn:
+            assert [i.split("/")[1] for i in conn.list_ids()] == ["3"]
+    finally:
+        if zone is None:
+            os.environ.pop("TZ", None)
+        else:
+            os.environ["TZ"] = zone
+        time.tzset()
+
+
+def test_watermark_carried_over_from_a_server_that_quotes_the_field_name(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    """Some servers (Courier) answer BODY[HEADER.FIELDS ("MESSAGE-ID")]: the Message-IDs are still read."""
+    seed(dovecot_server, dovecot_user, 2)
+    state = MemoryState()
+    quoting = NetProxy(
+        dovecot_server.imap_port,
+        server_filter=lambda data: data.replace(b"HEADER.FIELDS (MESSAGE-ID)]", b'HEADER.FIELDS ("MESSAGE-ID")]'),
+    )
+    with quoting, connector(dovecot_server, dovecot_user, tmp_path, state=state, port=quoting.port) as conn:
+        conn.set_watermark()
+    known = state.get("watermark_known:INBOX")
+    assert known is not None and len(json.loads(known)) == 2
+    _renumber(dovecot_server, dovecot_user, "5252")
+    with connector(dovecot_server, dovecot_user, tmp_path, state=state) as conn:
+        assert conn.list_ids() == []
+
+
+class _FailOnce(MemoryState):
+    """A state store whose next write of one key fails, as a locked database would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_key: str | None = None
+
+    def set(self, key: str, value: str) -> None:
+        if key == self.fail_key:
+            self.fail_key = None
+            raise StoreError("database is locked")
+        super().set(key, value)
+
+
+def test_watermark_carry_over_interrupted_is_done_again(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    """The carried-over watermark cannot be saved (the database is locked): the next run carries it over again
+    instead of trusting half of it. An old email now above a new one stays old."""
+    seed(dovecot_server, dovecot_user, 1)  # m1: old
+    state = _FailOnce()
+    with connector(dovecot_server, dovecot_user, tmp_path, state=state) as conn:
+        conn.set_watermark()
+    client = dovecot_server.imap(dovecot_user)
+    try:  # the old email moves above a new one: it becomes an "extra" old UID after the carry-over
+        client.select_folder("INBOX")
+        old = client.fetch(client.search(["ALL"]), ["BODY.PEEK[]", "INTERNALDATE"])
+        (data,) = old.values()
+        client.delete_messages(list(old))
+        client.expunge()
+    finally:
+        client.logout()
+    _renumber(dovecot_server, dovecot_user, "5353")
+    _append_at(dovecot_server, dovecot_user, message(2), datetime.now(UTC))  # new
+    _append_at(dovecot_server, dovecot_user, data[b"BODY[]"], data[b"INTERNALDATE"])  # old, now above it
+    state.fail_key = "watermark_extra:INBOX"
+    with pytest.raises(StoreError), connector(dovecot_server, dovecot_user, tmp_path, state=state) as conn:
+        conn.list_ids()
+    with connector(dovecot_server, dovecot_user, tmp_path, state=state) as conn:
+        listed = conn.list_ids()
+        fetched = [raw for _, raw in conn.fetch(listed)]
+    assert fetched == [message(2)]
+
+
+def test_an_old_email_without_a_message_id_is_not_recognised(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    """Without a Message-ID an arrival time alone is no proof: after the UIDVALIDITY change such an email is
+    imported rather than risk leaving a new one behind."""
+    anonymous = b"From: a@example.org\r\nSubject: no id\r\n\r\nbody\r\n"
+    _append_at(dovecot_server, dovecot_user, anonymous, datetime(2026, 3, 1, tzinfo=UTC))
+    seed(dovecot_server, dovecot_user, 1)
+    state = MemoryState()
+    with connector(dovecot_server, dovecot_user, tmp_path, state=state) as conn:
+        conn.set_watermark()
+    _renumber(dovecot_server, dovecot_user, "5454")
+    with connector(dovecot_server, dovecot_user, tmp_path, state=state) as conn:
+        assert [i.split("/")[1] for i in conn.list_ids()] == ["1"]
 
 def test_an_old_watermark_without_its_list_is_dropped_with_a_warning(
     dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, caplog: pytest.LogCaptureFixture

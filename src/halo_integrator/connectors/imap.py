@@ -14,8 +14,8 @@ The only-new watermark survives a UIDVALIDITY change
     UIDVALIDITY changes the messages now in the folder are matched against that list: those found stay
     old, the watermark moves to the new UIDVALIDITY, and an old message that got a UID above a new one is
     kept by UID in ``watermark_extra:<folder>``. Both must match, so a new email that reuses an old
-    Message-ID is still imported; an old email whose arrival time the migration changed is imported too,
-    as a new ticket, rather than risk leaving a new one behind.
+    Message-ID is still imported; an old email whose arrival time the migration changed, or that has no
+    Message-ID, is imported too, as a new ticket, rather than risk leaving a new one behind.
 
 Reading never changes the server
     ``list_ids`` SEARCHes (only ``UNSEEN`` when ``after_import = "mark_read"``), ``fetch`` first asks for
@@ -70,9 +70,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _IMAP_ERRORS = (imaplib.IMAP4.error, OSError)
-_SIZE_CHUNK = 500  # UIDs per RFC822.SIZE FETCH; keeps command lines short
-_KNOWN_CHUNK = 2000  # UIDs per Message-ID/INTERNALDATE FETCH when recording or matching old messages
-_MID = b"BODY[HEADER.FIELDS (MESSAGE-ID)]"
+_SIZE_CHUNK = 500  # UIDs per FETCH of sizes or Message-IDs; keeps command lines short
+_HEADER_FIELDS = b"BODY[HEADER.FIELDS"
 
 
 class ImapConnector(ServerConnector):
@@ -269,21 +268,47 @@ class ImapConnector(ServerConnector):
         return {int(u) for u in uids.split(",") if u.isdigit()}
 
     def _identities(self, uids: Sequence[int]) -> dict[int, str]:
-        """A short hash of (Message-ID, INTERNALDATE) per UID: what a migration or an index rebuild keeps."""
+        """A short hash of (Message-ID, INTERNALDATE) per UID: what a migration or an index rebuild keeps. A
+        message without a Message-ID gets "" and is never taken for an old one.
+
+        INTERNALDATE is read with its own zone (not converted to this machine's local time), so the hash is
+        the same whichever time zone or daylight-saving season it is computed in."""
         client = self._need()
+        answer: dict[int, dict[bytes, Any]] = {}
+        normalise = client.normalise_times
+        client.normalise_times = False
+        try:
+            for start in range(0, len(uids), _SIZE_CHUNK):
+                with self._guard(RetrievalError, f"Reading the Message-IDs of {self.folder!r}"):
+                    answer.update(client.fetch(
+                        list(uids[start : start + _SIZE_CHUNK]),
+                        ["INTERNALDATE", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"],
+                    ))
+        finally:
+            client.normalise_times = normalise
         found: dict[int, str] = {}
-        for start in range(0, len(uids), _KNOWN_CHUNK):
-            chunk = list(uids[start : start + _KNOWN_CHUNK])
-            with self._guard(RetrievalError, f"Reading the Message-IDs of {self.folder!r}"):
-                answer = client.fetch(chunk, ["INTERNALDATE", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
-            for uid, data in answer.items():
-                header = bytes(data.get(_MID) or b"")
-                message_id = b" ".join(header.partition(b":")[2].split())
-                arrived = data.get(b"INTERNALDATE")
-                when = str(int(arrived.timestamp())) if arrived is not None else ""
-                key = message_id + b"\0" + when.encode()
-                found[int(uid)] = hashlib.sha256(key).hexdigest()[:16]
+        for uid, data in answer.items():
+            # servers name the item as asked or with the field name quoted: HEADER.FIELDS ("MESSAGE-ID")
+            header = next((bytes(v) for k, v in data.items() if bytes(k).startswith(_HEADER_FIELDS) and v), b"")
+            message_id = b" ".join(header.partition(b":")[2].split())
+            arrived = data.get(b"INTERNALDATE")
+            if not message_id or arrived is None:
+                found[int(uid)] = ""
+                continue
+            key = message_id + b"\0" + str(int(arrived.timestamp())).encode()
+            found[int(uid)] = hashlib.sha256(key).hexdigest()[:16]
         return found
+
+    def _known(self) -> set[str] | None:
+        """The identities recorded with the watermark, or None when there are none (or they are unreadable)."""
+        text = self.state.get(f"watermark_known:{self.folder}")
+        if text is None:
+            return None
+        try:
+            return {str(item) for item in json.loads(text)}
+        except (ValueError, TypeError):
+            log.warning("Mailbox %s: the stored Message-ID list of %r is unreadable.", self.mailbox.name, self.folder)
+            return None
 
     def _rebase_watermark(self, mark: str) -> int:
         """Carry an only-new watermark from an older UIDVALIDITY over to the current one; returns its UID.
@@ -292,8 +317,8 @@ class ImapConnector(ServerConnector):
         old; every other message is new. Without that list (a watermark from an older version) the
         watermark cannot be carried over and is dropped with a warning.
         """
-        known_text = self.state.get(f"watermark_known:{self.folder}")
-        if known_text is None:
+        known = self._known()
+        if known is None:
             log.warning(
                 "Mailbox %s: the only-new watermark %s of folder %r belongs to an older UIDVALIDITY (now "
                 "%s) and cannot be carried over; every message there is treated as new. Run `integrator "
@@ -301,11 +326,10 @@ class ImapConnector(ServerConnector):
                 self.mailbox.name, mark, self.folder, self._uidvalidity,
             )
             return 0
-        known = set(json.loads(known_text))
         with self._guard(RetrievalError, f"Listing the messages of {self.folder!r}"):
             uids = sorted(int(u) for u in self._need().search(["ALL"]))
         identities = self._identities(uids)
-        old = [uid for uid in uids if identities.get(uid) in known]
+        old = [uid for uid in uids if identities.get(uid) and identities[uid] in known]
         old_set = set(old)
         floor = 0
         for uid in uids:  # the run of old messages at the start becomes the new watermark
@@ -313,8 +337,10 @@ class ImapConnector(ServerConnector):
                 break
             floor = uid
         extra = [uid for uid in old if uid > floor]
-        self.state.set(f"watermark:{self.folder}", f"{self._uidvalidity}/{floor}")
+        # the extra list first: it is keyed by UIDVALIDITY, so until the watermark moves over too it is unused
+        # and the next run simply carries the watermark over again
         self.state.set(f"watermark_extra:{self.folder}", f"{self._uidvalidity}/" + ",".join(map(str, extra)))
+        self.state.set(f"watermark:{self.folder}", f"{self._uidvalidity}/{floor}")
         log.warning(
             "Mailbox %s: the UIDVALIDITY of folder %r changed; %d message(s) there were recognised by "
             "Message-ID and arrival time as ones left alone by --only-new and stay left alone; the other %d "
@@ -454,11 +480,12 @@ class ImapConnector(ServerConnector):
         client = self._need()
         with self._guard(RetrievalError, f"Finding the newest message of {self.folder!r}"):
             uids = sorted(int(u) for u in client.search(["ALL"]))
-        known = sorted(set(self._identities(uids).values()))
+        known = sorted({identity for identity in self._identities(uids).values() if identity})
         top = max([*uids, self._uidnext - 1, 0])
+        # in this order, so that an interruption never leaves a watermark lower than before without its list
         self.state.set(f"watermark_known:{self.folder}", json.dumps(known, separators=(",", ":")))
-        self.state.set(f"watermark_extra:{self.folder}", "")
         self.state.set(f"watermark:{self.folder}", f"{self._uidvalidity}/{top}")
+        self.state.set(f"watermark_extra:{self.folder}", "")  # the new watermark covers every message now
         log.info("Mailbox %s: messages up to UID %d of %r count as old.", self.mailbox.name, top, self.folder)
 
     def _move(self, uids: list[int], target: str) -> None:
