@@ -129,6 +129,28 @@ def test_changed_ids_without_a_header_record_are_all_new(
         assert len(conn.list_ids()) == 2
         assert caplog.text == ""
 
+
+def test_watermark_on_a_server_without_top(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """TOP is optional in POP3: without it the only-new list still works by id, with a warning that a later
+    migration cannot be recognised; and a migration seen without TOP imports everything rather than fail."""
+    seed(dovecot_server, dovecot_user, 2)
+    state = MemoryState()
+    no_top = NetProxy(dovecot_server.pop3_port, client_filter=lambda data: data.replace(b"TOP ", b"XTOP "))
+    with no_top, caplog.at_level(logging.WARNING):
+        with connector(dovecot_server, dovecot_user, tmp_path, state=state, port=no_top.port) as conn:
+            conn.set_watermark()
+            assert conn.list_ids() == []
+        assert "refused TOP" in caplog.text and "remembered by their ids only" in caplog.text
+        # as after a migration, with headers recorded before (on a server that had TOP): no old id is there
+        state.set("pop3:old_ids", '["gone-1"]')
+        state.set("pop3:old_known", '["0123456789abcdef"]')
+        caplog.clear()
+        with connector(dovecot_server, dovecot_user, tmp_path, state=state, port=no_top.port) as conn:
+            assert len(conn.list_ids()) == 2
+        assert "does not answer TOP" in caplog.text
+
 def test_wrong_password_is_a_secret_error(
     dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
 ) -> None:

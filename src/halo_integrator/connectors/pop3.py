@@ -391,12 +391,23 @@ class Pop3Connector(ServerConnector):
             )
             self.state.set(_OLD_IDS, "[]")
             return set()
-        old = {uid for uid, identity in self._identities(index).items() if identity in known}
+        identities = self._identities(index)
+        if identities is None:
+            log.warning(
+                "Mailbox %s: none of the emails left alone by --only-new is on %s under its old id any more, "
+                "and the server does not answer TOP, so they cannot be recognised by their headers; every "
+                "message there is treated as new.",
+                self.mailbox.name,
+                self._where,
+            )
+            self.state.set(_OLD_IDS, "[]")
+            return set()
+        old = {uid for uid, identity in identities.items() if identity and identity in known}
         self.state.set(_OLD_IDS, json.dumps(sorted(old)))
         log.warning(
-            "Mailbox %s: every message id on %s changed (a server migration?); %d message(s) there were "
-            "recognised by Message-ID and Date as ones left alone by --only-new and stay left alone; the "
-            "other %d are treated as new.",
+            "Mailbox %s: none of the emails left alone by --only-new is on %s under its old id any more (a "
+            "server migration, or they were deleted); %d message(s) there were recognised by Message-ID and "
+            "Date as ones left alone and stay left alone; the other %d are treated as new.",
             self.mailbox.name,
             self._where,
             len(old),
@@ -404,16 +415,20 @@ class Pop3Connector(ServerConnector):
         )
         return old
 
-    def _identities(self, index: dict[str, int]) -> dict[str, str]:
-        """Message id -> hash of its Message-ID and Date headers (one TOP per message)."""
+    def _identities(self, index: dict[str, int]) -> dict[str, str] | None:
+        """Message id -> hash of its Message-ID and Date headers (one TOP per message); None when the server
+        refuses TOP (an optional command in RFC 1939)."""
         client = self._need()
         found: dict[str, str] = {}
         try:
             for source_id, number in index.items():
                 _, head, _ = client.top(number, 0)
                 found[source_id] = _identity(b"\r\n".join(head) + b"\r\n")
-        except (OSError, poplib.error_proto) as exc:
-            self._broken = isinstance(exc, OSError)
+        except poplib.error_proto as exc:
+            log.warning("Mailbox %s: %s refused TOP (%s).", self.mailbox.name, self._where, _text(exc))
+            return None
+        except OSError as exc:
+            self._broken = True
             raise RetrievalError(
                 f"Reading the headers of the messages on {self._where} failed "
                 f"({_reason(exc, self.cred.timeout)})."
@@ -422,7 +437,14 @@ class Pop3Connector(ServerConnector):
 
     def set_watermark(self) -> None:
         index = self._index()
-        known = {identity for identity in self._identities(index).values() if identity}
+        identities = self._identities(index)
+        if identities is None:
+            log.warning(
+                "Mailbox %s: without TOP the emails left alone are remembered by their ids only; should a "
+                "server migration give them new ids, they will be imported.",
+                self.mailbox.name,
+            )
+        known = {identity for identity in (identities or {}).values() if identity}
         ids = list(index)
         self.state.set(_OLD_KNOWN, json.dumps(sorted(known), separators=(",", ":")))
         self.state.set(_OLD_IDS, json.dumps(sorted(ids)))
