@@ -389,25 +389,43 @@ def test_pop3_only_new_survives_a_migration_that_changes_every_uidl(
 def test_add_only_new_that_cannot_mark_the_old_mail_adds_nothing(
     dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
 ) -> None:
-    """The connection test passes, but reading the headers of the emails already there fails (the server
-    refuses TOP): without its only-new watermark the next run would import them all, so the mailbox is taken
-    out again and its password leaves the keyring."""
+    """The connection test passes, but reading the Message-IDs of the emails already there fails (the server
+    rejects that FETCH): without its only-new watermark the next run would import them all, so the mailbox is
+    taken out again and its password leaves the keyring."""
     server, user = dovecot_server, dovecot_user
     cfg = empty_config(tmp_path, server)
     seed(server, user, mails("old", 2))
-    no_top = NetProxy(server.pop3_port, client_filter=lambda data: data.replace(b"TOP ", b"XTOP "))
-    with no_top:
-        args = add_args(
-            server, user, "--password-stdin", "--yes", "--only-new", connection="pop3", port=no_top.port,
-            security="none",
-        )
+    rejecting = NetProxy(
+        server.imap_port,
+        client_filter=lambda data: data.replace(b"HEADER.FIELDS (MESSAGE-ID)", b"HEADER.NOPE (MESSAGE-ID)"),
+    )
+    with rejecting:
+        args = add_args(server, user, "--password-stdin", "--yes", "--only-new", port=rejecting.port,
+                        security="none")
         result = invoke(cfg, *args, input=user.password + "\n")
     assert result.exit_code != 0
-    assert "the mailbox was not added" in result.stderr and "TOP" in result.stderr
+    assert "the mailbox was not added" in result.stderr and "Reading the Message-IDs" in result.stderr
     assert "[[mailboxes]]" not in cfg.read_text()
-    assert invoke(cfg, "mailbox", "list", "--json").stdout.strip() in ("[]", "")
     assert MemoryKeyring.entries() == {}
     assert message_ids_in(server, user, "INBOX") == ["<old-1@example.org>", "<old-2@example.org>"]
+
+
+def test_add_only_new_waits_for_no_run(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+    """While a run holds the lock, `add --only-new` saves nothing: that run could import the emails before
+    they are marked as old."""
+    from halo_integrator.lock import RunLock
+
+    server, user = dovecot_server, dovecot_user
+    cfg = empty_config(tmp_path, server)
+    seed(server, user, mails("old", 1))
+    with RunLock(tmp_path / "tickets.db"):
+        result = invoke(
+            cfg, *add_args(server, user, "--password-stdin", "--yes", "--only-new"), input=user.password + "\n"
+        )
+    assert result.exit_code == 75, result.output
+    assert "Another run holds" in result.stderr
+    assert "[[mailboxes]]" not in cfg.read_text()
+    assert MemoryKeyring.entries() == {}
 
 
 @pytest.mark.parametrize("connection", ["imap", "pop3"])
@@ -429,6 +447,26 @@ def test_edit_only_new_sets_the_watermark_again(
     assert message_ids_in(server, user, "INBOX") == [f"<backlog-{n}@example.org>" for n in (1, 2, 3)]
     nothing = invoke(cfg, "mailbox", "edit", "Support", env=secret_env(user))
     assert nothing.exit_code == 2 and "--only-new" in nothing.stderr
+
+
+def test_edit_only_new_keeps_what_the_store_knows_of_imported_emails(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    """mark_read over POP3 leaves imported emails on the server; setting the watermark again does not turn
+    their record (imported, disposed of) into "left alone"."""
+    server, user = dovecot_server, dovecot_user
+    cfg = config_for(tmp_path, server, user, connection="pop3", after_import="mark_read")
+    seed(server, user, mails("kept", 2))
+    code, (summary,), stderr = run_json(cfg, secret_env(user))
+    assert code == 0 and summary["created"] == 2, stderr
+    result = invoke(cfg, "mailbox", "edit", "Support", "--only-new", env=secret_env(user))
+    assert result.exit_code == 0, result.output
+    con = sqlite3.connect(tmp_path / "tickets.db")
+    try:
+        states = sorted(state for (state,) in con.execute("SELECT state FROM seen"))
+    finally:
+        con.close()
+    assert states == ["disposed", "disposed"]
 
 def test_add_import_existing(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
     server, user = dovecot_server, dovecot_user

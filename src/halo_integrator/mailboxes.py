@@ -80,9 +80,11 @@ def only_new(cfg: Config, mailbox: Mailbox, credential: Credential | None, secre
     with connector_for(cfg, mailbox, credential, secrets, store) as conn:
         ids = conn.list_ids()
         conn.set_watermark()
+    known = store.seen_states(mailbox.name, cred, ids)  # imported already: keep what the store knows of them
     with store.transaction():
         for source_id in ids:
-            store.mark_seen(mailbox.name, cred, source_id, "skipped")
+            if source_id not in known:
+                store.mark_seen(mailbox.name, cred, source_id, "skipped")
     return len(ids)
 
 

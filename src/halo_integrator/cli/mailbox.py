@@ -297,22 +297,27 @@ def add(
             ctx.exit(0)
         choice = "all" if answer == "a" else "new"
     stored = {kind: secret for kind in needed_kinds(new_mailbox, cred)} if cred is not None else {}
-    svc.add_mailbox(cfg, new_mailbox, secrets=stored, keystore=keystore_for(app), actor=actor_for(app))
-    cfg = app.reload()
-    if choice == "new":
+    if choice != "new":
+        svc.add_mailbox(cfg, new_mailbox, secrets=stored, keystore=keystore_for(app), actor=actor_for(app))
+        click.echo(f"Saved. The next `integrator run` imports {count:,} email(s) from {name}.")
+        return
+    from halo_integrator.lock import RunLock
+
+    # No run may start between saving the mailbox and marking what is there as old: it would import it all.
+    with RunLock(cfg.database_path):
+        svc.add_mailbox(cfg, new_mailbox, secrets=stored, keystore=keystore_for(app), actor=actor_for(app))
+        cfg = app.reload()
         try:
             left = svc.only_new(cfg, cfg.mailbox(name), cred, secrets, app.store())
-        except IntegratorError:
-            # without its watermark the next run would import every email there: take the mailbox out again
+        except BaseException as exc:  # Ctrl-C included: without its watermark the mailbox must not stay
             svc.remove_mailbox(cfg, name, keystore=keystore_for(app), actor=actor_for(app))
-            output.error(
-                f"Marking the emails already in {name} as old failed (below), so the mailbox was not added; "
-                "run `integrator mailbox add` again once the server answers."
-            )
+            if isinstance(exc, IntegratorError):
+                output.error(
+                    f"Marking the emails already in {name} as old failed (below), so the mailbox was not added; "
+                    "run `integrator mailbox add` again once the server answers."
+                )
             raise
-        click.echo(f"Saved. The {left:,} emails there now are left alone; new mail is imported from now on.")
-    else:
-        click.echo(f"Saved. The next `integrator run` imports {count:,} email(s) from {name}.")
+    click.echo(f"Saved. The {left:,} emails there now are left alone; new mail is imported from now on.")
 
 
 @mailbox.command("edit", epilog="\b\nExamples:"
@@ -355,8 +360,11 @@ def _only_new_again(app: App, mb: Mailbox) -> None:
             f"Mailbox {mb.name!r} has no credential for instance {app.instance!r}; add one with "
             f"`integrator credentials add {mb.name}` or run with --instance."
         )
-    for cred in creds:
-        left = svc.only_new(cfg, mb, cred, _secrets_for(app, mb, cred), app.store())
+    from halo_integrator.lock import RunLock
+
+    with RunLock(cfg.database_path):  # a run importing meanwhile would take part of what is being marked
+        results = [(cred, svc.only_new(cfg, mb, cred, _secrets_for(app, mb, cred), app.store())) for cred in creds]
+    for cred, left in results:
         where = f" (credential {cred.name})" if cred is not None and len(creds) > 1 else ""
         click.echo(f"{mb.name}{where}: the {left:,} emails there now are left alone; new mail is imported from now "
                    "on.")
