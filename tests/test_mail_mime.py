@@ -96,6 +96,18 @@ SAMPLES = {
         b"Subject: original\r\n\r\nbody\r\n--r--\r\n"
     ),
     "delivery-status-alone": b"Content-Type: message/delivery-status\n\nReporting-MTA: dns; x\n\nAction: failed\n",
+    "delivery-status-in-a-digest": (
+        b'Content-Type: multipart/digest; boundary="d"\n\n--d\nContent-Type: message/delivery-status\n\n'
+        b"Reporting-MTA: dns; x\n\nAction: failed\n--d--\n"
+    ),
+    "delivery-status-last-block-multipart": (
+        b'Content-Type: multipart/report; boundary="r"\n\n--r\n\ntext\n--r\nContent-Type: message/delivery-status'
+        b'\n\nReporting-MTA: dns; x\n\nContent-Type: multipart/mixed; boundary="q"\n--r--\n'
+    ),
+    "delivery-status-last-block-message": (
+        b'Content-Type: multipart/report; boundary="r"\n\n--r\n\ntext\n--r\nContent-Type: message/delivery-status'
+        b"\n\nReporting-MTA: dns; x\n\nContent-Type: message/rfc822\nstray\n--r--\n"
+    ),
     "qp-multipart": (
         b'Content-Type: multipart/mixed; boundary="b"\nContent-Transfer-Encoding: base64\n\n--b\n\nx\n--b--\n'
     ),
@@ -107,6 +119,23 @@ def test_same_tree_as_the_standard_library(name: str) -> None:
     data = SAMPLES[name]
     assert same_tree(message_from_bytes(data), BytesParser(policy=compat32).parsebytes(data)) is None
 
+
+
+SPLIT_HERE = [
+    "missing-close", "missing-close-crlf", "missing-close-nested", "missing-close-inside-rfc822",
+    "boundary-never-used", "boundary-never-used-nested", "stray-line", "stray-line-no-blank-line",
+    "stray-line-in-a-part", "delivery-status", "delivery-status-crlf", "delivery-status-in-a-digest",
+    "delivery-status-last-block-multipart", "delivery-status-last-block-message",
+]
+
+
+@pytest.mark.parametrize("name", SPLIT_HERE)
+def test_damaged_mime_is_split_here_not_handed_whole_to_the_standard_library(name: str) -> None:
+    """These shapes are split by the fast path (the tree equality above holds either way, so without this a
+    slide back to parsing the whole email twice would go unnoticed)."""
+    from halo_integrator.mail import mime
+
+    mime._part(SAMPLES[name].decode("ascii", "surrogateescape"), 0, "text/plain")  # raises _Fallback if not
 
 def test_same_tree_on_the_whole_corpus() -> None:
     corpus = corpus_or_skip()

@@ -75,7 +75,7 @@ def message_from_bytes(data: bytes) -> Message:
 
 def _stdlib(text: str, default_type: str) -> Message:
     message: Message = Parser(_class=ParsedMessage, policy=compat32).parsestr(text)
-    if default_type != "text/plain" and message.get("content-type") is None:
+    if default_type != "text/plain":  # a digest's part: message/rfc822 by default, whatever its own header
         message.set_default_type(default_type)
     return message
 
@@ -244,13 +244,20 @@ def _drop_delimiter_eol(part: Message) -> None:
     message (all the way down); from a multipart's epilogue, else from a text payload."""
     last = part
     payload = last._payload  # type: ignore[attr-defined]
-    while getattr(last, "_maintype", "") == "message" and isinstance(payload, list) and payload:
+    while _maintype(last) == "message" and isinstance(payload, list) and payload:
         last = payload[-1]
         payload = last._payload
-    if getattr(last, "_maintype", "") == "multipart":  # its delimiters found or not, as the stdlib does
+    if _maintype(last) == "multipart":  # its delimiters found or not, as the stdlib does
         if last.epilogue == "":
             last.epilogue = None
         elif last.epilogue is not None:
             last.epilogue = _strip_eol(last.epilogue)
     elif isinstance(payload, str):
         last._payload = _strip_eol(payload)  # type: ignore[attr-defined]
+
+
+def _maintype(part: Message) -> str:
+    """The main type this splitter recorded, or, for a part the standard library built (the header blocks of
+    a delivery-status part), the one its headers give."""
+    recorded = getattr(part, "_maintype", None)
+    return recorded if recorded is not None else part.get_content_maintype()
