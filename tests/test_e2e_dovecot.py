@@ -371,6 +371,7 @@ def test_pop3_only_new_survives_a_migration_that_changes_every_uidl(
     args = add_args(server, user, "--password-stdin", "--yes", "--only-new", connection="pop3")
     result = invoke(cfg, *args, input=user.password + "\n")
     assert result.exit_code == 0, result.output
+    assert "Reading the headers of the 3 emails there, one request each" in result.output
     seed(server, user, mails("new", 2))
     migrate(server, user)
 

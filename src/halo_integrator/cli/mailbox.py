@@ -307,6 +307,11 @@ def add(
     with RunLock(cfg.database_path):
         svc.add_mailbox(cfg, new_mailbox, secrets=stored, keystore=keystore_for(app), actor=actor_for(app))
         cfg = app.reload()
+        if new_mailbox.connection == "pop3" and count:
+            output.info(
+                f"Reading the headers of the {count:,} emails there, one request each (POP3 has no other way), "
+                "so they are recognised even if the server renumbers them; on a big mailbox this takes a while."
+            )
         try:
             left = svc.only_new(cfg, cfg.mailbox(name), cred, secrets, app.store())
         except BaseException as exc:  # Ctrl-C included: without its watermark the mailbox must not stay
