@@ -29,6 +29,20 @@ def _secrets_for(app: App, mailbox: Mailbox, credential: Credential | None) -> A
     return keystore_for(app).lookup(mailbox.name, credential.name)
 
 
+def _instance_credentials(app: App, mb: Mailbox) -> list[Credential | None]:
+    """The credentials this instance reads a mailbox with (``[None]`` for a folder mailbox); SecretError when
+    there are none."""
+    creds: list[Credential | None] = [None] if mb.connection == "folder" else list(
+        app.config.credentials_for(mb, app.instance)
+    )
+    if not creds:
+        raise SecretError(
+            f"Mailbox {mb.name!r} has no credential for instance {app.instance!r}; add one with "
+            f"`integrator credentials add {mb.name}` or run with --instance."
+        )
+    return creds
+
+
 @click.group()
 def mailbox() -> None:
     """Add, inspect, change and test mailboxes.
@@ -129,14 +143,7 @@ def test(app: App, name: str, as_json: bool) -> None:
 
     cfg = app.config
     mb = app.require(name, "read")
-    creds: list[Credential | None] = [None] if mb.connection == "folder" else list(
-        cfg.credentials_for(mb, app.instance)
-    )
-    if not creds:
-        raise SecretError(
-            f"Mailbox {mb.name!r} has no credential for instance {app.instance!r}; add one with "
-            f"`integrator credentials add {mb.name}` or run with --instance."
-        )
+    creds = _instance_credentials(app, mb)
     results = test_credentials(cfg, mb, creds, lambda cred: _secrets_for(app, mb, cred))
     code = max(output.report_exit_code(report) for _, report in results)
     if as_json:
@@ -357,14 +364,7 @@ def _only_new_again(app: App, mb: Mailbox) -> None:
     from halo_integrator import mailboxes as svc
 
     cfg = app.config
-    creds: list[Credential | None] = [None] if mb.connection == "folder" else list(
-        cfg.credentials_for(mb, app.instance)
-    )
-    if not creds:
-        raise SecretError(
-            f"Mailbox {mb.name!r} has no credential for instance {app.instance!r}; add one with "
-            f"`integrator credentials add {mb.name}` or run with --instance."
-        )
+    creds = _instance_credentials(app, mb)
     from halo_integrator.lock import RunLock
 
     with RunLock(cfg.database_path):  # a run importing meanwhile would take part of what is being marked
