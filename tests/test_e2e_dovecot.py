@@ -15,6 +15,7 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -272,6 +273,13 @@ def add_args(
     ]
 
 
+def add_scripted(cfg: Path, server: Dovecot, user: User, *extra: str, password: str | None = None,
+                 **settings: Any) -> Any:
+    """`mailbox add` as a script runs it: every setting as an option, the password on stdin, --yes."""
+    args = add_args(server, user, "--password-stdin", "--yes", *extra, **settings)
+    return invoke(cfg, *args, input=(user.password if password is None else password) + "\n")
+
+
 def empty_config(tmp_path: Path, server: Dovecot) -> Path:
     return write_config(tmp_path, server)
 
@@ -282,9 +290,7 @@ def test_add_only_new_leaves_existing_mail_alone(
     server, user = dovecot_server, dovecot_user
     cfg = empty_config(tmp_path, server)
     seed(server, user, mails("old", 3))
-    result = invoke(
-        cfg, *add_args(server, user, "--password-stdin", "--yes", "--only-new"), input=user.password + "\n"
-    )
+    result = add_scripted(cfg, server, user, "--only-new")
     assert result.exit_code == 0, result.output
     assert "All 3 emails in INBOX will be turned into tickets and moved to Deleted Items." in result.output
     assert "left alone" in result.output
@@ -340,9 +346,7 @@ def test_only_new_survives_a_migration_that_renumbers_the_mailbox(
     server, user = dovecot_server, dovecot_user
     cfg = empty_config(tmp_path, server)
     seed(server, user, mails("old", 3))
-    result = invoke(
-        cfg, *add_args(server, user, "--password-stdin", "--yes", "--only-new"), input=user.password + "\n"
-    )
+    result = add_scripted(cfg, server, user, "--only-new")
     assert result.exit_code == 0, result.output
     seed(server, user, mails("new", 2))
     migrate(server, user)
@@ -368,8 +372,7 @@ def test_pop3_only_new_survives_a_migration_that_changes_every_uidl(
     server, user = dovecot_server, dovecot_user
     cfg = empty_config(tmp_path, server)
     seed(server, user, mails("old", 3))
-    args = add_args(server, user, "--password-stdin", "--yes", "--only-new", connection="pop3")
-    result = invoke(cfg, *args, input=user.password + "\n")
+    result = add_scripted(cfg, server, user, "--only-new", connection="pop3")
     assert result.exit_code == 0, result.output
     assert "Reading the headers of the 3 emails there, one request each" in result.output
     seed(server, user, mails("new", 2))
@@ -401,9 +404,7 @@ def test_add_only_new_that_cannot_mark_the_old_mail_adds_nothing(
         client_filter=lambda data: data.replace(b"HEADER.FIELDS (MESSAGE-ID)", b"HEADER.NOPE (MESSAGE-ID)"),
     )
     with rejecting:
-        args = add_args(server, user, "--password-stdin", "--yes", "--only-new", port=rejecting.port,
-                        security="none")
-        result = invoke(cfg, *args, input=user.password + "\n")
+        result = add_scripted(cfg, server, user, "--only-new", port=rejecting.port, security="none")
     assert result.exit_code != 0
     assert "the mailbox was not added" in result.stderr and "Reading the Message-IDs" in result.stderr
     assert "[[mailboxes]]" not in cfg.read_text()
@@ -420,9 +421,7 @@ def test_add_only_new_waits_for_no_run(dovecot_server: Dovecot, dovecot_user: Us
     cfg = empty_config(tmp_path, server)
     seed(server, user, mails("old", 1))
     with RunLock(tmp_path / "tickets.db"):
-        result = invoke(
-            cfg, *add_args(server, user, "--password-stdin", "--yes", "--only-new"), input=user.password + "\n"
-        )
+        result = add_scripted(cfg, server, user, "--only-new")
     assert result.exit_code == 75, result.output
     assert "Another run holds" in result.stderr
     assert "[[mailboxes]]" not in cfg.read_text()
@@ -473,11 +472,7 @@ def test_add_import_existing(dovecot_server: Dovecot, dovecot_user: User, tmp_pa
     server, user = dovecot_server, dovecot_user
     cfg = empty_config(tmp_path, server)
     seed(server, user, mails("old", 2))
-    result = invoke(
-        cfg,
-        *add_args(server, user, "--password-stdin", "--yes", "--import-existing"),
-        input=user.password + "\n",
-    )
+    result = add_scripted(cfg, server, user, "--import-existing")
     assert result.exit_code == 0, result.output
     assert "All 2 emails in INBOX will be turned into tickets and moved to Deleted Items." in result.output
     code, (summary,), stderr = run_json(cfg, {})
@@ -492,9 +487,7 @@ def test_add_with_a_wrong_password_saves_nothing_and_exits_4(
     server, user = dovecot_server, dovecot_user
     cfg = empty_config(tmp_path, server)
     before = cfg.read_bytes()
-    result = invoke(
-        cfg, *add_args(server, user, "--password-stdin", "--yes", "--import-existing"), input="not-it\n"
-    )
+    result = add_scripted(cfg, server, user, "--import-existing", password="not-it")
     assert result.exit_code == 4, result.output
     assert "refused the password" in result.output and "nothing was saved" in result.output
     assert cfg.read_bytes() == before
@@ -511,9 +504,7 @@ def test_add_counts_with_thousands_separators_and_promises_no_old_acknowledgemen
         client.multiappend("INBOX", mails("many", 1000))
     finally:
         client.logout()
-    result = invoke(
-        cfg, *add_args(server, user, "--password-stdin", "--yes", "--only-new"), input=user.password + "\n"
-    )
+    result = add_scripted(cfg, server, user, "--only-new")
     assert result.exit_code == 0, result.output
     assert "All 1,000 emails in INBOX will be turned into tickets and moved to Deleted Items." in result.output
     assert "Emails older than a day get no acknowledgement" in result.output
@@ -526,8 +517,7 @@ def test_add_a_pop3_mailbox_says_the_mail_is_deleted(
     server, user = dovecot_server, dovecot_user
     cfg = empty_config(tmp_path, server)
     seed(server, user, mails("old", 2))
-    args = add_args(server, user, "--password-stdin", "--yes", "--import-existing", connection="pop3")
-    result = invoke(cfg, *args, input=user.password + "\n")
+    result = add_scripted(cfg, server, user, "--import-existing", connection="pop3")
     assert result.exit_code == 0, result.output
     assert (
         "All 2 emails in INBOX will be turned into tickets and deleted from the server (POP3 has no Deleted Items "
@@ -545,7 +535,7 @@ def test_add_yes_without_a_choice_is_a_usage_error(
     server, user = dovecot_server, dovecot_user
     cfg = empty_config(tmp_path, server)
     seed(server, user, mails("old", 1))
-    result = invoke(cfg, *add_args(server, user, "--password-stdin", "--yes"), input=user.password + "\n")
+    result = add_scripted(cfg, server, user)
     assert result.exit_code == 2
     assert "--import-existing or --only-new" in result.stderr
     assert "Support" not in cfg.read_text()
@@ -599,9 +589,7 @@ def test_show_and_list_never_print_the_secret(
 ) -> None:
     server, user = dovecot_server, dovecot_user
     cfg = empty_config(tmp_path, server)
-    result = invoke(
-        cfg, *add_args(server, user, "--password-stdin", "--yes", "--only-new"), input=user.password + "\n"
-    )
+    result = add_scripted(cfg, server, user, "--only-new")
     assert result.exit_code == 0, result.output
     for args in (
         ["mailbox", "show", "Support"],
