@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -75,14 +76,21 @@ class Dovecot:
         client.login(user.name, user.password)
         return client
 
-    def append(self, user: User, messages: list[bytes], folder: str = "INBOX") -> None:
-        """Put messages into one of a user's folders (one APPEND each, in order)."""
+    def append(
+        self, user: User, messages: list[bytes], folder: str = "INBOX", *, arrived: list[datetime] | None = None
+    ) -> None:
+        """Put messages into one of a user's folders (one APPEND each, in order), with their arrival times
+        (INTERNALDATE) when given, else now."""
         client = self.imap(user)
         try:
-            for message in messages:
-                client.append(folder, message)
+            for n, message in enumerate(messages):
+                client.append(folder, message, msg_time=arrived[n] if arrived else None)
         finally:
             client.logout()
+
+    def renumber(self, user: User, uidvalidity: int, folder: str = "INBOX") -> None:
+        """A new UIDVALIDITY for a folder, as after a migration or an index rebuild."""
+        self.doveadm("mailbox", "update", "-u", user.name, "--uid-validity", str(uidvalidity), folder)
 
     def doveadm(self, *args: str, stdin: bytes | None = None) -> str:
         out = subprocess.run(

@@ -322,19 +322,16 @@ def migrate(server: Dovecot, user: User) -> None:
         client.expunge()
     finally:
         client.logout()
-    server.doveadm("mailbox", "update", "-u", user.name, "--uid-validity", "9090", "INBOX")
+    server.renumber(user, 9090)
     later = datetime.now(UTC) + timedelta(minutes=5)
     reused = email_bytes(
         "scanner job", message_id="old-1@example.org", body="A different email.\n",
         date=format_datetime(later),
     )
-    client = server.imap(user)
-    try:
-        for name in ("old-2", "new-1", "old-1", "new-2", "old-3"):
-            client.append("INBOX", by_id[name][b"BODY[]"], msg_time=by_id[name][b"INTERNALDATE"])
-        client.append("INBOX", reused, msg_time=later)
-    finally:
-        client.logout()
+    order = [by_id[name] for name in ("old-2", "new-1", "old-1", "new-2", "old-3")]
+    server.append(
+        user, [d[b"BODY[]"] for d in order] + [reused], arrived=[d[b"INTERNALDATE"] for d in order] + [later]
+    )
 
 
 def test_only_new_survives_a_migration_that_renumbers_the_mailbox(
@@ -740,7 +737,7 @@ def test_uidvalidity_reset_imports_nothing_twice(
     crashed = run_subprocess(cfg, "run", env={**secret_env(user), "INTEGRATOR_FAULT": "after_commit"})
     assert crashed.returncode == 86
     assert len(message_ids_in(server, user, "INBOX")) == 3
-    server.doveadm("mailbox", "update", "-u", user.name, "--uid-validity", "777", "INBOX")
+    server.renumber(user, 777)
     code, (summary,), stderr = run_json(cfg, secret_env(user))
     assert code == 0, stderr
     assert summary["created"] == 0 and summary["duplicates"] == 3 and summary["disposed"] == 3

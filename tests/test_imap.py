@@ -355,7 +355,7 @@ def test_uidvalidity_change_gives_new_ids(
     state = MemoryState()
     with connector(dovecot_server, dovecot_user, tmp_path, state=state) as conn:
         old_ids = conn.list_ids()
-    dovecot_server.doveadm("mailbox", "update", "-u", dovecot_user.name, "--uid-validity", "4242", "INBOX")
+    dovecot_server.renumber(dovecot_user, 4242)
     with (
         caplog.at_level(logging.WARNING),
         connector(dovecot_server, dovecot_user, tmp_path, state=state) as conn,
@@ -394,27 +394,15 @@ def test_watermarks(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path)
 
 
 
-def _renumber(server: Dovecot, user: User, validity: str) -> None:
-    """A new UIDVALIDITY for the user's INBOX, as after an index rebuild (UIDs and arrival times kept)."""
-    server.doveadm("mailbox", "update", "-u", user.name, "--uid-validity", validity, "INBOX")
-
-
-def _append_at(server: Dovecot, user: User, raw: bytes, when: datetime) -> None:
-    client = server.imap(user)
-    try:
-        client.append("INBOX", raw, msg_time=when)
-    finally:
-        client.logout()
-
-
 def test_watermark_carried_over_in_another_time_zone_and_season(
     dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
 ) -> None:
     """The old emails arrived in summer; the watermark is set on a machine in Berlin in winter, and the
     UIDVALIDITY change is handled after the machine moved to UTC. The arrival times still match."""
     summer = datetime(2026, 7, 1, 12, 0, 0, tzinfo=UTC)
-    for n in (1, 2):
-        _append_at(dovecot_server, dovecot_user, message(n), summer + timedelta(minutes=n))
+    dovecot_server.append(
+        dovecot_user, [message(1), message(2)], arrived=[summer + timedelta(minutes=n) for n in (1, 2)]
+    )
     state = MemoryState()
     zone = os.environ.get("TZ")
     try:
@@ -422,7 +410,7 @@ def test_watermark_carried_over_in_another_time_zone_and_season(
         time.tzset()
         with connector(dovecot_server, dovecot_user, tmp_path, state=state) as conn:
             conn.set_watermark()
-        _renumber(dovecot_server, dovecot_user, "5151")
+        dovecot_server.renumber(dovecot_user, 5151)
         os.environ["TZ"] = "UTC"
         time.tzset()
         seed(dovecot_server, dovecot_user, 1)  # a new email, arriving now
@@ -450,7 +438,7 @@ def test_watermark_carried_over_from_a_server_that_quotes_the_field_name(
         conn.set_watermark()
     known = state.get("watermark_known:INBOX")
     assert known is not None and len(json.loads(known)) == 2
-    _renumber(dovecot_server, dovecot_user, "5252")
+    dovecot_server.renumber(dovecot_user, 5252)
     with connector(dovecot_server, dovecot_user, tmp_path, state=state) as conn:
         assert conn.list_ids() == []
 
@@ -487,9 +475,11 @@ def test_watermark_carry_over_interrupted_is_done_again(
         client.expunge()
     finally:
         client.logout()
-    _renumber(dovecot_server, dovecot_user, "5353")
-    _append_at(dovecot_server, dovecot_user, message(2), datetime.now(UTC))  # new
-    _append_at(dovecot_server, dovecot_user, data[b"BODY[]"], data[b"INTERNALDATE"])  # old, now above it
+    dovecot_server.renumber(dovecot_user, 5353)
+    # a new email, then the old one above it
+    dovecot_server.append(
+        dovecot_user, [message(2), data[b"BODY[]"]], arrived=[datetime.now(UTC), data[b"INTERNALDATE"]]
+    )
     state.fail_key = "watermark_extra:INBOX"
     with pytest.raises(StoreError), connector(dovecot_server, dovecot_user, tmp_path, state=state) as conn:
         conn.list_ids()
@@ -505,12 +495,12 @@ def test_an_old_email_without_a_message_id_is_not_recognised(
     """Without a Message-ID an arrival time alone is no proof: after the UIDVALIDITY change such an email is
     imported rather than risk leaving a new one behind."""
     anonymous = b"From: a@example.org\r\nSubject: no id\r\n\r\nbody\r\n"
-    _append_at(dovecot_server, dovecot_user, anonymous, datetime(2026, 3, 1, tzinfo=UTC))
+    dovecot_server.append(dovecot_user, [anonymous], arrived=[datetime(2026, 3, 1, tzinfo=UTC)])
     seed(dovecot_server, dovecot_user, 1)
     state = MemoryState()
     with connector(dovecot_server, dovecot_user, tmp_path, state=state) as conn:
         conn.set_watermark()
-    _renumber(dovecot_server, dovecot_user, "5454")
+    dovecot_server.renumber(dovecot_user, 5454)
     with connector(dovecot_server, dovecot_user, tmp_path, state=state) as conn:
         assert [i.split("/")[1] for i in conn.list_ids()] == ["1"]
 
