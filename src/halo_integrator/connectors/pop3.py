@@ -380,36 +380,28 @@ class Pop3Connector(ServerConnector):
 
     def _rebase(self, index: dict[str, int]) -> set[str]:
         """The old ids after every UIDL changed: the messages whose Message-ID and Date match an old one."""
+        gone = (
+            f"Mailbox {self.mailbox.name}: none of the emails left alone by --only-new is on {self._where} under "
+            "its old id any more"
+        )
         known = self._old_known()
-        if not known:
-            log.warning(
-                "Mailbox %s: none of the emails left alone by --only-new is on %s under its old id any more, "
-                "and there is no record of their headers to recognise them by; every message there is "
-                "treated as new. Run `integrator mailbox edit` with --only-new to set the watermark again.",
-                self.mailbox.name,
-                self._where,
-            )
-            self.state.set(_OLD_IDS, "[]")
-            return set()
-        identities = self._identities(index)
+        identities = self._identities(index) if known else None
         if identities is None:
+            why = "the server does not answer TOP" if known else "there is no record of their headers"
             log.warning(
-                "Mailbox %s: none of the emails left alone by --only-new is on %s under its old id any more, "
-                "and the server does not answer TOP, so they cannot be recognised by their headers; every "
-                "message there is treated as new.",
-                self.mailbox.name,
-                self._where,
+                "%s, and %s to recognise them by; every message there is treated as new. Run `integrator "
+                "mailbox edit` with --only-new to set the watermark again.",
+                gone,
+                why,
             )
             self.state.set(_OLD_IDS, "[]")
             return set()
         old = {uid for uid, identity in identities.items() if identity and identity in known}
         self.state.set(_OLD_IDS, json.dumps(sorted(old)))
         log.warning(
-            "Mailbox %s: none of the emails left alone by --only-new is on %s under its old id any more (a "
-            "server migration, or they were deleted); %d message(s) there were recognised by Message-ID and "
-            "Date as ones left alone and stay left alone; the other %d are treated as new.",
-            self.mailbox.name,
-            self._where,
+            "%s (a server migration, or they were deleted); %d message(s) there were recognised by Message-ID "
+            "and Date as ones left alone and stay left alone; the other %d are treated as new.",
+            gone,
             len(old),
             len(index) - len(old),
         )
