@@ -135,27 +135,34 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """One transaction (or a savepoint when nested); sqlite errors become StoreError.
+        """One transaction, or inside one a savepoint; sqlite errors become StoreError.
 
-        Nested savepoints share one name: SQLite releases and rolls back to the innermost of that name, and
-        one unchanging statement is prepared once (sqlite-utils names each savepoint anew, which made SQLite
-        compile two statements for every email stored).
+        The store runs its own BEGIN/COMMIT and savepoints. Every savepoint has the same name (SQLite
+        resolves a name to the innermost savepoint that has it), so its two statements are prepared once
+        per connection instead of once per email stored.
         """
         conn = self.db.conn
+        outer = not conn.in_transaction
+        begin, keep, undo = (
+            ("BEGIN", ("COMMIT",), ("ROLLBACK",)) if outer
+            else ("SAVEPOINT nested", ("RELEASE nested",), ("ROLLBACK TO nested", "RELEASE nested"))
+        )
         try:
-            if not conn.in_transaction:
-                with self.db.atomic():
-                    yield
-                return
-            conn.execute("SAVEPOINT nested")
+            conn.execute(begin)
             try:
                 yield
             except BaseException:
-                if conn.in_transaction:  # a RAISE(ROLLBACK) may have ended the whole transaction already
-                    conn.execute("ROLLBACK TO SAVEPOINT nested")
-                    conn.execute("RELEASE SAVEPOINT nested")
+                if conn.in_transaction:  # unless SQLite already ended the whole transaction on the error
+                    for statement in undo:
+                        conn.execute(statement)
                 raise
-            conn.execute("RELEASE SAVEPOINT nested")
+            try:
+                for statement in keep:
+                    conn.execute(statement)
+            except BaseException:
+                if outer and conn.in_transaction:  # a COMMIT that failed leaves the transaction open
+                    conn.execute("ROLLBACK")
+                raise
         except sqlite3.Error as exc:
             raise explain_sqlite_error(exc, self.path) from exc
 
