@@ -74,7 +74,7 @@ def to_text(html: str, *, sanitised: bool = False) -> tuple[str, str | None]:
         if len(lean) > MAX_HTML_FOR_TEXT:
             lean = lean[:MAX_HTML_FOR_TEXT]
             defect = f"HTML body longer than {MAX_HTML_FOR_TEXT} characters: text rendering cut"
-        text = html_text.extract_text(lean, guess_layout=True)
+        text = html_text.etree_to_text(html_text.parse_html(lean), guess_layout=True)  # nh3 cleaned it
     except Exception as exc:  # lxml refuses some inputs (e.g. nothing but a comment or an XML declaration)
         text = _TAG.sub(" ", html)
         defect = f"HTML could not be converted to text ({type(exc).__name__}); tags stripped"

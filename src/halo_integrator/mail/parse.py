@@ -468,7 +468,7 @@ class _Parse:
         if self.texts:
             text = "\n".join(t.rstrip("\n") for t in self.texts)
         elif html_source:
-            text, trouble = htmltext.to_text(html_body or html_source, sanitised=html_body is not None)
+            text, trouble = htmltext.to_text(html_body or html_source, sanitised=bool(html_body))
             if trouble:
                 self.defect(trouble)
         else:
