@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: the corpus they read and the process tree of the command they time."""
+"""What the benchmark scripts share: the corpus they read, the process tree of the command they time and the
+environment they run the integrator in."""
 
 from __future__ import annotations
 
@@ -21,23 +22,43 @@ def corpus_messages(corpus: Path = CORPUS) -> list[tuple[str, bytes]]:
     return [(r["path"], (corpus / r["path"]).read_bytes()) for r in rows]
 
 
+def descendants(root: int) -> list[int]:
+    """``root`` and every process below it, found through /proc/<pid>/task/<tid>/children: a few small reads
+    instead of a scan of every process on the machine, so sampling while a command is timed costs little."""
+    found: list[int] = []
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue  # gone meanwhile
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children", encoding="ascii") as fh:
+                    todo += [int(child) for child in fh.read().split()]
+            except OSError:
+                continue
+    return found
+
+
 def process_tree(root: int) -> dict[int, list[str]]:
     """The /proc/<pid>/stat fields (those after the command name) of ``root`` and every process below it."""
-    table: dict[int, list[str]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    tree: dict[int, list[str]] = {}
+    for pid in descendants(root):
         try:
-            with open(f"/proc/{entry}/stat", encoding="utf-8") as fh:
-                table[int(entry)] = fh.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/stat", encoding="utf-8") as fh:
+                tree[pid] = fh.read().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue  # gone meanwhile
-    parents = {pid: int(fields[1]) for pid, fields in table.items()}
-    tree: dict[int, list[str]] = {}
-    for pid, fields in table.items():
-        ancestor = pid
-        while ancestor != root and ancestor in parents and ancestor > 1:
-            ancestor = parents[ancestor]
-        if ancestor == root:
-            tree[pid] = fields
     return tree
+
+
+def integrator_env(secrets: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a timed `integrator` run: this checkout's code, none of the shell's INTEGRATOR_*
+    settings (workers, instance, ...) unless the script sets them, and the given secrets."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATOR_")}
+    env.update(secrets or {})
+    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    return env

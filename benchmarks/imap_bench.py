@@ -36,12 +36,11 @@ from pathlib import Path
 
 from imapclient import IMAPClient
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from common import CORPUS, corpus_messages, process_tree  # noqa: E402
+from common import CORPUS, corpus_messages, integrator_env, process_tree
 
-from dovecot import Dovecot, User, start_dovecot  # noqa: E402 - the tests' Dovecot helper
+from dovecot import Dovecot, User, start_dovecot
 
 BENCH = User(name="bench", password="pw-bench")
 SEED_FOLDER = "Seed"
@@ -127,8 +126,10 @@ def counts(server: Dovecot, user: User) -> tuple[int, int]:
         c.logout()
 
 
-def timed(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[float, str]:
-    """Run a command; returns (seconds, stdout) and appends the CPU seconds of its process tree to CPU."""
+def timed(
+    cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[float, float, str]:
+    """Run a command; returns (seconds, CPU seconds of its whole process tree, stdout)."""
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
     tree = TreeCpu(proc.pid)
@@ -139,11 +140,7 @@ def timed(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None
     sampler.join()
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {err[-2000:]}")
-    CPU.append(tree.total())
-    return seconds, out
-
-
-CPU: list[float] = []  # user + sys seconds of each timed command's whole process tree
+    return seconds, tree.total(), out
 
 
 class TreeCpu:
@@ -172,11 +169,11 @@ class TreeCpu:
         return sum(self.seen.values())
 
 
-def run_floor(server: Dovecot, user: User) -> tuple[float, str]:
+def run_floor(server: Dovecot, user: User) -> tuple[float, float, str]:
     return timed([sys.executable, "-c", FLOOR_SCRIPT, str(server.imap_port), user.name, user.password])
 
 
-def run_mbsync(server: Dovecot, user: User, work: Path) -> tuple[float, str]:
+def run_mbsync(server: Dovecot, user: User, work: Path) -> tuple[float, float, str]:
     local = work / "mbsync"
     shutil.rmtree(local, ignore_errors=True)
     local.mkdir()
@@ -210,16 +207,9 @@ def run_mbsync(server: Dovecot, user: User, work: Path) -> tuple[float, str]:
             """
         )
     )
-    seconds, _ = timed(["mbsync", "-q", "-c", str(rc), "pull"])
+    seconds, cpu, _ = timed(["mbsync", "-q", "-c", str(rc), "pull"])
     copied = sum(1 for _ in (local / "INBOX" / "new").iterdir()) + sum(1 for _ in (local / "INBOX" / "cur").iterdir())
-    return seconds, str(copied)
-
-
-def integrator_env(secrets: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATOR_")}
-    env.update(secrets)
-    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    return env
+    return seconds, cpu, str(copied)
 
 
 def mailbox_toml(server: Dovecot, user: User, name: str) -> str:
@@ -252,7 +242,7 @@ def write_config(directory: Path, body: str) -> Path:
     return cfg
 
 
-def run_integrator(cfg: Path, env: dict[str, str], *extra: str) -> tuple[float, str]:
+def run_integrator(cfg: Path, env: dict[str, str], *extra: str) -> tuple[float, float, str]:
     return timed([sys.executable, *extra, "-m", "halo_integrator", "--config", str(cfg), "run", "--json"], env=env)
 
 
@@ -282,20 +272,20 @@ def main() -> int:
         cpu: dict[str, list[float]] = {k: [] for k in results}
         for r in range(1, args.rounds + 1):
             n = refill_inbox(server, BENCH)
-            seconds, out = run_floor(server, BENCH)
+            seconds, used, out = run_floor(server, BENCH)
             assert int(out.split()[0]) == n, (out, n)
             results["floor"].append(seconds)
-            cpu["floor"].append(CPU[-1])
-            seconds, out = run_mbsync(server, BENCH, work)
+            cpu["floor"].append(used)
+            seconds, used, out = run_mbsync(server, BENCH, work)
             mbsync_copied = int(out)
             results["mbsync"].append(seconds)
-            cpu["mbsync"].append(CPU[-1])
+            cpu["mbsync"].append(used)
             cfg = write_config(work / "integrator", mailbox_toml(server, BENCH, "Bench"))
-            seconds, out = run_integrator(cfg, env)
+            seconds, used, out = run_integrator(cfg, env)
             inbox, trash = counts(server, BENCH)
             assert (inbox, trash) == (0, n), (inbox, trash, out[-500:])
             results["integrator"].append(seconds)
-            cpu["integrator"].append(CPU[-1])
+            cpu["integrator"].append(used)
             print(
                 f"round {r}: floor {results['floor'][-1]:.2f} s, mbsync {results['mbsync'][-1]:.2f} s, "
                 f"integrator {results['integrator'][-1]:.2f} s  ({n} emails; mbsync copied {mbsync_copied})"
@@ -321,7 +311,7 @@ def main() -> int:
             refill_inbox(server, BENCH)
             cfg = write_config(work / "integrator", mailbox_toml(server, BENCH, "Bench"))
             prof = work / "run.prof"
-            seconds, _ = run_integrator(cfg, env, "-m", "cProfile", "-o", str(prof))
+            seconds, _, _ = run_integrator(cfg, env, "-m", "cProfile", "-o", str(prof))
             import pstats
 
             print(f"\nprofiled run: {seconds:.2f} s (main process only; parsing runs in worker processes)")

@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from common import corpus_messages, process_tree
+from common import corpus_messages, integrator_env, process_tree
 
 
 def tree_pss_kb(pid: int) -> int:
@@ -58,7 +58,7 @@ def bench(count: int, mix: list[bytes], workers: str | None) -> dict[str, float]
             "sender_limit = 0\n",  # the copies share senders: measure tickets, not the loop throttle
             encoding="utf-8",
         )
-        env = dict(os.environ)
+        env = integrator_env()
         if workers:
             env["INTEGRATOR_WORKERS"] = workers
         cmd = [sys.executable, "-m", "halo_integrator", "--config", str(base / "integrator.toml"), "run", "--json"]
