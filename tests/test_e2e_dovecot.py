@@ -526,6 +526,21 @@ def test_add_a_pop3_mailbox_says_the_mail_is_deleted(
     assert message_ids_in(server, user, "INBOX") == []
 
 
+
+def test_add_a_pop3_mailbox_with_mark_read_says_the_mail_stays(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    """POP3 has no read flag: the promise names what really happens."""
+    server, user = dovecot_server, dovecot_user
+    seed(server, user, mails("old", 1))
+    result = add_scripted(
+        empty_config(tmp_path, server), server, user, "--import-existing", "--after-import", "mark_read",
+        connection="pop3",
+    )
+    assert result.exit_code == 0, result.output
+    assert "turned into tickets and left on the server (POP3 has no read flag" in result.output
+    assert "marked as read" not in result.output
+
 def test_add_yes_without_a_choice_is_a_usage_error(
     dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
 ) -> None:

@@ -348,6 +348,13 @@ class Config:
         inst = self.instance if instance is None else instance
         return [c for c in mailbox.credentials if not c.instance or c.instance == inst]
 
+    def read_credentials(self, mailbox: Mailbox, instance: str | None = None) -> list[Credential | None]:
+        """What this instance reads a mailbox with: its credentials, or ``[None]`` for a folder mailbox, which
+        needs none. Empty when a server mailbox has no credential for the instance."""
+        if mailbox.connection == "folder":
+            return [None]
+        return list(self.credentials_for(mailbox, instance))
+
 
 # --------------------------------------------------------------------------------------------- loading
 

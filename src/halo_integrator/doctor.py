@@ -176,13 +176,7 @@ class Doctor:
         return self.report
 
     def _pairs(self, cfg: Config, instance: str) -> list[tuple[Mailbox, Credential | None]]:
-        out: list[tuple[Mailbox, Credential | None]] = []
-        for mb in cfg.mailboxes:
-            if mb.connection == "folder":
-                out.append((mb, None))
-            else:
-                out += [(mb, c) for c in cfg.credentials_for(mb, instance)]
-        return out
+        return [(mb, c) for mb in cfg.mailboxes for c in cfg.read_credentials(mb, instance)]
 
     # -------------------------------------------------------------------------------------------- checks
     def _permissions(self, cfg: Config | None) -> None:

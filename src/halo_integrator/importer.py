@@ -250,28 +250,24 @@ class Importer:
             self.run_id = self.store.start_run(instance=self.instance, dry_run=False)
         try:
             for mailbox in mailboxes:
-                pairs: list[Credential | None]
-                if mailbox.connection == "folder":
-                    pairs = [None]
-                else:
-                    pairs = list(self.config.credentials_for(mailbox, self.instance))
-                    if not pairs:
-                        why = (
-                            f"no credential for instance {self.instance!r}"
-                            if self.instance
-                            else "no credential without an instance"
-                        )
-                        result.skipped.append((mailbox.name, why))
-                        if not self.dry_run:
-                            with self.store.transaction():
-                                self.store.log_inbound(
-                                    mailbox=mailbox.name,
-                                    credential="",
-                                    status="ignored",
-                                    detail=f"Mailbox skipped: {why}; this instance processes no mail from it.",
-                                    run_id=self.run_id,
-                                )
-                        continue
+                pairs = self.config.read_credentials(mailbox, self.instance)
+                if not pairs:
+                    why = (
+                        f"no credential for instance {self.instance!r}"
+                        if self.instance
+                        else "no credential without an instance"
+                    )
+                    result.skipped.append((mailbox.name, why))
+                    if not self.dry_run:
+                        with self.store.transaction():
+                            self.store.log_inbound(
+                                mailbox=mailbox.name,
+                                credential="",
+                                status="ignored",
+                                detail=f"Mailbox skipped: {why}; this instance processes no mail from it.",
+                                run_id=self.run_id,
+                            )
+                    continue
                 for credential in pairs:
                     res = self.import_mailbox(mailbox, credential)
                     result.mailboxes.append(res)

@@ -68,14 +68,44 @@ def test_credentials(
 test_credentials.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
 
 
-def only_new(cfg: Config, mailbox: Mailbox, credential: Credential | None, secrets: Callable[[str], str],
-             store: Store) -> int:
-    """Leave every email now in the mailbox alone: only mail arriving from now on will be imported.
+def only_new(
+    cfg: Config, mailbox: Mailbox, credentials: Sequence[Credential | None],
+    secrets_for: Callable[[Credential | None], Callable[[str], str]], store: Store,
+) -> list[int]:
+    """Leave every email now in the mailbox alone, for each credential: only mail arriving from now on will
+    be imported. Runs under the run lock, so no run imports part of it meanwhile. How many were left alone,
+    per credential."""
+    from halo_integrator.lock import RunLock
 
-    The connector records its own watermark where the protocol has one (IMAP UIDs); every id present now is
-    also remembered as ``skipped``, so protocols without one (POP3, folders) leave them alone too.
-    Returns how many emails were left alone.
-    """
+    with RunLock(cfg.database_path):
+        return [_mark_old(cfg, mailbox, cred, secrets_for(cred), store) for cred in credentials]
+
+
+def add_mailbox_only_new(
+    cfg: Config, mailbox: Mailbox, *, secrets: Mapping[str, str], keystore: Keystore, actor: Actor | None,
+    lookup: Callable[[str], str], store: Store,
+) -> tuple[Config, int]:
+    """Add a mailbox and leave every email now in it alone (`mailbox add --only-new`), under the run lock: no
+    run may import the emails between the two steps. If marking them fails, or is interrupted, the mailbox
+    and its secrets are taken out again. The new config and how many emails were left alone."""
+    from halo_integrator.lock import RunLock
+
+    with RunLock(cfg.database_path):
+        new = add_mailbox(cfg, mailbox, secrets=secrets, keystore=keystore, actor=actor)
+        added = new.mailbox(mailbox.name)
+        try:
+            left = _mark_old(new, added, added.credentials[0] if added.credentials else None, lookup, store)
+        except BaseException:  # Ctrl-C included: without its watermark the next run would import them all
+            remove_mailbox(new, mailbox.name, keystore=keystore, actor=actor)
+            raise
+    return new, left
+
+
+def _mark_old(cfg: Config, mailbox: Mailbox, credential: Credential | None, secrets: Callable[[str], str],
+              store: Store) -> int:
+    """The connector records its own watermark (IMAP UIDs and Message-IDs, POP3 ids and headers); every id
+    present now is also remembered as ``skipped``, so protocols without one (folders) leave them alone too.
+    Returns how many emails were left alone."""
     cred = credential.name if credential else ""
     with connector_for(cfg, mailbox, credential, secrets, store) as conn:
         ids = conn.list_ids()

@@ -13,7 +13,10 @@ from halo_integrator.cli.credentials import actor_for, keystore_for, warn_split
 from halo_integrator.errors import EXIT_USAGE, IntegratorError, SecretError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from halo_integrator.config import Credential, Mailbox
+    from halo_integrator.keystore import Keystore
 
 AFTER_IMPORT_PHRASE = {
     "move_to_deleted": "moved to Deleted Items",
@@ -21,20 +24,39 @@ AFTER_IMPORT_PHRASE = {
     "move_to_folder": "moved to the folder {folder}",
     "mark_read": "marked as read and left on the server",
 }
+POP3_AFTER_IMPORT_PHRASE = {  # POP3 has neither folders nor flags
+    "move_to_deleted": "deleted from the server (POP3 has no Deleted Items folder)",
+    "delete": "deleted from the server",
+    "mark_read": "left on the server (POP3 has no read flag; the store remembers what it imported)",
+}
 
 
-def _secrets_for(app: App, mailbox: Mailbox, credential: Credential | None) -> Any:
-    if credential is None:
-        return lambda kind: ""
-    return keystore_for(app).lookup(mailbox.name, credential.name)
+def _fate(mailbox: Mailbox) -> str:
+    """What happens to an email on the server once it is a ticket, in words."""
+    action = mailbox.incoming.after_import
+    phrases = POP3_AFTER_IMPORT_PHRASE if mailbox.connection == "pop3" else AFTER_IMPORT_PHRASE
+    return phrases.get(action, AFTER_IMPORT_PHRASE[action]).format(folder=mailbox.incoming.move_folder)
+
+
+def _secret_lookups(app: App, mailbox: Mailbox) -> Callable[[Credential | None], Callable[[str], str]]:
+    """The secret lookup of each of a mailbox's credentials, all from one keystore (opened when first needed:
+    a folder mailbox needs none)."""
+    opened: list[Keystore] = []
+
+    def lookup(credential: Credential | None) -> Callable[[str], str]:
+        if credential is None:
+            return lambda kind: ""
+        if not opened:
+            opened.append(keystore_for(app))
+        return opened[0].lookup(mailbox.name, credential.name)
+
+    return lookup
 
 
 def _instance_credentials(app: App, mb: Mailbox) -> list[Credential | None]:
     """The credentials this instance reads a mailbox with (``[None]`` for a folder mailbox); SecretError when
     there are none."""
-    creds: list[Credential | None] = [None] if mb.connection == "folder" else list(
-        app.config.credentials_for(mb, app.instance)
-    )
+    creds = app.config.read_credentials(mb, app.instance)
     if not creds:
         raise SecretError(
             f"Mailbox {mb.name!r} has no credential for instance {app.instance!r}; add one with "
@@ -144,7 +166,7 @@ def test(app: App, name: str, as_json: bool) -> None:
     cfg = app.config
     mb = app.require(name, "read")
     creds = _instance_credentials(app, mb)
-    results = test_credentials(cfg, mb, creds, lambda cred: _secrets_for(app, mb, cred))
+    results = test_credentials(cfg, mb, creds, _secret_lookups(app, mb))
     code = max(output.report_exit_code(report) for _, report in results)
     if as_json:
         output.print_json(
@@ -285,9 +307,7 @@ def add(
         ctx.exit(output.report_exit_code(report))
     count = report.message_count or 0
     where = report.folder or "the mailbox"
-    fate = AFTER_IMPORT_PHRASE[after_import].format(folder=new_mailbox.incoming.move_folder)
-    if connection == "pop3" and after_import == "move_to_deleted":
-        fate = "deleted from the server (POP3 has no Deleted Items folder)"
+    fate = _fate(new_mailbox)
     if count:
         click.echo(f"All {count:,} emails in {where} will be turned into tickets and {fate}.")
         click.echo("Emails older than a day get no acknowledgement, so customers are not flooded.")
@@ -308,27 +328,22 @@ def add(
         svc.add_mailbox(cfg, new_mailbox, secrets=stored, keystore=keystore_for(app), actor=actor_for(app))
         click.echo(f"Saved. The next `integrator run` imports {count:,} email(s) from {name}.")
         return
-    from halo_integrator.lock import RunLock
-
-    # No run may start between saving the mailbox and marking what is there as old: it would import it all.
-    with RunLock(cfg.database_path):
-        svc.add_mailbox(cfg, new_mailbox, secrets=stored, keystore=keystore_for(app), actor=actor_for(app))
-        cfg = app.reload()
-        if new_mailbox.connection == "pop3" and count:
-            output.info(
-                f"Reading the headers of the {count:,} emails there, one request each (POP3 has no other way), "
-                "so they are recognised even if the server renumbers them; on a big mailbox this takes a while."
-            )
-        try:
-            left = svc.only_new(cfg, cfg.mailbox(name), cred, secrets, app.store())
-        except BaseException as exc:  # Ctrl-C included: without its watermark the mailbox must not stay
-            svc.remove_mailbox(cfg, name, keystore=keystore_for(app), actor=actor_for(app))
-            if isinstance(exc, IntegratorError):
-                output.error(
-                    f"Marking the emails already in {name} as old failed (below), so the mailbox was not added; "
-                    "run `integrator mailbox add` again once the server answers."
-                )
-            raise
+    if connection == "pop3" and count:
+        output.info(
+            f"Reading the headers of the {count:,} emails there, one request each (POP3 has no other way), "
+            "so they are recognised even if the server renumbers them; on a big mailbox this takes a while."
+        )
+    try:
+        _, left = svc.add_mailbox_only_new(
+            cfg, new_mailbox, secrets=stored, keystore=keystore_for(app), actor=actor_for(app), lookup=secrets,
+            store=app.store(),
+        )
+    except IntegratorError:
+        output.error(
+            f"Marking the emails already in {name} as old failed (below), so the mailbox was not added; "
+            "run `integrator mailbox add` again once the server answers."
+        )
+        raise
     click.echo(f"Saved. The {left:,} emails there now are left alone; new mail is imported from now on.")
 
 
@@ -356,19 +371,15 @@ def edit(app: App, name: str, assignments: tuple[str, ...], only_new: bool) -> N
         for key, (before, after) in changes.items():
             click.echo(f"{name}: {key}: {before!r} -> {after!r}")
     if only_new:
-        _only_new_again(app, app.reload().mailbox(mb.name))
+        _only_new_again(app, app.reload().mailbox(mb.name) if assignments else mb)
 
 
 def _only_new_again(app: App, mb: Mailbox) -> None:
     """Mark every email now in the mailbox as old, for each credential this instance reads it with."""
-    from halo_integrator import mailboxes as svc
+    from halo_integrator.mailboxes import only_new
 
-    cfg = app.config
     creds = _instance_credentials(app, mb)
-    from halo_integrator.lock import RunLock
-
-    with RunLock(cfg.database_path):  # a run importing meanwhile would take part of what is being marked
-        results = [(cred, svc.only_new(cfg, mb, cred, _secrets_for(app, mb, cred), app.store())) for cred in creds]
+    results = zip(creds, only_new(app.config, mb, creds, _secret_lookups(app, mb), app.store()), strict=True)
     for cred, left in results:
         where = f" (credential {cred.name})" if cred is not None and len(creds) > 1 else ""
         click.echo(f"{mb.name}{where}: the {left:,} emails there now are left alone; new mail is imported from now "
