@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from halo_integrator.connectors.base import DEFAULT_PORTS, Check, Connector, TestReport
 from halo_integrator.connectors.tls import NAME_MISMATCH_FIX, is_name_mismatch
 from halo_integrator.errors import ConfigError, ConnectError, IntegratorError, SecretError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from halo_integrator.config import Credential
@@ -64,6 +69,21 @@ class ServerConnector(Connector):
     def _secret_kind(self) -> str:
         """The secret the login needs: ``password``, or ``access_token`` for XOAUTH2."""
         return "access_token" if self.cred.auth == "oauth2" else "password"
+
+    def _stored_set(self, key: str) -> set[str] | None:
+        """A set of strings kept in ``state`` as a JSON list (the only-new lists); None when there is none or
+        it is unreadable (said in the log)."""
+        text = self.state.get(key)
+        if text is None:
+            return None
+        try:
+            return {str(item) for item in json.loads(text)}
+        except (ValueError, TypeError):
+            log.warning("Mailbox %s: the stored list %s is unreadable and is ignored.", self.mailbox.name, key)
+            return None
+
+    def _store_set(self, key: str, values: Iterable[str]) -> None:
+        self.state.set(key, json.dumps(sorted(values), separators=(",", ":")))
 
     def _refused(self, said: str) -> SecretError:
         """The server said no to the login (``said``: its answer, secrets scrubbed)."""
@@ -199,6 +219,16 @@ def failure_reason(
     if isinstance(exc, OSError):
         return f"the connection was lost: {exc.strerror or exc}"
     return f"the server said: {server_text(exc)}"
+
+
+def identity(message_id: bytes, when: bytes) -> str:
+    """How an only-new watermark recognises an old email after its server renumbered it: a short hash of its
+    Message-ID and a time a migration keeps (IMAP's arrival time, POP3's Date header). "" when either is
+    missing: such an email is never taken for an old one."""
+    message_id, when = b" ".join(message_id.split()), b" ".join(when.split())
+    if not message_id or not when:
+        return ""
+    return hashlib.sha256(message_id + b"\0" + when).hexdigest()[:16]
 
 
 def scrub(text: str, *secrets: str) -> str:

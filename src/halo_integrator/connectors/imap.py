@@ -36,9 +36,7 @@ Every call runs under ``SocketTimeout(connect=timeout, read=timeout)`` from ``cr
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import imaplib
-import json
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -53,6 +51,7 @@ from halo_integrator.connectors._net import (
     NetProblem,
     ServerConnector,
     failure_reason,
+    identity,
     scrub,
 )
 from halo_integrator.connectors.base import Check, TestReport
@@ -87,6 +86,7 @@ class ImapConnector(ServerConnector):
         self._caps: set[str] = set()
         self._uidvalidity = 0
         self._uidnext = 0
+        self._identity_cache: dict[int, str] = {}  # UID -> identity, this selection of the folder
         self._deleted_folder: str | None = None
         self._secret = ""
 
@@ -205,6 +205,7 @@ class ImapConnector(ServerConnector):
                 "them."
             ) from None
         self._uidvalidity = int(info.get(b"UIDVALIDITY", 0))
+        self._identity_cache = {}
         self._uidnext = int(info.get(b"UIDNEXT", 0))
         key = f"uidvalidity:{folder}"
         before = self.state.get(key)
@@ -268,47 +269,30 @@ class ImapConnector(ServerConnector):
         return {int(u) for u in uids.split(",") if u.isdigit()}
 
     def _identities(self, uids: Sequence[int]) -> dict[int, str]:
-        """A short hash of (Message-ID, INTERNALDATE) per UID: what a migration or an index rebuild keeps. A
-        message without a Message-ID gets "" and is never taken for an old one.
+        """:func:`~._net.identity` of (Message-ID, INTERNALDATE) per UID, each UID read once per session.
 
         INTERNALDATE is read with its own zone (not converted to this machine's local time), so the hash is
         the same whichever time zone or daylight-saving season it is computed in."""
         client = self._need()
+        missing = [uid for uid in uids if uid not in self._identity_cache]
         answer: dict[int, dict[bytes, Any]] = {}
         normalise = client.normalise_times
         client.normalise_times = False
         try:
-            for start in range(0, len(uids), _SIZE_CHUNK):
+            for start in range(0, len(missing), _SIZE_CHUNK):
                 with self._guard(RetrievalError, f"Reading the Message-IDs of {self.folder!r}"):
                     answer.update(client.fetch(
-                        list(uids[start : start + _SIZE_CHUNK]),
-                        ["INTERNALDATE", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"],
+                        missing[start : start + _SIZE_CHUNK], ["INTERNALDATE", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]
                     ))
         finally:
             client.normalise_times = normalise
-        found: dict[int, str] = {}
         for uid, data in answer.items():
             # servers name the item as asked or with the field name quoted: HEADER.FIELDS ("MESSAGE-ID")
             header = next((bytes(v) for k, v in data.items() if bytes(k).startswith(_HEADER_FIELDS) and v), b"")
-            message_id = b" ".join(header.partition(b":")[2].split())
             arrived = data.get(b"INTERNALDATE")
-            if not message_id or arrived is None:
-                found[int(uid)] = ""
-                continue
-            key = message_id + b"\0" + str(int(arrived.timestamp())).encode()
-            found[int(uid)] = hashlib.sha256(key).hexdigest()[:16]
-        return found
-
-    def _known(self) -> set[str] | None:
-        """The identities recorded with the watermark, or None when there are none (or they are unreadable)."""
-        text = self.state.get(f"watermark_known:{self.folder}")
-        if text is None:
-            return None
-        try:
-            return {str(item) for item in json.loads(text)}
-        except (ValueError, TypeError):
-            log.warning("Mailbox %s: the stored Message-ID list of %r is unreadable.", self.mailbox.name, self.folder)
-            return None
+            when = str(int(arrived.timestamp())).encode() if arrived is not None else b""
+            self._identity_cache[int(uid)] = identity(header.partition(b":")[2], when)
+        return {uid: self._identity_cache[uid] for uid in uids if uid in self._identity_cache}
 
     def _rebase_watermark(self, mark: str) -> int:
         """Carry an only-new watermark from an older UIDVALIDITY over to the current one; returns its UID.
@@ -317,7 +301,7 @@ class ImapConnector(ServerConnector):
         old; every other message is new. Without that list (a watermark from an older version) the
         watermark cannot be carried over and is dropped with a warning.
         """
-        known = self._known()
+        known = self._stored_set(f"watermark_known:{self.folder}")
         if known is None:
             log.warning(
                 "Mailbox %s: the only-new watermark %s of folder %r belongs to an older UIDVALIDITY (now "
@@ -480,10 +464,10 @@ class ImapConnector(ServerConnector):
         client = self._need()
         with self._guard(RetrievalError, f"Finding the newest message of {self.folder!r}"):
             uids = sorted(int(u) for u in client.search(["ALL"]))
-        known = sorted({identity for identity in self._identities(uids).values() if identity})
+        known = {found for found in self._identities(uids).values() if found}
         top = max([*uids, self._uidnext - 1, 0])
         # in this order, so that an interruption never leaves a watermark lower than before without its list
-        self.state.set(f"watermark_known:{self.folder}", json.dumps(known, separators=(",", ":")))
+        self._store_set(f"watermark_known:{self.folder}", known)
         self.state.set(f"watermark:{self.folder}", f"{self._uidvalidity}/{top}")
         self.state.set(f"watermark_extra:{self.folder}", "")  # the new watermark covers every message now
         log.info("Mailbox %s: messages up to UID %d of %r count as old.", self.mailbox.name, top, self.folder)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import json
 import logging
 import poplib
 import re
@@ -44,6 +43,7 @@ from halo_integrator.connectors._net import (
     NetProblem,
     ServerConnector,
     failure_reason,
+    identity,
     scrub,
 )
 from halo_integrator.connectors.base import Check, TestReport
@@ -101,6 +101,7 @@ class Pop3Connector(ServerConnector):
         self._opened = False
         self._broken = False
         self._numbers: dict[str, int] | None = None  # id -> message number, this session only
+        self._identity_cache: dict[str, str] = {}  # id -> identity of its headers, this session only
         self._secret = ""
         self.has_uidl: bool | None = None
 
@@ -130,6 +131,7 @@ class Pop3Connector(ServerConnector):
     def close(self) -> None:
         client, self._client = self._client, None
         self._numbers = None
+        self._identity_cache = {}
         self._opened = False
         if client is None:
             return
@@ -252,6 +254,7 @@ class Pop3Connector(ServerConnector):
                     seen[digest] = seen.get(digest, 0) + 1
                     key = digest if seen[digest] == 1 else f"{digest}#{seen[digest]}"
                     numbers[key] = number
+                    self._identity_cache[key] = _identity(head)  # the headers are here: no second TOP later
             else:
                 for line in lines:
                     num, _, uid = line.decode("ascii", "replace").strip().partition(" ")
@@ -266,16 +269,7 @@ class Pop3Connector(ServerConnector):
         return numbers
 
     def _old_ids(self) -> set[str]:
-        raw = self.state.get(_OLD_IDS)
-        if not raw:
-            return set()
-        try:
-            return set(json.loads(raw))
-        except (ValueError, TypeError):
-            log.warning(
-                "Mailbox %s: the stored only-new list is unreadable and is ignored.", self.mailbox.name
-            )
-            return set()
+        return self._stored_set(_OLD_IDS) or set()
 
     def list_ids(self) -> list[str]:
         old = self._old_ids()
@@ -365,18 +359,12 @@ class Pop3Connector(ServerConnector):
             ) from exc
         self._client = None
         self._numbers = None  # the next call opens a new session
+        self._identity_cache = {}
         if refused:
             raise DisposeError(
                 f"The POP3 server {self._where} refused to delete {len(refused)} message(s): "
                 + "; ".join(refused[:5])
             )
-
-    def _old_known(self) -> set[str]:
-        raw = self.state.get(_OLD_KNOWN)
-        try:
-            return set(json.loads(raw)) if raw else set()
-        except (ValueError, TypeError):
-            return set()
 
     def _rebase(self, index: dict[str, int]) -> set[str]:
         """The old ids after every UIDL changed: the messages whose Message-ID and Date match an old one."""
@@ -384,9 +372,9 @@ class Pop3Connector(ServerConnector):
             f"Mailbox {self.mailbox.name}: none of the emails left alone by --only-new is on {self._where} under "
             "its old id any more"
         )
-        known = self._old_known()
+        known = self._stored_set(_OLD_KNOWN)
         identities = self._identities(index) if known else None
-        if identities is None:
+        if identities is None or known is None:
             why = "the server does not answer TOP" if known else "there is no record of their headers"
             log.warning(
                 "%s, and %s to recognise them by; every message there is treated as new. Run `integrator "
@@ -394,10 +382,10 @@ class Pop3Connector(ServerConnector):
                 gone,
                 why,
             )
-            self.state.set(_OLD_IDS, "[]")
+            self._store_set(_OLD_IDS, ())
             return set()
-        old = {uid for uid, identity in identities.items() if identity and identity in known}
-        self.state.set(_OLD_IDS, json.dumps(sorted(old)))
+        old = {uid for uid, found in identities.items() if found and found in known}
+        self._store_set(_OLD_IDS, old)
         log.warning(
             "%s (a server migration, or they were deleted); %d message(s) there were recognised by Message-ID "
             "and Date as ones left alone and stay left alone; the other %d are treated as new.",
@@ -408,14 +396,14 @@ class Pop3Connector(ServerConnector):
         return old
 
     def _identities(self, index: dict[str, int]) -> dict[str, str] | None:
-        """Message id -> hash of its Message-ID and Date headers (one TOP per message); None when the server
-        refuses TOP (an optional command in RFC 1939)."""
+        """Message id -> :func:`~._net.identity` of its Message-ID and Date headers, one TOP per message not
+        read yet this session; None when the server refuses TOP (an optional command in RFC 1939)."""
         client = self._need()
-        found: dict[str, str] = {}
         try:
             for source_id, number in index.items():
-                _, head, _ = client.top(number, 0)
-                found[source_id] = _identity(b"\r\n".join(head) + b"\r\n")
+                if source_id not in self._identity_cache:
+                    _, head, _ = client.top(number, 0)
+                    self._identity_cache[source_id] = _identity(head)
         except poplib.error_proto as exc:
             log.warning("Mailbox %s: %s refused TOP (%s).", self.mailbox.name, self._where, _text(exc))
             return None
@@ -425,7 +413,7 @@ class Pop3Connector(ServerConnector):
                 f"Reading the headers of the messages on {self._where} failed "
                 f"({_reason(exc, self.cred.timeout)})."
             ) from exc
-        return found
+        return {source_id: self._identity_cache[source_id] for source_id in index}
 
     def set_watermark(self) -> None:
         index = self._index()
@@ -436,10 +424,9 @@ class Pop3Connector(ServerConnector):
                 "server migration give them new ids, they will be imported.",
                 self.mailbox.name,
             )
-        known = {identity for identity in (identities or {}).values() if identity}
         ids = list(index)
-        self.state.set(_OLD_KNOWN, json.dumps(sorted(known), separators=(",", ":")))
-        self.state.set(_OLD_IDS, json.dumps(sorted(ids)))
+        self._store_set(_OLD_KNOWN, {found for found in (identities or {}).values() if found})
+        self._store_set(_OLD_IDS, ids)
         log.info(
             "Mailbox %s: %d message(s) now on the POP3 server count as old.", self.mailbox.name, len(ids)
         )
@@ -479,17 +466,14 @@ class Pop3Connector(ServerConnector):
         )
 
 
-def _identity(message: bytes) -> str:
-    """A short hash of a message's Message-ID and Date headers ("" unless it has both)."""
-    end = message.find(b"\r\n\r\n")
-    head = message if end < 0 else message[: end + 2]
+def _identity(head: list[bytes]) -> str:
+    """:func:`~._net.identity` of a header block's Message-ID and Date (the lines TOP n 0 returns)."""
+    block = b"\r\n".join(head) + b"\r\n"
+    end = block.find(b"\r\n\r\n")
     found: dict[bytes, bytes] = {}
-    for name, value in _IDENTITY_HEADERS.findall(head):
-        found.setdefault(name.lower(), b" ".join(value.split()))
-    message_id, date = found.get(b"message-id"), found.get(b"date")
-    if not message_id or not date:
-        return ""
-    return hashlib.sha256(message_id + b"\0" + date).hexdigest()[:16]
+    for name, value in _IDENTITY_HEADERS.findall(block if end < 0 else block[: end + 2]):
+        found.setdefault(name.lower(), value)
+    return identity(found.get(b"message-id", b""), found.get(b"date", b""))
 
 
 def _text(exc: BaseException | bytes) -> str:
