@@ -9,11 +9,16 @@ from pathlib import Path
 import pytest
 import trustme
 
+from dovecot import (  # noqa: F401 - one session-wide definition of each Dovecot fixture for every module
+    dovecot_bin_trash,
+    dovecot_no_move,
+    dovecot_no_trash,
+    dovecot_no_uidplus,
+    dovecot_server,
+    dovecot_user,
+)
 from smtpserver import SmtpServer
 from smtpsetup import SMTP_ENV, SMTP_PASSWORD, SMTP_USER
-
-REPO = Path(__file__).resolve().parent.parent
-CORPUS = (REPO / ".." / "shared" / "corpus").resolve()
 
 
 @pytest.fixture(autouse=True)
@@ -29,12 +34,6 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
     monkeypatch.setenv("NO_COLOR", "1")
     return home
-
-
-def corpus_or_skip() -> Path:
-    if not (CORPUS / "INDEX.tsv").exists():
-        pytest.skip(f"the shared email corpus is not at {CORPUS}; these tests read it from ../shared/corpus")
-    return CORPUS
 
 
 @pytest.fixture(autouse=True)

@@ -1,8 +1,6 @@
 """A throw-away Dovecot (IMAP, IMAPS, POP3, POP3S) on 127.0.0.1 for the connector tests.
 
-Test modules import the fixtures they use::
-
-    from dovecot import dovecot_server, dovecot_user  # noqa: F401
+tests/conftest.py registers the fixtures once, so a test just names ``dovecot_server`` and ``dovecot_user``.
 
 The server is started once per test session by ``start-dovecot.sh`` (beside this file) in a fresh directory
 directly under the system temp dir (Dovecot's own processes cannot enter pytest's 0700 tmp dirs), with a
@@ -42,6 +40,11 @@ NO_MOVE_CONF = f"protocol imap {{\n  imap_capability = {_CAPS} UIDPLUS\n}}\n"
 NO_MOVE_NO_UIDPLUS_CONF = f"protocol imap {{\n  imap_capability = {_CAPS}\n}}\n"
 # Trash without its \Trash attribute and not created: as on servers that mark no special-use folders
 NO_TRASH_CONF = "namespace inbox {\n  mailbox Trash {\n    special_use =\n    auto = no\n  }\n}\n"
+# the \Trash attribute on a folder with an unusual name, and a plain "Trash" beside it as a decoy
+BIN_TRASH_CONF = (
+    "namespace inbox {\n  mailbox Trash {\n    special_use =\n    auto = create\n  }\n"
+    "  mailbox Bin {\n    special_use = \\Trash\n    auto = create\n  }\n}\n"
+)
 
 
 @dataclass
@@ -169,7 +172,10 @@ def start_dovecot(extra_conf: str = "") -> Dovecot:
 
 def _require_dovecot() -> None:
     if shutil.which("dovecot") is None or shutil.which("doveadm") is None:
-        pytest.skip("Dovecot is not installed (apt-get install dovecot-imapd dovecot-pop3d); CI installs it")
+        why = "Dovecot is not installed (apt-get install dovecot-imapd dovecot-pop3d); CI installs it"
+        if os.environ.get("CI"):
+            pytest.fail(why)  # in CI a skipped real-server test would hide a missing install step
+        pytest.skip(why)
 
 
 @pytest.fixture(scope="session")
@@ -210,6 +216,17 @@ def dovecot_no_trash() -> Iterator[Dovecot]:
     """A Dovecot with no folder marked \\Trash (and no Trash folder until a test creates one)."""
     _require_dovecot()
     server = start_dovecot(NO_TRASH_CONF)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def dovecot_bin_trash() -> Iterator[Dovecot]:
+    """A Dovecot whose \\Trash folder is called Bin, with an ordinary folder called Trash beside it."""
+    _require_dovecot()
+    server = start_dovecot(BIN_TRASH_CONF)
     try:
         yield server
     finally:

@@ -20,6 +20,16 @@ from halo_integrator.cli import cli
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
+CORPUS = (REPO / ".." / "shared" / "corpus").resolve()
+
+
+def corpus_or_skip() -> Path:
+    """The shared email corpus, beside the repository; the test is skipped, saying so, when it is absent."""
+    if not (CORPUS / "INDEX.tsv").exists():
+        import pytest
+
+        pytest.skip(f"the shared email corpus is not at {CORPUS}; these tests read it from ../shared/corpus")
+    return CORPUS
 
 
 def write_config(directory: Path, body: str = "", *, mail: str = "mail", after_import: str = "move_to_deleted",

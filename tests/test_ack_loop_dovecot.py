@@ -2,7 +2,6 @@
 real SMTP server (aiosmtpd, STARTTLS + AUTH), the customer answers the acknowledgement, and the answer, put in
 the IMAP inbox, lands on the same ticket in the next run."""
 
-# ruff: noqa: F811 - fixtures are imported from tests/dovecot.py and then requested by name
 from __future__ import annotations
 
 import json
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from dovecot import Dovecot, User, dovecot_server, dovecot_user  # noqa: F401 - pytest fixtures
+from dovecot import Dovecot, User
 from helpers import invoke, invoke_json
 from smtpserver import SmtpServer
 from smtpsetup import (

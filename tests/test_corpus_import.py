@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 import zammad_oracle
-from conftest import corpus_or_skip
 from halo_integrator.mail.names import safe_filename
-from helpers import invoke, write_config
+from helpers import corpus_or_skip, invoke, write_config
 
 pytestmark = pytest.mark.corpus
 

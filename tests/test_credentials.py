@@ -1,7 +1,6 @@
 """`integrator credentials add|list|remove|test`, no usable keyring (fail and null backends) through the real
 CLI, and a test that no secret ever reaches a file the tool writes or its output."""
 
-# ruff: noqa: F811 - fixtures are imported from tests/dovecot.py and then requested by name
 from __future__ import annotations
 
 import base64
@@ -12,7 +11,7 @@ from pathlib import Path
 import click
 import pytest
 
-from dovecot import Dovecot, dovecot_server  # noqa: F401 - pytest fixture
+from dovecot import Dovecot
 from halo_integrator.cli import cli
 from halo_integrator.config import SecretsSettings
 from halo_integrator.config import load as load_config

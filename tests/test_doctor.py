@@ -1,7 +1,6 @@
 """`integrator doctor`: each fault the tests can stage is found, with a one-line reason and a fix; a healthy
 setup exits 0. Mail servers are real (Dovecot on loopback) or a closed loopback port."""
 
-# ruff: noqa: F811 - fixtures are imported from tests/dovecot.py and then requested by name
 from __future__ import annotations
 
 import json
@@ -13,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from dovecot import Dovecot, User, dovecot_server, dovecot_user  # noqa: F401 - pytest fixtures
+from dovecot import Dovecot, User
 from halo_integrator.config import SecretsSettings
 from halo_integrator.doctor import Doctor
 from halo_integrator.keystore import Keystore

@@ -5,7 +5,6 @@ come from the in-memory keyring (`mailbox add --password-stdin`) or the document
 The server side is always checked from an independent imapclient session.
 """
 
-# ruff: noqa: F811 - fixtures are imported from tests/dovecot.py and then requested by name
 from __future__ import annotations
 
 import json
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from dovecot import Dovecot, User, dovecot_server, dovecot_user  # noqa: F401 - pytest fixtures
+from dovecot import Dovecot, User
 from halo_integrator.testing_keyring import MemoryKeyring
 from helpers import actions_per_message_id, email_bytes, free_port, invoke, invoke_json, run_subprocess
 from netproxy import NetProxy
@@ -805,6 +804,7 @@ def test_mark_read_never_imports_an_email_twice(
     code, (summary,), stderr = run_json(cfg, secret_env(user))
     assert code == 0, stderr
     assert summary["created"] == 0 and summary["updated"] == 0
+    assert summary["fetched"] == 0  # recognised by the store's record of ids, before any fetch
     assert actions_per_message_id(tmp_path / "tickets.db") == {"r-1@example.org": 1, "r-2@example.org": 1}
     assert message_ids_in(server, user, "INBOX") == ["<r-1@example.org>", "<r-2@example.org>"]
 
@@ -841,12 +841,13 @@ def test_connection_cut_mid_fetch_then_healthy_run(
     _assert_all_once(server, user, tmp_path / "tickets.db", 6, "cut")
 
 
+@pytest.mark.parametrize("connection", ["imap", "pop3"])
 def test_stalled_server_times_out_then_healthy_run(
-    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, connection: str
 ) -> None:
     server, user = dovecot_server, dovecot_user
     seed(server, user, mails("stall", 6, size=20_000))
-    with NetProxy(server.imap_port) as proxy:
+    with NetProxy(server.imap_port if connection == "imap" else server.pop3_port) as proxy:
         sent = 0
 
         def stall_mid_fetch(data: bytes) -> bytes:
@@ -857,17 +858,23 @@ def test_stalled_server_times_out_then_healthy_run(
             return data
 
         proxy.server_filter = stall_mid_fetch
-        cfg = config_for(tmp_path, server, user, port=proxy.port, incoming="batch_size = 2")
+        cfg = config_for(
+            tmp_path, server, user, connection=connection, port=proxy.port, incoming="batch_size = 2"
+        )
         cfg.write_text(cfg.read_text().replace("timeout = 10", "timeout = 1"))
         code, (summary,), _ = run_json(cfg, secret_env(user))
     assert code == 5
     assert "no answer within 1 s" in str(summary["error"])
     assert 0 < int(summary["created"]) < 6  # type: ignore[call-overload]
 
-    cfg = config_for(tmp_path, server, user)
+    cfg = config_for(tmp_path, server, user, connection=connection)
     code, (summary,), stderr = run_json(cfg, secret_env(user))
     assert code == 0, stderr
-    _assert_all_once(server, user, tmp_path / "tickets.db", 6, "stall")
+    if connection == "imap":
+        _assert_all_once(server, user, tmp_path / "tickets.db", 6, "stall")
+    else:
+        assert message_ids_in(server, user, "INBOX") == []
+        assert actions_per_message_id(tmp_path / "tickets.db") == {f"stall-{n}@example.org": 1 for n in range(1, 7)}
 
 
 def test_a_dead_server_does_not_block_the_other_mailbox(dovecot_server: Dovecot, tmp_path: Path) -> None:

@@ -1,6 +1,5 @@
 """The IMAP connector against a real Dovecot on loopback (tests/dovecot.py), no mocks."""
 
-# ruff: noqa: F811 - fixtures are imported from tests/dovecot.py and then requested by name
 from __future__ import annotations
 
 import json
@@ -10,6 +9,7 @@ import re
 import socket
 import ssl
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,15 +17,7 @@ from typing import Any
 import pytest
 from imapclient.imapclient import DELETED, SEEN
 
-from dovecot import (  # noqa: F401 - pytest fixtures
-    Dovecot,
-    User,
-    dovecot_no_move,
-    dovecot_no_trash,
-    dovecot_no_uidplus,
-    dovecot_server,
-    dovecot_user,
-)
+from dovecot import Dovecot, User
 from halo_integrator.config import Config, Credential, Mailbox
 from halo_integrator.connectors import make_connector
 from halo_integrator.connectors._net import describe_connect_error
@@ -199,22 +191,29 @@ def test_reads_a_configured_folder(dovecot_server: Dovecot, dovecot_user: User, 
 # ------------------------------------------------------------------------------------------ dispose
 
 
-def test_move_to_deleted_uses_the_special_use_trash(
-    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
-) -> None:
-    seed(dovecot_server, dovecot_user, 3)
-    client = dovecot_server.imap(dovecot_user)
-    trash_flags = {str(name): flags for flags, _, name in client.list_folders()}["Trash"]
-    client.create_folder("Deleted Items")  # a usual name; the \Trash attribute wins
-    client.logout()
-    assert b"\\Trash" in trash_flags
-    with connector(dovecot_server, dovecot_user, tmp_path) as conn:
+def test_move_to_deleted_uses_the_special_use_trash(dovecot_bin_trash: Dovecot, tmp_path: Path) -> None:
+    """The \\Trash attribute wins over the usual names: the attribute is on "Bin", and an ordinary "Trash"
+    stands beside it. The move is one UID MOVE on the wire."""
+    server = dovecot_bin_trash
+    user = server.new_user()
+    seed(server, user, 3)
+    sent: list[bytes] = []
+
+    def record(chunk: bytes) -> bytes:
+        sent.append(chunk)
+        return chunk
+
+    with NetProxy(server.imap_port, client_filter=record) as proxy, connector(
+        server, user, tmp_path, port=proxy.port
+    ) as conn:
         ids = conn.list_ids()
         conn.dispose(ids[:2])
         assert conn.list_ids() == ids[2:]
-    assert subjects_in(dovecot_server, dovecot_user, "INBOX") == ["Help 3"]
-    assert subjects_in(dovecot_server, dovecot_user, "Trash") == ["Help 1", "Help 2"]
-    assert subjects_in(dovecot_server, dovecot_user, "Deleted Items") == []
+    assert subjects_in(server, user, "INBOX") == ["Help 3"]
+    assert subjects_in(server, user, "Bin") == ["Help 1", "Help 2"]
+    assert subjects_in(server, user, "Trash") == []
+    wire = b"".join(sent).upper()
+    assert b"UID MOVE 1,2 BIN" in wire.replace(b'"', b"") and b"EXPUNGE" not in wire
 
 
 @pytest.mark.parametrize("name", ["Deleted Items", "Trash"])
@@ -543,9 +542,12 @@ def test_xoauth2_login(dovecot_server: Dovecot, tmp_path: Path) -> None:
     )
     mailbox = Mailbox(name="O", connection="imap", credentials=(cred,))
     cfg = Config(mailboxes=(mailbox,), path=tmp_path / "integrator.toml")
+    marker = uuid.uuid4().hex
+    dovecot_server.append(User(name="alice", password="pw-alice"), [message(1).replace(b"Body", marker.encode())])
     tokens = {"access_token": "alice-oauth-token"}
     with make_connector(mailbox, cred, config=cfg, secrets=tokens.__getitem__, state=MemoryState()) as conn:
-        assert conn.count() == len(conn.list_ids())  # the session logged in with the token works
+        fetched = [raw for _, raw in conn.fetch(conn.list_ids())]  # the session logged in with the token reads
+    assert any(marker.encode() in raw for raw in fetched)
     bad = {"access_token": "alicepw"}  # the password is not a token
     with pytest.raises(SecretError, match=r"refused the access token for alice@127.0.0.1") as err:
         make_connector(mailbox, cred, config=cfg, secrets=bad.__getitem__, state=MemoryState()).open()

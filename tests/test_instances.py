@@ -1,7 +1,6 @@
 """Instances (DESIGN contract 7): one config, one Dovecot with two accounts, two instances that each import
 only the mail of their own account; the split warning; a mailbox with no credential for the instance."""
 
-# ruff: noqa: F811 - fixtures are imported from tests/dovecot.py and then requested by name
 from __future__ import annotations
 
 import json
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dovecot import Dovecot, dovecot_server  # noqa: F401 - pytest fixture
+from dovecot import Dovecot
 from helpers import invoke
 from instancesetup import PortOnly, imap_config, inbox_count, seed_subjects, store_password
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 import zammad_oracle
-from conftest import corpus_or_skip
 from halo_integrator.mail import ParsedEmail, parse
 from halo_integrator.mail.names import safe_filename
+from helpers import corpus_or_skip
 
 pytestmark = pytest.mark.corpus
 Parsed = list[tuple[dict[str, str], ParsedEmail]]

@@ -9,8 +9,8 @@ from email.policy import compat32
 
 import pytest
 
-from conftest import corpus_or_skip
 from halo_integrator.mail.mime import message_from_bytes
+from helpers import corpus_or_skip
 
 
 def same_tree(a: Message, b: Message, where: str = "") -> str | None:

@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from conftest import corpus_or_skip
 from halo_integrator.mail import Address, ParsedEmail, parse
 from halo_integrator.mail.charsets import codec_for, decode_bytes
 from halo_integrator.mail.headers import decode_header
+from helpers import corpus_or_skip
 
 
 def mail(headers: str, body: bytes | str = b"Hello\n", *, eol: bytes = b"\n") -> bytes:

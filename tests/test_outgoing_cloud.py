@@ -31,11 +31,6 @@ from smtpserver import SmtpServer
 
 
 @pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
 def cloud(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeCloud]:
     ca_file = tmp_path_factory.mktemp("ca") / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))

@@ -10,10 +10,7 @@ from pathlib import Path
 import pytest
 
 from helpers import copy_examples, email_bytes, invoke, invoke_json, write_config
-
-
-def drop(tmp_path: Path, name: str, raw: bytes) -> None:
-    (tmp_path / "mail" / name).write_bytes(raw)
+from smtpsetup import drop
 
 
 def run(cfg: Path) -> dict:
