@@ -325,15 +325,20 @@ class Config:
         known = ", ".join(m.name for m in self.mailboxes) or "none"
         raise ConfigError(f"No mailbox named {name!r} in {self.path} (mailboxes: {known}).")
 
-    def own_addresses(self) -> set[str]:
+    def own_addresses(self) -> frozenset[str]:
         """Every address that is one of ours: mailbox addresses, and login names (incoming credentials,
-        outgoing SMTP) that are addresses. Mail from them never opens a ticket or gets an acknowledgement."""
-        out: set[str] = set()
-        for mb in self.mailboxes:
-            for address in (mb.address, mb.outgoing.username, *(c.username for c in mb.credentials)):
-                if "@" in address:
-                    out.add(address.strip().lower())
-        return out
+        outgoing SMTP) that are addresses. Mail from them never opens a ticket or gets an acknowledgement.
+        Worked out once per config (the importer asks for every email)."""
+        found = self.__dict__.get("_own_addresses")
+        if found is None:
+            found = frozenset(
+                address.strip().lower()
+                for mb in self.mailboxes
+                for address in (mb.address, mb.outgoing.username, *(c.username for c in mb.credentials))
+                if "@" in address
+            )
+            self.__dict__["_own_addresses"] = found  # a frozen dataclass: a cache, not a field
+        return found
 
     def message_group(self, name: str) -> MessageGroup:
         for group in self.message_groups:

@@ -823,26 +823,26 @@ class Importer:
     ) -> tuple[int | None, int | None]:
         """Create or update the ticket a decision names; returns (ticket_id, action_id)."""
         outcome = decision["outcome"]
-        stamp = now()
+        when = now()
         if outcome == "created":
             ticket_id = self.store.create_ticket(
                 subject=matching.clean_subject(email.subject, mailbox.incoming.ticket_tag),
                 mailbox=mailbox.name,
                 requester_name=email.sender.name,
                 requester_email=email.sender.address,
-                time=stamp,
+                time=when,
                 linked_ticket_id=decision.get("linked_ticket_id"),
                 **decision.get("fields", {}),
             )
             decision["ticket_id"] = ticket_id
         elif outcome in ("updated", "auto_reply", "bounce") and decision.get("ticket_id") is not None:
             ticket_id = int(decision["ticket_id"])
-            self.store.touch_ticket(ticket_id, stamp, status="open" if decision.get("reopen") else None)
+            self.store.touch_ticket(ticket_id, when, status="open" if decision.get("reopen") else None)
         else:
             return (decision.get("ticket_id"), None)
         action_id = self.store.add_email_action(
             ticket_id=ticket_id, kind=decision.get("kind", "email_in"), mailbox=mailbox.name, email=email,
-            raw_id=raw_id, time=stamp,
+            raw_id=raw_id, time=when,
         )
         return ticket_id, action_id
 

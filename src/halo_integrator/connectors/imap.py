@@ -40,7 +40,7 @@ import imaplib
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import CapabilityError, LoginError
@@ -54,7 +54,7 @@ from halo_integrator.connectors._net import (
     identity,
     scrub,
 )
-from halo_integrator.connectors.base import Check, TestReport
+from halo_integrator.connectors.base import DEFAULT_PORTS, Check, TestReport
 from halo_integrator.connectors.tls import make_ssl_context
 from halo_integrator.errors import (
     ConnectError,
@@ -62,9 +62,6 @@ from halo_integrator.errors import (
     IntegratorError,
     RetrievalError,
 )
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +141,10 @@ class ImapConnector(ServerConnector):
                     NetProblem(
                         check="tls",
                         detail=f"The IMAP server {self._where} does not offer STARTTLS.",
-                        fix='Use security = "ssl" (usually port 993), or "none" only on a trusted network.',
+                        fix=(
+                            f'Use security = "ssl" (usually port {DEFAULT_PORTS[("imap", "ssl")]}), or "none" '
+                            "only on a trusted network."
+                        ),
                     )
                 ) from None
             except Exception as exc:

@@ -36,7 +36,7 @@ import logging
 import poplib
 import re
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from halo_integrator.connectors._net import (
     ConnectFailed,
@@ -46,7 +46,7 @@ from halo_integrator.connectors._net import (
     identity,
     scrub,
 )
-from halo_integrator.connectors.base import Check, TestReport
+from halo_integrator.connectors.base import DEFAULT_PORTS, Check, TestReport
 from halo_integrator.connectors.tls import make_ssl_context
 from halo_integrator.errors import (
     ConfigError,
@@ -54,9 +54,6 @@ from halo_integrator.errors import (
     DisposeError,
     RetrievalError,
 )
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +160,10 @@ class Pop3Connector(ServerConnector):
                     NetProblem(
                         check="tls",
                         detail=f"The POP3 server {self._where} does not offer STLS ({exc}).",
-                        fix='Use security = "ssl" (usually port 995), or "none" only on a trusted network.',
+                        fix=(
+                            f'Use security = "ssl" (usually port {DEFAULT_PORTS[("pop3", "ssl")]}), or "none" '
+                            "only on a trusted network."
+                        ),
                     )
                 ) from None
             except Exception as exc:

@@ -114,9 +114,7 @@ def _part(text: str, depth: int, default_type: str) -> Message:
             if depth == 0:
                 raise _Fallback
             # blocks of headers, which the standard parser turns into one message each: let it read this part
-            part = _stdlib(text, default_type)
-            part._maintype = maintype  # type: ignore[attr-defined]
-            return part
+            return _stdlib(text, default_type)  # its main type is read back from its header (_maintype)
         message.set_payload([_part(body, depth + 1, "text/plain")])
     else:
         message.set_payload(body)

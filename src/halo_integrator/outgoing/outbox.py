@@ -161,9 +161,6 @@ class Outbox:
         """Whether sending is on (``[services] outgoing``)."""
         return self.config.services.outgoing
 
-    def our_addresses(self) -> set[str]:
-        """Every address of ours (Config.own_addresses): never acknowledged."""
-        return self.config.own_addresses()
 
     def credential_for(self, mailbox: Mailbox) -> Credential | None:
         creds = self.config.credentials_for(mailbox, self.instance)
@@ -249,7 +246,7 @@ class Outbox:
             since = stamp(self.clock() - timedelta(hours=1))
             reason = ack_suppression_reason(
                 sender=sender,
-                our_addresses=self.our_addresses(),
+                our_addresses=self.config.own_addresses(),
                 recent_count=self.store.acknowledgements_since(sender, since) if sender else 0,
                 limit=mailbox.outgoing.ack_limit_per_hour,
                 auto_reply=email.auto_reply,
@@ -296,7 +293,7 @@ class Outbox:
             return None
         sender = email.sender.address
         if ack_suppression_reason(
-            sender=sender, our_addresses=self.our_addresses(), recent_count=0, limit=0,
+            sender=sender, our_addresses=self.config.own_addresses(), recent_count=0, limit=0,
             auto_reply=email.auto_reply, bounce=email.bounce,
         ):
             return None

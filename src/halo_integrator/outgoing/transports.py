@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import quote
 
-from halo_integrator.connectors.tls import NAME_MISMATCH_FIX, is_name_mismatch
+from halo_integrator.connectors.tls import NAME_MISMATCH_FIX, client_context, is_name_mismatch
 from halo_integrator.errors import ConnectError, OutgoingError, SecretError
 from halo_integrator.outgoing.tokens import (
     GMAIL_FULL_SCOPE,
@@ -161,8 +161,6 @@ class SmtpTransport:
     def _connect(self) -> smtplib.SMTP:
         ctx = None
         if self.security != "none":
-            from halo_integrator.connectors.tls import client_context
-
             ctx = client_context(ca_file=self._ca_file, verify=self._tls_verify, what=f"The {self.where}",
                                  server=self.where)
         smtp: smtplib.SMTP
