@@ -253,20 +253,18 @@ class Records:
             None if agent is None or agent.admin else [mb.name for mb in readable(cfg, agent)]
         )
 
-    def _targets(self, mailbox: str | None) -> list[str]:
-        assert self.names is not None
+    def _targets(self, mailbox: str | None) -> list[str] | None:
+        """The mailboxes to show records of: the one asked for, or every one the agent may read; None: all."""
+        if self.names is None:
+            return [mailbox] if mailbox else None
         if mailbox:
             return [n for n in self.names if _fold(n) == _fold(mailbox)]
         return list(self.names)
 
     def logs(self, *, mailbox: str | None = None, limit: int = 50, **filters: Any) -> list[dict[str, Any]]:
-        if self.names is None:
-            return self.store.logs(mailbox=mailbox, limit=limit, **filters)
         return self.store.logs(mailboxes=self._targets(mailbox), limit=limit, **filters)
 
     def config_history(self, mailbox: str | None = None, *, limit: int = 100) -> list[dict[str, Any]]:
-        if self.names is None:
-            return self.store.config_history(mailbox, limit=limit)
         return self.store.config_history(mailboxes=self._targets(mailbox), limit=limit)
 
     def quarantined(self, mailbox: str | None = None) -> list[dict[str, Any]]:

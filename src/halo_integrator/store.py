@@ -629,7 +629,6 @@ class Store:
         self,
         *,
         direction: str | None = None,
-        mailbox: str | None = None,
         mailboxes: Sequence[str] | None = None,
         status: str | None = None,
         since: str | None = None,
@@ -637,15 +636,12 @@ class Store:
         limit: int = 50,
         after_id: dict[str, int] | None = None,
     ) -> list[dict[str, Any]]:
-        """Inbound and outbound log rows, newest first; of ``mailbox``, or of any of ``mailboxes``."""
+        """Inbound and outbound log rows, newest first; of any of ``mailboxes`` (case-insensitively), or all."""
         parts, params = [], []
         for table, dirn, who in (("inbound_log", "inbound", "sender"), ("outbound_log", "outbound", "recipients")):
             if direction and direction != dirn:
                 continue
             where, p = ["1 = 1"], list[Any]()
-            if mailbox:
-                where.append("mailbox = ? COLLATE NOCASE")
-                p.append(mailbox)
             if mailboxes is not None:
                 where.append(_one_of("mailbox", mailboxes))
                 p += mailboxes
@@ -718,15 +714,9 @@ class Store:
             )
         return int(cur.lastrowid or 0)
 
-    def config_history(
-        self, mailbox: str | None = None, *, mailboxes: Sequence[str] | None = None, limit: int = 100
-    ) -> list[dict[str, Any]]:
-        """Config changes, newest first; of ``mailbox`` (case-insensitively), or of any of ``mailboxes``."""
-        where, params = ("WHERE mailbox = ? COLLATE NOCASE", [mailbox]) if mailbox else ("", [])
-        if mailboxes is not None:
-            where = f"{where} AND " if where else "WHERE "
-            where += _one_of("mailbox", mailboxes)
-            params += mailboxes
+    def config_history(self, *, mailboxes: Sequence[str] | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Config changes, newest first; of any of ``mailboxes`` (case-insensitively), or all."""
+        where, params = ("", []) if mailboxes is None else (f"WHERE {_one_of('mailbox', mailboxes)}", list(mailboxes))
         rows = self._q(
             f"SELECT * FROM config_history {where} ORDER BY time DESC, id DESC LIMIT ?", [*params, limit]
         )
