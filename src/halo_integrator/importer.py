@@ -106,14 +106,6 @@ def _pool() -> Executor | None:
     return ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
 
-@dataclass
-class _Batch:
-    """A fetched batch on its way through the parse workers: its ids and its parsed emails."""
-
-    ids: list[str]
-    prepared: Iterator[tuple[str, Prepared]]
-
-
 # ------------------------------------------------------------------------------------------ results
 
 
@@ -327,10 +319,19 @@ class Importer:
         total = len(new_ids)
         size = max(1, mailbox.incoming.batch_size)
         chunks = [new_ids[start : start + size] for start in range(0, total, size)]
-        done = 0
         # A pipeline: the batches fetched last are parsed by the worker processes while this process stores
         # the oldest one, disposes of it on the server and fetches the next.
-        ahead: deque[_Batch] = deque()
+        ahead: deque[tuple[int, Iterator[tuple[str, Prepared]]]] = deque()  # (emails asked for, parsed)
+        done = 0
+
+        def finish_oldest() -> None:
+            nonlocal done
+            count, prepared = ahead.popleft()
+            self._finish_batch(conn, mailbox, cred, res, prepared)
+            done += count
+            if self.progress:
+                self.progress(mailbox.name, done, total)
+
         for chunk in chunks:
             try:
                 raws = list(conn.fetch(chunk))
@@ -338,29 +339,20 @@ class Importer:
                 self._finish_after_fetch_error(conn, mailbox, cred, res, ahead)
                 raise  # the fetch error is what the admin needs to see
             res.fetched += len(raws)
-            ahead.append(_Batch(chunk, self._prepare_all(raws)))
+            ahead.append((len(chunk), self._prepare_all(raws)))
             if len(ahead) > PARSE_AHEAD:
-                done += self._finish_oldest(conn, mailbox, cred, res, ahead, done, total)
+                finish_oldest()
         while ahead:
-            done += self._finish_oldest(conn, mailbox, cred, res, ahead, done, total)
-
-    def _finish_oldest(
-        self, conn: Connector, mailbox: Mailbox, cred: str, res: MailboxResult, ahead: deque[_Batch], done: int,
-        total: int,
-    ) -> int:
-        batch = ahead.popleft()
-        self._finish_batch(conn, mailbox, cred, res, batch.prepared)
-        if self.progress:
-            self.progress(mailbox.name, done + len(batch.ids), total)
-        return len(batch.ids)
+            finish_oldest()
 
     def _finish_after_fetch_error(
-        self, conn: Connector, mailbox: Mailbox, cred: str, res: MailboxResult, ahead: deque[_Batch]
+        self, conn: Connector, mailbox: Mailbox, cred: str, res: MailboxResult,
+        ahead: deque[tuple[int, Iterator[tuple[str, Prepared]]]],
     ) -> None:
         """What was fetched before a fetch failed is still imported; its disposal, on the same broken
         connection, may fail too, and the next run finishes it."""
         while ahead:
-            prepared = ahead.popleft().prepared
+            _, prepared = ahead.popleft()
             try:
                 self._finish_batch(conn, mailbox, cred, res, prepared)
             except IntegratorError as exc:
