@@ -304,7 +304,6 @@ def test_add_only_new_leaves_existing_mail_alone(
     assert message_ids_in(server, user, "Trash") == ["<new-1@example.org>", "<new-2@example.org>"]
 
 
-
 def migrate(server: Dovecot, user: User) -> None:
     """A server migration of the inbox: every email copied out and put back in another order (old-2, new-1,
     old-1, new-2, old-3) with its arrival time, under a new UIDVALIDITY (so new IMAP UIDs and new POP3 UIDLs);
@@ -357,7 +356,6 @@ def test_only_new_survives_a_migration_that_renumbers_the_mailbox(
     code, (summary,), stderr = run_json(cfg, {})  # the carried-over watermark holds on the next run too
     assert code == 0, stderr
     assert summary["fetched"] == 0
-
 
 
 def test_pop3_only_new_survives_a_migration_that_changes_every_uidl(
@@ -464,6 +462,7 @@ def test_edit_only_new_keeps_what_the_store_knows_of_imported_emails(
         con.close()
     assert states == ["disposed", "disposed"]
 
+
 def test_add_import_existing(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
     server, user = dovecot_server, dovecot_user
     cfg = empty_config(tmp_path, server)
@@ -525,7 +524,6 @@ def test_add_a_pop3_mailbox_says_the_mail_is_deleted(
     assert message_ids_in(server, user, "INBOX") == []
 
 
-
 def test_add_a_pop3_mailbox_with_mark_read_says_the_mail_stays(
     dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
 ) -> None:
@@ -539,6 +537,7 @@ def test_add_a_pop3_mailbox_with_mark_read_says_the_mail_stays(
     assert result.exit_code == 0, result.output
     assert "turned into tickets and left on the server (POP3 has no read flag" in result.output
     assert "marked as read" not in result.output
+
 
 def test_add_yes_without_a_choice_is_a_usage_error(
     dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path

@@ -391,8 +391,6 @@ def test_watermarks(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path)
         assert conn.list_ids() == []  # "n:*" matches the last UID even below n: filtered out
 
 
-
-
 def test_watermark_carried_over_in_another_time_zone_and_season(
     dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
 ) -> None:
@@ -502,6 +500,7 @@ def test_an_old_email_without_a_message_id_is_not_recognised(
     dovecot_server.renumber(dovecot_user, 5454)
     with connector(dovecot_server, dovecot_user, tmp_path, state=state) as conn:
         assert [i.split("/")[1] for i in conn.list_ids()] == ["1"]
+
 
 def test_an_old_watermark_without_its_list_is_dropped_with_a_warning(
     dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, caplog: pytest.LogCaptureFixture

@@ -120,7 +120,6 @@ def test_same_tree_as_the_standard_library(name: str) -> None:
     assert same_tree(message_from_bytes(data), BytesParser(policy=compat32).parsebytes(data)) is None
 
 
-
 SPLIT_HERE = [
     "missing-close", "missing-close-crlf", "missing-close-nested", "missing-close-inside-rfc822",
     "boundary-never-used", "boundary-never-used-nested", "stray-line", "stray-line-no-blank-line",
@@ -136,6 +135,7 @@ def test_damaged_mime_is_split_here_not_handed_whole_to_the_standard_library(nam
     from halo_integrator.mail import mime
 
     mime._part(SAMPLES[name].decode("ascii", "surrogateescape"), 0, "text/plain")  # raises _Fallback if not
+
 
 def test_same_tree_on_the_whole_corpus() -> None:
     corpus = corpus_or_skip()

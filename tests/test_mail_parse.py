@@ -136,13 +136,13 @@ def test_html_only_converted_to_readable_text() -> None:
     assert "one" in text and "two" in text
 
 
-
 def test_html_that_sanitises_to_nothing_has_no_text() -> None:
     """Only a head (title, style): the sanitiser leaves nothing, and the text must not bring the title back."""
     html = "<html><head><title>Secret title</title><style>p {}</style></head></html>"
     email = parse(mail("From: a@b.c\nContent-Type: text/html; charset=utf-8", html))
     assert email.html_body == ""
     assert "Secret" not in email.text_body
+
 
 def test_attachments_inline_cid_and_parts_without_disposition() -> None:
     png = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()

@@ -111,7 +111,6 @@ def test_watermark(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) 
         assert [raw for _, raw in conn.fetch(ids)] == [message(1)]
 
 
-
 def test_changed_ids_without_a_header_record_are_all_new(
     dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -149,6 +148,7 @@ def test_watermark_on_a_server_without_top(
         with connector(dovecot_server, dovecot_user, tmp_path, state=state, port=no_top.port) as conn:
             assert len(conn.list_ids()) == 2
         assert "does not answer TOP" in caplog.text
+
 
 def test_wrong_password_is_a_secret_error(
     dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from halo_integrator.keystore import Keystore
     from halo_integrator.store import Store
 
+
 def connector_for(
     cfg: Config,
     mailbox: Mailbox,

@@ -298,7 +298,6 @@ def m004_incidents(db: Database) -> None:
     )
 
 
-
 @migration
 def m005_loop_throttle_indexes(db: Database) -> None:
     """The loop throttle counts a sender's (or a domain's same-subject) new tickets for every new email."""

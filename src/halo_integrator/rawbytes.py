@@ -17,6 +17,7 @@ from typing import Any
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 LEVEL = 3
 
+
 @functools.cache
 def _compressor() -> Any:
     import zstandard

@@ -32,8 +32,6 @@ INBOUND_STATUSES = ("created", "updated", "duplicate", "ignored", "auto_reply", 
 OUTBOUND_STATUSES = ("queued", "sent", "failed", "suppressed")
 
 
-
-
 def _database_class() -> type[Database]:
     """sqlite-utils' Database, imported without numpy and pandas.
 
@@ -923,7 +921,6 @@ class Store:
             "UPDATE incidents SET closed_at = ?, close_queue_id = ? WHERE key = ? AND closed_at IS NULL",
             [time, queue_id, key],
         )
-
 
 
 def _one_of(column: str, values: Sequence[str]) -> str:

@@ -79,6 +79,7 @@ ACK_MAX_AGE = timedelta(days=1)
 
 ACK_BODY_LIMIT = 10_000  # characters of the customer's text offered to the {body} placeholder of an ack
 
+
 def backoff(attempts: int) -> timedelta:
     """How long to wait after ``attempts`` failed attempts (1-based)."""
     index = min(max(attempts, 1), len(BACKOFF_MINUTES)) - 1
@@ -160,7 +161,6 @@ class Outbox:
     def enabled(self) -> bool:
         """Whether sending is on (``[services] outgoing``)."""
         return self.config.services.outgoing
-
 
     def credential_for(self, mailbox: Mailbox) -> Credential | None:
         creds = self.config.credentials_for(mailbox, self.instance)
