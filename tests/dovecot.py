@@ -178,59 +178,44 @@ def _require_dovecot() -> None:
         pytest.skip(why)
 
 
-@pytest.fixture(scope="session")
-def dovecot_server() -> Iterator[Dovecot]:
-    """The session's Dovecot with default settings."""
+def _serve(extra_conf: str = "") -> Iterator[Dovecot]:
+    """A Dovecot for the whole session, stopped at its end."""
     _require_dovecot()
-    server = start_dovecot()
+    server = start_dovecot(extra_conf)
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def dovecot_server() -> Iterator[Dovecot]:
+    """The session's Dovecot with default settings."""
+    yield from _serve()
 
 
 @pytest.fixture(scope="session")
 def dovecot_no_move() -> Iterator[Dovecot]:
     """A Dovecot that does not advertise MOVE (UIDPLUS yes)."""
-    _require_dovecot()
-    server = start_dovecot(NO_MOVE_CONF)
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _serve(NO_MOVE_CONF)
 
 
 @pytest.fixture(scope="session")
 def dovecot_no_uidplus() -> Iterator[Dovecot]:
     """A Dovecot that advertises neither MOVE nor UIDPLUS."""
-    _require_dovecot()
-    server = start_dovecot(NO_MOVE_NO_UIDPLUS_CONF)
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _serve(NO_MOVE_NO_UIDPLUS_CONF)
 
 
 @pytest.fixture(scope="session")
 def dovecot_no_trash() -> Iterator[Dovecot]:
     """A Dovecot with no folder marked \\Trash (and no Trash folder until a test creates one)."""
-    _require_dovecot()
-    server = start_dovecot(NO_TRASH_CONF)
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _serve(NO_TRASH_CONF)
 
 
 @pytest.fixture(scope="session")
 def dovecot_bin_trash() -> Iterator[Dovecot]:
     """A Dovecot whose \\Trash folder is called Bin, with an ordinary folder called Trash beside it."""
-    _require_dovecot()
-    server = start_dovecot(BIN_TRASH_CONF)
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _serve(BIN_TRASH_CONF)
 
 
 @pytest.fixture
