@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import csv
+from email import errors
 from email.message import Message
-from email.parser import BytesParser
+from email.parser import BytesParser, Parser
 from email.policy import compat32
 
 import pytest
@@ -13,8 +14,9 @@ from halo_integrator.mail.mime import message_from_bytes
 from helpers import corpus_or_skip
 
 
-def same_tree(a: Message, b: Message, where: str = "") -> str | None:
-    """Where two compat32 trees differ, or None."""
+def same_tree(a: Message, b: Message, where: str = "", *, unopened: bool = False) -> str | None:
+    """Where two compat32 trees differ, or None. With ``unopened``, ``a`` was split with
+    ``open_enclosed=False``: an enclosed email in it, kept as text, must read as the one ``b`` holds parsed."""
     for attr in ("_headers", "preamble", "epilogue", "_unixfrom"):
         if getattr(a, attr) != getattr(b, attr):
             return f"{where or 'top'}: {attr} {getattr(a, attr)!r:.120} != {getattr(b, attr)!r:.120}"
@@ -23,17 +25,41 @@ def same_tree(a: Message, b: Message, where: str = "") -> str | None:
     if [type(d) for d in a.defects] != [type(d) for d in b.defects]:
         return f"{where}: defects {a.defects} != {b.defects}"
     pa, pb = a._payload, b._payload  # type: ignore[attr-defined]
+    if unopened and isinstance(pa, str) and isinstance(pb, list) and a.get_content_maintype() == "message":
+        if len(pb) != 1:
+            return f"{where}: an unopened enclosed email where the standard parser read {len(pb)} parts"
+        alone = Parser(policy=compat32).parsestr(pa)
+        return same_tree(_loose_end(alone), _loose_end(pb[0]), f"{where}/enclosed")
     if isinstance(pa, list) and isinstance(pb, list):
         if len(pa) != len(pb):
             return f"{where}: {len(pa)} parts != {len(pb)}"
         for i, (x, y) in enumerate(zip(pa, pb, strict=True)):
-            diff = same_tree(x, y, f"{where}/{i}")
+            diff = same_tree(x, y, f"{where}/{i}", unopened=unopened)
             if diff:
                 return diff
         return None
     if pa != pb:
         return f"{where}: payload {pa!r:.120} != {pb!r:.120}"
     return None
+
+
+def _loose_end(message: Message) -> Message:
+    """The tree without the marks that being read alone, rather than as a part, leaves on a compat32 tree:
+    the line endings that end the last part stay or go, an empty epilogue is "" where inside a part it is None,
+    and a multipart body without parts gets a MultipartInvariantViolationDefect (only the top message does).
+    Nothing else is touched; the message is changed in place and returned."""
+    message.defects = [d for d in message.defects if not isinstance(d, errors.MultipartInvariantViolationDefect)]
+    last = message
+    while True:
+        if last.epilogue == "":
+            last.epilogue = None
+        payload = last._payload  # type: ignore[attr-defined]
+        if isinstance(payload, list) and payload:
+            last = payload[-1]
+            continue
+        if isinstance(payload, str):
+            last._payload = payload.rstrip("\r\n")  # type: ignore[attr-defined]
+        return message
 
 
 SAMPLES = {
@@ -134,17 +160,35 @@ def test_damaged_mime_is_split_here_not_handed_whole_to_the_standard_library(nam
     slide back to parsing the whole email twice would go unnoticed)."""
     from halo_integrator.mail import mime
 
-    mime._part(SAMPLES[name].decode("ascii", "surrogateescape"), 0, "text/plain")  # raises _Fallback if not
+    mime._part(SAMPLES[name].decode("ascii", "surrogateescape"), 0, "text/plain", True)  # raises _Fallback if not
 
 
-def test_same_tree_on_the_whole_corpus() -> None:
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_an_unopened_enclosed_email_is_the_text_the_standard_library_reads(name: str) -> None:
+    data = SAMPLES[name]
+    unopened = message_from_bytes(data, open_enclosed=False)
+    assert same_tree(unopened, BytesParser(policy=compat32).parsebytes(data), unopened=True) is None
+
+
+def test_enclosed_emails_are_left_unread_only_when_asked() -> None:
+    data = SAMPLES["nested"]
+    opened, unopened = message_from_bytes(data), message_from_bytes(data, open_enclosed=False)
+    assert isinstance(opened.get_payload(1).get_payload(), list)
+    assert unopened.get_payload(1).get_payload() == "Subject: inner\n\ninner body\n"
+    partial = b'Content-Type: message/partial; id="x"; number=1\n\nSubject: part one\n\nbody\n'
+    assert isinstance(message_from_bytes(partial, open_enclosed=False).get_payload(), list)  # still walked
+
+
+@pytest.mark.parametrize("open_enclosed", [True, False], ids=["opened", "unopened"])
+def test_same_tree_on_the_whole_corpus(open_enclosed: bool) -> None:
     corpus = corpus_or_skip()
     with (corpus / "INDEX.tsv").open(encoding="utf-8") as fh:
         rows = [r for r in csv.DictReader(fh, delimiter="\t") if r["kind"] == "message"]
     differences = []
     for row in rows:
         data = (corpus / row["path"]).read_bytes()
-        diff = same_tree(message_from_bytes(data), BytesParser(policy=compat32).parsebytes(data))
+        ours = message_from_bytes(data, open_enclosed=open_enclosed)
+        diff = same_tree(ours, BytesParser(policy=compat32).parsebytes(data), unopened=not open_enclosed)
         if diff:
             differences.append(f"{row['path']}: {diff}")
     assert differences == [], "\n".join(differences[:20])

@@ -196,6 +196,25 @@ def test_forwarded_message_kept_as_one_eml() -> None:
     assert [a.filename for a in parse(mail(MULTI, no_subject)).attachments] == ["forwarded.eml"]
 
 
+def test_forwarded_message_is_kept_byte_for_byte() -> None:
+    """The enclosed email is stored as it came (line endings, folding, nested parts), not rebuilt."""
+    inner = (
+        "From:x@example.com\nSubject: Nested\n  and folded\nContent-Type: multipart/mixed; boundary=in\n\n"
+        "--in\nContent-Type: text/plain\n\nInner body\n--in\nContent-Type: message/rfc822\n\n"
+        "Subject: deeper\n\nDeepest\n--in--\n"
+    )
+    body = multipart("Content-Type: text/plain\n\nFYI", f"Content-Type: message/rfc822\n\n{inner}")
+    email = parse(mail(MULTI, body, eol=b"\r\n"))
+    assert [a.filename for a in email.attachments] == ["Nested and folded.eml"]
+    # the line ending before the next delimiter line belongs to the delimiter (RFC 2046)
+    assert email.attachments[0].data == inner.rstrip("\n").encode().replace(b"\n", b"\r\n")
+    encoded = base64.b64encode(inner.encode()).decode()  # not allowed by RFC 2046, sent all the same
+    body = multipart("Content-Type: text/plain\n\nFYI",
+                     f"Content-Type: message/rfc822\nContent-Transfer-Encoding: base64\n\n{encoded}")
+    email = parse(mail(MULTI, body))
+    assert [(a.filename, a.data) for a in email.attachments] == [("Nested and folded.eml", inner.encode())]
+
+
 def test_tolerant_base64_and_quoted_printable() -> None:
     good = base64.b64encode("Grüße aus Köln".encode()).decode()
     broken = good.rstrip("=") + "\n!!garbage!!"

@@ -33,6 +33,7 @@ _LONE_CR = re.compile(r"\r(?!\n)")
 
 
 _MISSING = object()
+_READ_AS_PARTS = frozenset({"message/partial", "message/external-body"})  # the importer walks into these
 
 
 class ParsedMessage(Message):
@@ -59,13 +60,19 @@ class _Fallback(Exception):
     """This part needs the standard parser."""
 
 
-def message_from_bytes(data: bytes) -> Message:
-    """The compat32 message tree of ``data``, as ``BytesParser(policy=compat32).parsebytes`` returns it."""
+def message_from_bytes(data: bytes, *, open_enclosed: bool = True) -> Message:
+    """The compat32 message tree of ``data``, as ``BytesParser(policy=compat32).parsebytes`` returns it.
+
+    ``open_enclosed=False`` leaves every enclosed email (a ``message/*`` part other than a delivery-status
+    report, a partial or an external body) unread: its payload is its text, as a leaf part's is, instead of
+    a parsed message. The importer keeps such a part whole as one attachment, so reading a forwarded
+    multi-megabyte email into parts only to write it back out would be wasted work.
+    """
     text = data.decode("ascii", "surrogateescape")
     if _LONE_CR.search(text):
         return _stdlib(text, "text/plain")  # old Mac line endings: the line-based parser handles them
     try:
-        message = _part(text, 0, "text/plain")
+        message = _part(text, 0, "text/plain", open_enclosed)
     except (_Fallback, RecursionError):
         return _stdlib(text, "text/plain")
     if message.get_content_maintype() == "multipart" and not message.is_multipart():
@@ -80,7 +87,7 @@ def _stdlib(text: str, default_type: str) -> Message:
     return message
 
 
-def _part(text: str, depth: int, default_type: str) -> Message:
+def _part(text: str, depth: int, default_type: str, open_enclosed: bool) -> Message:
     if depth > MAX_DEPTH or text.startswith("From "):
         raise _Fallback
     stray: int | None = None
@@ -108,14 +115,17 @@ def _part(text: str, depth: int, default_type: str) -> Message:
     maintype = ctype.partition("/")[0]
     message._maintype = maintype  # type: ignore[attr-defined]  # read back by _drop_delimiter_eol
     if maintype == "multipart":
-        _multipart(message, body, depth, ctype)
+        _multipart(message, body, depth, ctype, open_enclosed)
     elif maintype == "message":
         if ctype == "message/delivery-status":
             if depth == 0:
                 raise _Fallback
             # blocks of headers, which the standard parser turns into one message each: let it read this part
             return _stdlib(text, default_type)  # its main type is read back from its header (_maintype)
-        message.set_payload([_part(body, depth + 1, "text/plain")])
+        if open_enclosed or ctype in _READ_AS_PARTS:
+            message.set_payload([_part(body, depth + 1, "text/plain", open_enclosed)])
+        else:
+            message.set_payload(body)
     else:
         message.set_payload(body)
     return message
@@ -158,7 +168,7 @@ def _header(lines: list[str]) -> tuple[str, str]:
     return name, value.rstrip("\r\n")
 
 
-def _multipart(message: Message, body: str, depth: int, ctype: str) -> None:
+def _multipart(message: Message, body: str, depth: int, ctype: str, open_enclosed: bool) -> None:
     boundary = message.get_boundary()
     cte = str(message.get("content-transfer-encoding", "7bit")).lower()
     if not boundary or cte not in ("7bit", "8bit", "binary"):
@@ -189,7 +199,7 @@ def _multipart(message: Message, body: str, depth: int, ctype: str) -> None:
     for (_, start, _), (following, _, _) in itertools.pairwise(found[: last + 1]):
         if start == following:
             raise _Fallback  # adjacent delimiter lines: the standard parser skips them in its own way
-        child = _part(body[start:following], depth + 1, child_type)
+        child = _part(body[start:following], depth + 1, child_type, open_enclosed)
         _drop_delimiter_eol(child)
         children.append(child)
     message.set_payload(children)

@@ -41,6 +41,7 @@ MAX_PARTS = 2000
 
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _HEADER_LINE = re.compile(rb"^[!-9;-~]+[ \t]*:")
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
 _BASE64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")
 _BOUNDARY_LINE = re.compile(rb"^--([^\s-][^\r\n]{0,200}?)(?:--)?[ \t]*\r?$", re.MULTILINE)
 _NO_ADDRESS = Address("", "")
@@ -238,13 +239,13 @@ class _Parse:
         self.defects.extend(cleaning)
         if not _HEADER_LINE.match(data):
             self.defect("no header block: not a MIME message")
-        message = message_from_bytes(data)
+        message = message_from_bytes(data, open_enclosed=False)
         if any(type(d).__name__ == "MissingHeaderBodySeparatorDefect" for d in message.defects):
             repaired = _repair_header_block(data)
             if repaired is not None:
                 self.defect("header lines without folding whitespace: read as continuations")
                 data = repaired
-                message = message_from_bytes(data)
+                message = message_from_bytes(data, open_enclosed=False)
         top = message.get_param("charset")
         if isinstance(top, str) and top.strip():
             self.hint = top.strip()
@@ -370,9 +371,9 @@ class _Parse:
         filename = self.filename(part)
         if not filename and ctype == "message/rfc822":
             inner = getattr(part, "_payload", None)
-            subject = ""
-            if isinstance(inner, list) and inner and isinstance(inner[0], Message):
-                subject = decode_header(_raw_get(inner[0], "subject"), self.hint)
+            head = inner[0] if isinstance(inner, list) and inner and isinstance(inner[0], Message) \
+                else _header_block(data)  # left unread by the splitter: its header block alone
+            subject = decode_header(_raw_get(head, "subject"), self.hint) if head is not None else ""
             filename = (subject + ".eml") if subject.strip() else ""
         if not filename:
             filename = _fallback_name(part, ctype, "")
@@ -511,16 +512,25 @@ def _returned_ids(attachments: list[Attachment]) -> tuple[str, ...]:
 
 
 def _thread_ids(data: bytes) -> list[str]:
-    try:
-        cleaned, _ = _clean_input(data)
-        header = BytesHeaderParser(policy=compat32).parsebytes(cleaned)
-    except Exception:  # unreadable: the bounce is threaded without it
+    header = _header_block(data)
+    if header is None:  # unreadable: the bounce is threaded without it
         return []
     return [
         *parse_msgids(_raw_get(header, "message-id"))[:1],
         *parse_msgids(_raw_get(header, "in-reply-to")),
         *parse_msgids(_raw_get(header, "references")),
     ]
+
+
+def _header_block(data: bytes) -> Message | None:
+    """The header block of an enclosed email, read without its body (which can be megabytes); None when
+    unreadable."""
+    try:
+        cleaned, _ = _clean_input(data)
+        end = _HEADER_END.search(cleaned)
+        return BytesHeaderParser(policy=compat32).parsebytes(cleaned if end is None else cleaned[: end.start()])
+    except Exception:
+        return None
 
 
 def _fallback_name(part: Message, ctype: str, cid: str) -> str:
