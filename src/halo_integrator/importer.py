@@ -69,11 +69,13 @@ Progress = Callable[[str, int, int], None]
 # ------------------------------------------------------------------------------------- preparation
 
 
-WORKER_TASKS = 500
-"""Emails each parse worker handles before the pool is replaced by a fresh one: long imports keep a flat
-memory profile (a long-lived worker's heap only grows after the odd huge email). The pool is replaced
-between batches rather than with ``max_tasks_per_child``, which can stall Python 3.11's executor when workers
-retire while tasks still wait. ``$INTEGRATOR_WORKER_TASKS`` overrides it."""
+WORKER_TASKS = 5000
+"""Emails each parse worker handles before the pool is replaced by a fresh one, so a long import's workers do
+not keep for hours the heap their largest email once took. Not fewer: a fresh worker is slow for its first few
+hundred emails (lazily loaded codecs, caches, a heap still growing), about 0.1 s of CPU each, and the
+pipeline drains while the pool is swapped; at 500 that was a tenth of an IMAP import's CPU. The pool is
+replaced between batches rather than with ``max_tasks_per_child``, which can stall Python 3.11's executor when
+workers retire while tasks still wait. ``$INTEGRATOR_WORKER_TASKS`` overrides it."""
 
 
 def _worker_tasks() -> int:
