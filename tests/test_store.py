@@ -29,6 +29,13 @@ def test_blank_database_gets_every_migration_once(tmp_path: Path) -> None:
         assert migrations.apply(store.db) == []
 
 
+def test_a_commit_is_on_disk_before_the_server_copy_is_moved(tmp_path: Path) -> None:
+    """Contract 1: the disposal that follows a commit must not outlive it. In WAL mode only synchronous=FULL
+    syncs the log at every commit (NORMAL waits for a checkpoint, and a power cut could undo the commit)."""
+    with Store.open(tmp_path / "t.db") as store:
+        assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
 def test_migration_names_are_unique_and_ordered() -> None:
     names = [name for name, _ in migrations.MIGRATIONS]
     assert len(names) == len(set(names))
