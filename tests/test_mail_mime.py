@@ -111,6 +111,12 @@ SAMPLES = {
     "bare-cr": b"Subject: x\r\rbody\r",
     "8bit-header": "Subject: Grüße\n\nbody\n".encode(),
     "headers-only": b"Subject: x\nFrom: y\n",
+    "headers-only-no-line-ending": b"Subject: x\nTo: y",
+    "folded-after-an-empty-first-line": b"Subject:  \r\n folded\r\n\tand again\r\nTo: x\r\n\r\nbody\r\n",
+    "tab-after-the-colon": b"Subject:\t x\nX-Empty:\n\nbody\n",
+    "empty-name": b"Subject: x\n: no name\n\nbody\n",
+    "continuation-then-stray-line": b"A: b\n c\nnot a header\n\nbody\n",
+    "continuation-without-line-ending": b"A: b\n c",
     "delivery-status": (
         b'Content-Type: multipart/report; report-type=delivery-status; boundary="r"\n\n--r\n\ntext\n'
         b"--r\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; x\n\nFinal-Recipient: rfc822; y\n--r--\n"

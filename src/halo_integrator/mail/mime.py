@@ -25,10 +25,11 @@ from typing import Any
 
 MAX_DEPTH = 40
 
-# the standard library's own notion of a header line (email.feedparser.headerRE), less the mbox "From "
-_HEADER_NAME = re.compile(r"[\041-\071\073-\176]*:")
 _BLANK_LINE = re.compile(r"\r?\n\r?\n")
-_LINE = re.compile(r"[^\r\n]*(?:\r\n|\n)")
+# One header field: a header line as the standard library knows one (email.feedparser.headerRE, less the
+# mbox "From " line and an empty name), then the value as compat32 keeps it (the spaces after the colon
+# dropped, continuation lines joined with their line breaks), then the line ending.
+_FIELD = re.compile(r"([\041-\071\073-\176]+):[ \t]*([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)\r?\n")
 _LONE_CR = re.compile(r"\r(?!\n)")
 
 
@@ -135,37 +136,22 @@ def _headers(text: str, end: int) -> tuple[list[tuple[str, str]], int | None]:
     """The header lines of ``text[:end]`` as (name, value) pairs, as compat32 stores them (continuation lines
     joined, the last line ending cut), and where a line that is no header line starts, if one does: the
     standard parser ends the header block there and reads that line as the first of the body."""
-    lines = _LINE.findall(text, 0, end)
-    if sum(map(len, lines)) != end:
-        raise _Fallback  # a line without an ending
     out: list[tuple[str, str]] = []
-    current: list[str] = []
-    for index, line in enumerate(lines):
-        if line[0] in " \t":
-            if not current:
-                raise _Fallback  # a continuation line first: a defect the standard parser records
-            current.append(line)
-            continue
-        if not _HEADER_NAME.match(line):
-            if line.startswith("From "):
-                raise _Fallback  # an envelope line among the headers: the standard parser's own rules
-            if current:
-                out.append(_header(current))
-            return out, sum(map(len, lines[:index]))
-        if line.startswith(":"):
-            raise _Fallback
-        if current:
-            out.append(_header(current))
-        current = [line]
-    if current:
-        out.append(_header(current))
+    pos = 0
+    if text.startswith((" ", "\t")):
+        raise _Fallback  # a continuation line first: a defect the standard parser records
+    while pos < end:
+        field = _FIELD.match(text, pos, end)
+        if field is None:
+            if text.find("\n", pos, end) < 0:
+                raise _Fallback  # a line without an ending
+            if text.startswith(("From ", ":"), pos):
+                raise _Fallback  # an envelope line among the headers, or no name: the standard parser's rules
+            return out, pos
+        name, value = field.groups()
+        out.append((name, value.rstrip("\r\n")))
+        pos = field.end()
     return out, None
-
-
-def _header(lines: list[str]) -> tuple[str, str]:
-    name, value = lines[0].split(":", 1)
-    value = value.lstrip(" \t") + "".join(lines[1:])
-    return name, value.rstrip("\r\n")
 
 
 def _multipart(message: Message, body: str, depth: int, ctype: str, open_enclosed: bool) -> None:
