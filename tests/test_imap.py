@@ -81,7 +81,7 @@ def _fetched_sets(sent: list[bytes]) -> list[int]:
     """How many UIDs each ``UID FETCH ... (BODY.PEEK[])`` command the client sent asked for."""
     sizes = []
     for line in b"".join(sent).split(b"\r\n"):
-        found = re.search(rb"UID FETCH ([0-9:,]+) \(?BODY\.PEEK\[\]", line, re.IGNORECASE)
+        found = re.search(rb"UID FETCH ([0-9:,]+) \(?(?:UID )?BODY\.PEEK\[\]", line, re.IGNORECASE)
         if found:
             count = 0
             for part in found.group(1).split(b","):
@@ -110,6 +110,59 @@ def test_fetch_batches_are_bounded_by_count_and_bytes(
         got = list(conn.fetch(conn.list_ids()))
     assert len(got) == 7
     assert _fetched_sets(sent) == expected
+
+
+def test_answers_of_another_shape_are_read_by_imapclient(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    """The connector reads the usual FETCH answers itself; one with anything more in it (here FLAGS, asked for
+    by a proxy that rewrites the command) goes to imapclient's parser, with the same result."""
+    seed(dovecot_server, dovecot_user, 5, size=3000)
+    with connector(dovecot_server, dovecot_user, tmp_path) as conn:
+        plain = list(conn.fetch(conn.list_ids()))
+    sent: list[bytes] = []
+
+    def more_items(chunk: bytes) -> bytes:
+        sent.append(chunk)
+        return chunk.replace(b"(UID RFC822.SIZE)", b"(RFC822.SIZE FLAGS UID)").replace(
+            b"(UID BODY.PEEK[])", b"(FLAGS BODY.PEEK[] UID)"
+        )
+
+    with NetProxy(dovecot_server.imap_port, client_filter=more_items) as proxy, connector(
+        dovecot_server, dovecot_user, tmp_path, port=proxy.port
+    ) as conn:
+        rewritten = list(conn.fetch(conn.list_ids()))
+    assert b"(UID BODY.PEEK[])" in b"".join(sent) and b"(UID RFC822.SIZE)" in b"".join(sent)
+    assert len(plain) == 5 and rewritten == plain
+
+
+def test_the_quick_reader_agrees_with_imapclient() -> None:
+    """Answers as imaplib splits them: the shapes the quick reader takes give imapclient's values; any other
+    shape is left to imapclient (None)."""
+    from imapclient.response_parser import parse_fetch_response
+
+    from halo_integrator.connectors.imap import _bodies_of, _sizes_of
+
+    def imapclient_view(data: list[Any], key: bytes) -> dict[int, Any]:
+        return {uid: v[key] for uid, v in parse_fetch_response(data, True, True).items() if key in v}
+
+    taken_bodies = [
+        [(b"1 (UID 10 BODY[] {5}", b"hello"), b")", (b"2 (UID 11 BODY[] {0}", b""), b")"],
+        [(b"3 (BODY[] {3}", b"abc"), b" UID 12)"],  # the UID after the body
+        [],
+    ]
+    for data in taken_bodies:
+        assert _bodies_of(data) == imapclient_view(data, b"BODY[]")
+    assert _bodies_of([(b"1 (UID 10 FLAGS (\\Seen) BODY[] {1}", b"x"), b")"]) is None
+    assert _bodies_of([(b"1 (UID 10 BODY[] {1}", b"x"), b")", b"2 (FLAGS (\\Seen))"]) is None
+    assert _bodies_of([(b"1 (BODY[] {1}", b"x"), b")"]) is None  # no UID at all
+    assert _bodies_of([(b"1 (UID 10 BODY[] {1}", b"x"), b" UID 10)"]) is None  # two
+    assert _bodies_of([(b"1 (UID 10 BODY[] {1}", b"x")]) is None  # the line's end missing
+    taken_sizes = [[b"1 (UID 10 RFC822.SIZE 1234)", b"2 (RFC822.SIZE 7 UID 11)"], []]
+    for data in taken_sizes:
+        assert _sizes_of(data) == imapclient_view(data, b"RFC822.SIZE")
+    assert _sizes_of([b"1 (UID 10 RFC822.SIZE 1234 FLAGS ())"]) is None
+    assert _sizes_of([b"1 (UID 10 RFC822.SIZE 1234)", b"5 (FLAGS (\\Seen))"]) is None
 
 
 @pytest.mark.parametrize(

@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import imaplib
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -45,6 +46,7 @@ from typing import Any
 from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import CapabilityError, LoginError
 from imapclient.imapclient import DELETED, SEEN, TRASH
+from imapclient.response_parser import parse_fetch_response
 
 from halo_integrator.connectors._net import (
     ConnectFailed,
@@ -68,6 +70,10 @@ log = logging.getLogger(__name__)
 _IMAP_ERRORS = (imaplib.IMAP4.error, OSError)
 _SIZE_CHUNK = 500  # UIDs per FETCH of sizes or Message-IDs; keeps command lines short
 _HEADER_FIELDS = b"BODY[HEADER.FIELDS"
+# The answers to the two FETCHes of an import, as imaplib splits them (see _read_fetch)
+_SIZE_ANSWER = re.compile(rb"\d+ \((?:UID (\d+) RFC822\.SIZE (\d+)|RFC822\.SIZE (\d+) UID (\d+))\)")
+_BODY_HEAD = re.compile(rb"\d+ \((?:UID (\d+) )?BODY\[\] \{\d+\}")
+_BODY_TAIL = re.compile(rb"(?: UID (\d+))?\)")
 
 
 class ImapConnector(ServerConnector):
@@ -388,9 +394,7 @@ class ImapConnector(ServerConnector):
         for start in range(0, len(uids), _SIZE_CHUNK):
             chunk = uids[start : start + _SIZE_CHUNK]
             with self._guard(RetrievalError, "Reading message sizes"):
-                answer = client.fetch(chunk, ["RFC822.SIZE"])
-            for uid, data in answer.items():
-                sizes[int(uid)] = int(data.get(b"RFC822.SIZE", 0))
+                sizes.update(_read_fetch(client, chunk, "RFC822.SIZE"))
         present = [uid for uid in uids if uid in sizes]
         if len(present) < len(uids):
             log.info(
@@ -400,9 +404,9 @@ class ImapConnector(ServerConnector):
             )
         for batch in self._batches(present, sizes):
             with self._guard(RetrievalError, f"Fetching {len(batch)} message(s) from {self.folder!r}"):
-                answer = client.fetch(batch, ["BODY.PEEK[]"])
+                answer = _read_fetch(client, batch, "BODY.PEEK[]")
             for uid in batch:
-                raw = answer.get(uid, {}).get(b"BODY[]")
+                raw = answer.get(uid)
                 if raw is None:
                     log.info("Mailbox %s: message UID %d vanished while fetching.", self.mailbox.name, uid)
                     continue
@@ -637,3 +641,59 @@ def _quiet_imaplib(client: IMAPClient) -> None:
 def _quiet_shutdown(client: IMAPClient) -> None:
     with contextlib.suppress(Exception):
         client.shutdown()
+
+
+def _read_fetch(client: IMAPClient, uids: list[int], item: str) -> dict[int, Any]:
+    """UID -> value of one FETCH item (``RFC822.SIZE`` or ``BODY.PEEK[]``) for the given UIDs.
+
+    ``IMAPClient.fetch`` reads every answer through a general tokenizer, byte by byte around each literal: a
+    tenth of the importer's own CPU in a bulk import. The answers a server gives to these two requests have
+    one shape, read here with a regular expression; anything else in the answer (unsolicited flag changes,
+    items in another order, an extra item) sends the whole answer to imapclient's parser instead.
+    """
+    imap = client._imap
+    typ, data = imap.uid("FETCH", ",".join(map(str, uids)), f"(UID {item})")
+    if typ != "OK":
+        raise imaplib.IMAP4.error(f"FETCH failed: {data!r:.200}")
+    wanted = set(uids)
+    quick = _sizes_of(data) if item == "RFC822.SIZE" else _bodies_of(data)
+    if quick is None:
+        key = b"BODY[]" if item == "BODY.PEEK[]" else item.encode()
+        parsed = parse_fetch_response(data, client.normalise_times, True)
+        quick = {int(uid): fields[key] for uid, fields in parsed.items() if key in fields}
+    return {uid: value for uid, value in quick.items() if uid in wanted}
+
+
+def _sizes_of(data: list[Any]) -> dict[int, int] | None:
+    """The answer to ``UID FETCH (UID RFC822.SIZE)``, or None when it holds anything else."""
+    sizes: dict[int, int] = {}
+    for line in data:
+        found = _SIZE_ANSWER.fullmatch(line) if isinstance(line, bytes) else None
+        if found is None:
+            return None
+        uid, size, size_first, uid_last = found.groups()
+        sizes[int(uid or uid_last)] = int(size or size_first)
+    return sizes
+
+
+def _bodies_of(data: list[Any]) -> dict[int, bytes] | None:
+    """The answer to ``UID FETCH (UID BODY.PEEK[])``, or None when it holds anything else.
+
+    imaplib gives each answer as ``(b"7 (UID 12 BODY[] {1234}", literal)`` followed by the rest of its line,
+    ``b")"``, or ``b" UID 12)"`` from a server that names the UID after the body.
+    """
+    bodies: dict[int, bytes] = {}
+    items = iter(data)
+    for head in items:
+        if not (isinstance(head, tuple) and len(head) == 2 and isinstance(head[1], bytes)):
+            return None
+        opening = _BODY_HEAD.fullmatch(head[0]) if isinstance(head[0], bytes) else None
+        tail = next(items, None)
+        closing = _BODY_TAIL.fullmatch(tail) if isinstance(tail, bytes) else None
+        if opening is None or closing is None:
+            return None
+        uid_first, uid_last = opening.group(1), closing.group(1)
+        if (uid_first is None) == (uid_last is None):
+            return None  # no UID, or two
+        bodies[int(uid_first or uid_last)] = head[1]
+    return bodies
