@@ -51,6 +51,21 @@ def test_help_is_fast_because_heavy_modules_stay_unloaded() -> None:
     assert "HEAVY []" in result.stderr, result.stderr
 
 
+def test_a_run_with_nothing_new_loads_neither_the_parser_nor_the_worker_pool(tmp_path: Path) -> None:
+    """The run cron starts every few minutes mostly finds nothing: it must not pay for what an import needs."""
+    cfg = write_config(tmp_path)  # an empty folder mailbox
+    code = (
+        "import sys; from halo_integrator.cli import main\n"
+        f"sys.argv = ['integrator', '--config', {str(cfg)!r}, 'run']\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
+        "heavy = [m for m in ('halo_integrator.mail.parse', 'multiprocessing', 'concurrent.futures.process', 'nh3',"
+        "'html_text', 'lxml', 'charset_normalizer', 'icalendar', 'tnefparse', 'zstandard') if m in sys.modules]\n"
+        "print('EXIT', code, 'HEAVY', heavy, file=sys.stderr)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert "EXIT 0 HEAVY []" in result.stderr, result.stderr
+
+
 def test_unknown_command_and_bad_option_are_usage_errors(tmp_path: Path) -> None:
     assert invoke(None, "frobnicate").exit_code == 2
     cfg = write_config(tmp_path)

@@ -22,7 +22,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -92,6 +92,7 @@ def _pool() -> Executor | None:
     if workers < 2:
         return None
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor  # with multiprocessing: not loaded by a run with nothing new
 
     context: multiprocessing.context.BaseContext
     if "forkserver" in multiprocessing.get_all_start_methods():
