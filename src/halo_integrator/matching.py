@@ -64,6 +64,7 @@ def remove_tag(subject: str, ticket_tag: str) -> str:
     return re.sub(r"\s{2,}", " ", tag_pattern(ticket_tag).sub("", subject)).strip()
 
 
+@lru_cache(maxsize=16)  # asked up to three times for each new ticket (throttle, ticket, acknowledgement)
 def clean_subject(subject: str, ticket_tag: str) -> str:
     """The subject a ticket shows: no reply prefixes, no ticket tag."""
     return strip_reply_prefixes(remove_tag(strip_reply_prefixes(subject), ticket_tag)) or "(no subject)"
