@@ -876,6 +876,49 @@ def test_stalled_server_times_out_then_healthy_run(
         assert actions_per_message_id(tmp_path / "tickets.db") == {f"stall-{n}@example.org": 1 for n in range(1, 7)}
 
 
+def test_stall_while_moving_to_trash_then_healthy_run(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    """The server stops answering when the first batch, already committed, is moved to Trash: the run times
+    out on that mailbox with the batch's tickets made and its emails still in INBOX. The next run imports them
+    not again (logged `duplicate`), only moves them, and imports the rest: every email in one ticket."""
+    server, user = dovecot_server, dovecot_user
+    seed(server, user, mails("mv", 6))
+    with NetProxy(server.imap_port) as proxy:
+        moves = 0
+
+        def stall_at_move(data: bytes) -> bytes:
+            nonlocal moves
+            at = data.upper().find(b" UID MOVE ")
+            if at < 0:
+                return data
+            moves += 1
+            proxy.stall()  # nothing more goes either way
+            return data[: data.rfind(b"\n", 0, at) + 1]  # the MOVE line is held back: it never reaches the server
+
+        proxy.client_filter = stall_at_move
+        cfg = config_for(tmp_path, server, user, port=proxy.port, incoming="batch_size = 2")
+        cfg.write_text(cfg.read_text().replace("timeout = 10", "timeout = 1"))
+        code, (summary,), _ = run_json(cfg, secret_env(user))
+    assert moves == 1
+    assert code == 5
+    assert "Moving 2 message(s) from 'INBOX' to 'Trash'" in str(summary["error"])
+    assert "no answer within 1 s" in str(summary["error"])
+    assert (summary["created"], summary["disposed"]) == (2, 0)
+    db = tmp_path / "tickets.db"
+    assert actions_per_message_id(db) == {"mv-1@example.org": 1, "mv-2@example.org": 1}
+    assert message_ids_in(server, user, "INBOX") == sorted(f"<mv-{n}@example.org>" for n in range(1, 7))
+    assert message_ids_in(server, user, "Trash") == []
+
+    cfg = config_for(tmp_path, server, user)
+    code, (summary,), stderr = run_json(cfg, secret_env(user))
+    assert code == 0, stderr
+    assert (summary["created"], summary["duplicates"], summary["disposed"]) == (4, 2, 6)
+    assert inbound_statuses(db).count("duplicate") == 2
+    _assert_all_once(server, user, db, 6, "mv")
+    assert len(invoke_json(cfg, "tickets", "list")) == 6
+
+
 def test_a_dead_server_does_not_block_the_other_mailbox(dovecot_server: Dovecot, tmp_path: Path) -> None:
     server = dovecot_server
     alive, dead = server.new_user(), server.new_user()
