@@ -458,7 +458,10 @@ class Importer:
                 self._executor_tasks = 0
             if self._executor is not None:
                 self._executor_tasks += len(raws)
-                results = self._executor.map(prepare, [r for _, r in raws], chunksize=4)
+                # about four chunks of the batch per worker: each task costs the pool a round trip and a wake-up
+                # of its threads, so fewer, bigger ones, while still enough to even out the load at the end
+                chunk = max(1, len(raws) // (4 * _worker_count()))
+                results = self._executor.map(prepare, [r for _, r in raws], chunksize=chunk)
                 return zip((source_id for source_id, _ in raws), results, strict=True)
         return ((source_id, prepare(raw)) for source_id, raw in raws)
 
