@@ -43,17 +43,23 @@ _MANY_BLANK_LINES = re.compile(r"\n{3,}")
 _TAG = re.compile(r"<[^>]*>")
 
 
+# Built once: nh3.clean() with these options builds its sanitiser anew on every call (about 25 µs each).
+_SANITISER = nh3.Cleaner(
+    tags=_ALLOWED_TAGS,
+    attributes=_ALLOWED_ATTRIBUTES,
+    url_schemes=_URL_SCHEMES,
+    clean_content_tags=_CLEAN_CONTENT,
+    strip_comments=True,
+    link_rel="noopener noreferrer",
+)
+_TEXT_ONLY = nh3.Cleaner(
+    tags=_TEXT_TAGS, attributes={}, clean_content_tags=_CLEAN_CONTENT, strip_comments=True, link_rel=None
+)
+
+
 def sanitise(html: str) -> str:
     """Sanitised HTML: no scripts, styles, event handlers or javascript: URLs; cid: images kept."""
-    return nh3.clean(
-        html,
-        tags=_ALLOWED_TAGS,
-        attributes=_ALLOWED_ATTRIBUTES,
-        url_schemes=_URL_SCHEMES,
-        clean_content_tags=_CLEAN_CONTENT,
-        strip_comments=True,
-        link_rel="noopener noreferrer",
-    )
+    return _SANITISER.clean(html)
 
 
 def to_text(html: str, *, sanitised: bool = False) -> tuple[str, str | None]:
@@ -67,10 +73,7 @@ def to_text(html: str, *, sanitised: bool = False) -> tuple[str, str | None]:
 
         # nh3 (Rust) first throws away what has no text for an agent: head and title, styles, scripts,
         # Office XML, comments
-        lean = html if sanitised else nh3.clean(
-            html, tags=_TEXT_TAGS, attributes={}, clean_content_tags=_CLEAN_CONTENT, strip_comments=True,
-            link_rel=None,
-        )
+        lean = html if sanitised else _TEXT_ONLY.clean(html)
         if len(lean) > MAX_HTML_FOR_TEXT:
             lean = lean[:MAX_HTML_FOR_TEXT]
             defect = f"HTML body longer than {MAX_HTML_FOR_TEXT} characters: text rendering cut"
