@@ -198,3 +198,33 @@ def test_same_tree_on_the_whole_corpus(open_enclosed: bool) -> None:
         if diff:
             differences.append(f"{row['path']}: {diff}")
     assert differences == [], "\n".join(differences[:20])
+
+
+def test_header_lookup_follows_every_change_to_the_headers() -> None:
+    """ParsedMessage finds headers through an index; each way of changing headers must show, as on a Message."""
+    from halo_integrator.mail.mime import ParsedMessage
+
+    data = SAMPLES["multipart"]
+    ours, theirs = message_from_bytes(data), BytesParser(policy=compat32).parsebytes(data)
+    assert isinstance(ours, ParsedMessage)
+    changes = [
+        lambda m: m.__setitem__("X-New", "one"),
+        lambda m: m.add_header("X-New", "two", flag="yes"),
+        lambda m: m.replace_header("Content-Type", 'multipart/mixed; boundary="b2"'),
+        lambda m: m.set_param("charset", "utf-8"),
+        lambda m: m.set_boundary("b3"),
+        lambda m: m.set_type("multipart/alternative"),
+        lambda m: m.del_param("charset"),
+        lambda m: m.__delitem__("X-New"),
+        lambda m: m.set_raw("x-new", "raw"),
+    ]
+    names = ["content-type", "X-NEW", "missing", "From"]
+    for change in changes:
+        for message in (ours, theirs):
+            change(message)
+        assert [ours.get(n) for n in names] == [theirs.get(n) for n in names]
+        assert (ours.get_content_type(), ours.get_boundary()) == (theirs.get_content_type(), theirs.get_boundary())
+    eight_bit = "Subject: Grüße\n\nbody\n".encode()  # compat32 hands an 8-bit value back as a Header
+    expected = BytesParser(policy=compat32).parsebytes(eight_bit)["subject"]
+    assert type(message_from_bytes(eight_bit)["subject"]) is type(expected)
+    assert str(message_from_bytes(eight_bit)["subject"]) == str(expected)

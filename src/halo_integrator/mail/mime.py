@@ -38,12 +38,30 @@ _READ_AS_PARTS = frozenset({"message/partial", "message/external-body"})  # the 
 
 
 class ParsedMessage(Message):
-    """A compat32 ``Message`` that parses each header's parameters once.
+    """A compat32 ``Message`` that finds a header by name in a dict and parses each header's parameters once.
 
-    The parser asks a part for its charset, boundary, file name and report type; the stdlib parses the whole
-    parameter list again for each question. The cache is keyed by the header's value, so a changed header is
-    parsed afresh.
+    The parser asks every part for its content type, disposition, charset, boundary and file name; the stdlib
+    answers each question by lower-casing header names until one matches, and parses the whole parameter
+    list again. The name index is rebuilt when the header list is replaced, grows or shrinks, or a header is
+    replaced in place (``replace_header``); the parameter cache is keyed by the header's value.
     """
+
+    def get(self, name: str, failobj: Any = None) -> Any:
+        headers = self._headers  # type: ignore[attr-defined]
+        index = self.__dict__.get("_index")
+        if index is None or index[0] is not headers or index[1] != len(headers):
+            first: dict[str, tuple[str, str]] = {}
+            for key, value in headers:
+                first.setdefault(key.lower(), (key, value))
+            index = self.__dict__["_index"] = (headers, len(headers), first)
+        found = index[2].get(name.lower())
+        if found is None:
+            return failobj
+        return self.policy.header_fetch_parse(*found)
+
+    def replace_header(self, _name: str, _value: Any) -> None:
+        self.__dict__.pop("_index", None)
+        super().replace_header(_name, _value)
 
     def _get_params_preserve(self, failobj: Any, header: str) -> Any:
         value = self.get(header, _MISSING)
