@@ -116,7 +116,7 @@ def test_diff_of_mailboxes_names_credentials_and_access_lines() -> None:
                     credentials=(Credential(name="a", host="h", port=993), Credential(name="b", host="h2")),
                     access=(AccessLine(entity="team", name="Desk", level="modify"),))
     assert history.diff_mailboxes(before, after) == [
-        {"key": "incoming.batch_size", "before": 100, "after": 5},
+        {"key": "incoming.batch_size", "before": 250, "after": 5},
         {"key": "credentials.a.port", "before": 0, "after": 993},
         {"key": "credentials.b", "before": None, "after": {"name": "b", "host": "h2"}},
         {"key": "access.team:Desk.level", "before": "read", "after": "modify"},

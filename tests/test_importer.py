@@ -343,7 +343,7 @@ def test_mailbox_edit_reports_effective_values_and_validates(tmp_path: Path) -> 
     cfg = write_config(tmp_path)
     result = invoke(cfg, "mailbox", "edit", "Desk", "--set", "incoming.batch_size=20")
     assert result.exit_code == 0
-    assert "incoming.batch_size: 100 -> 20" in result.stdout
+    assert "incoming.batch_size: 250 -> 20" in result.stdout
     before = cfg.read_bytes()
     bad = invoke(cfg, "mailbox", "edit", "Desk", "--set", "incoming.after_import=shred")
     assert bad.exit_code == 3 and "allowed: move_to_deleted" in bad.stderr

@@ -114,7 +114,7 @@ class Store:
             # FULL: each commit reaches the disk before it returns. The importer moves an email away on the
             # server right after the commit that stores it; with NORMAL, WAL commits are only synced at a
             # checkpoint, so a power cut could undo a commit whose emails were already moved to Trash.
-            # That costs one sync per committed batch (a bulk import commits once per 100 emails).
+            # That costs one sync per committed batch (a bulk import commits once per incoming.batch_size emails).
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA cache_size = -4000")  # 4 MB: more of the indexes stay in memory
             conn.execute("PRAGMA foreign_keys = ON")
