@@ -667,6 +667,8 @@ def _read_fetch(client: IMAPClient, uids: list[int], item: str) -> dict[int, Any
 def _sizes_of(data: list[Any]) -> dict[int, int] | None:
     """The answer to ``UID FETCH (UID RFC822.SIZE)``, or None when it holds anything else."""
     sizes: dict[int, int] = {}
+    if data == [None]:  # imaplib's way of saying no message answered (all gone meanwhile)
+        return sizes
     for line in data:
         found = _SIZE_ANSWER.fullmatch(line) if isinstance(line, bytes) else None
         if found is None:
@@ -683,6 +685,8 @@ def _bodies_of(data: list[Any]) -> dict[int, bytes] | None:
     ``b")"``, or ``b" UID 12)"`` from a server that names the UID after the body.
     """
     bodies: dict[int, bytes] = {}
+    if data == [None]:  # no message answered
+        return bodies
     items = iter(data)
     for head in items:
         if not (isinstance(head, tuple) and len(head) == 2 and isinstance(head[1], bytes)):
