@@ -51,6 +51,14 @@ def test_help_is_fast_because_heavy_modules_stay_unloaded() -> None:
     assert "HEAVY []" in result.stderr, result.stderr
 
 
+def test_schedule_commands_do_not_load_the_web_client() -> None:
+    """`integrator schedule` writes a little XML (launchd, Task Scheduler); the stdlib's XML escaper would load
+    urllib.request (45 ms) with it."""
+    code = "import sys, halo_integrator.cli.schedule; print('WEB', 'urllib.request' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "WEB False" in result.stdout, result.stdout + result.stderr
+
+
 def test_a_run_with_nothing_new_loads_neither_the_parser_nor_the_worker_pool(tmp_path: Path) -> None:
     """The run cron starts every few minutes mostly finds nothing: it must not pay for what an import needs."""
     cfg = write_config(tmp_path)  # an empty folder mailbox

@@ -26,10 +26,16 @@ import shlex
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from html import escape as _html_escape
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 from halo_integrator.errors import IntegratorError
+
+
+def escape(text: str) -> str:
+    """``&``, ``<`` and ``>`` as XML entities, for text between tags (xml.sax.saxutils.escape would load
+    urllib.request, 45 ms, for the same three replacements)."""
+    return _html_escape(text, quote=False)
 
 KINDS = ("cron", "systemd", "launchd", "windows")
 MARK = "# halo-integrator"
