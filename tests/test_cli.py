@@ -11,7 +11,7 @@ import click
 import pytest
 
 from halo_integrator.cli import cli
-from helpers import copy_examples, invoke, invoke_json, write_config
+from helpers import copy_examples, invoke, invoke_json, run_subprocess, write_config
 
 
 def all_commands() -> list[tuple[str, click.Command]]:
@@ -152,3 +152,18 @@ def test_tickets_show_missing_and_plain_output(tmp_path: Path) -> None:
 def test_python_dash_m_works(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "halo_integrator", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and "integrator" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("INTEGRATOR_WORKERS", "two"), ("INTEGRATOR_WORKERS", "0"), ("INTEGRATOR_DB_TIMEOUT", "ten")],
+)
+def test_a_mistyped_number_in_the_environment_is_a_config_error(tmp_path: Path, variable: str, value: str) -> None:
+    """Exit 3 naming the variable, before any email is touched, not a traceback halfway through an import."""
+    cfg = write_config(tmp_path)
+    copy_examples(tmp_path / "mail")
+    result = run_subprocess(cfg, "run", env={variable: value})
+    assert result.returncode == 3, result.stderr
+    assert f"${variable} must be" in result.stderr and repr(value) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(list((tmp_path / "mail").glob("*.eml"))) == 12  # nothing imported, nothing moved

@@ -668,3 +668,19 @@ def replace_mailbox(cfg: Config, mailbox: Mailbox) -> Config:
 def instance_override(option: str | None = None) -> str | None:
     """The instance asked for by ``--instance`` or else ``$INTEGRATOR_INSTANCE``; None means the config's."""
     return option or os.environ.get("INTEGRATOR_INSTANCE") or None
+
+
+def env_number(name: str, default: float, *, whole: bool = False, minimum: float = 0) -> float:
+    """The number in the environment variable ``name``, or ``default`` when it is unset or empty. Anything else
+    is a ConfigError that names the variable, not a traceback in the middle of a run."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw) if whole else float(raw)
+    except ValueError:
+        value = None
+    if value is None or not value >= minimum:  # "not >=" also refuses nan
+        kind = "a whole number" if whole else "a number"
+        raise ConfigError(f"${name} must be {kind} of at least {minimum:g}, not {raw!r}; unset it for the default.")
+    return value

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from halo_integrator import matching
 from halo_integrator import rules as rules_mod
+from halo_integrator.config import env_number
 from halo_integrator.connectors import make_connector
 from halo_integrator.connectors.base import Connector, MemoryState, StateView
 from halo_integrator.errors import (
@@ -79,12 +80,12 @@ workers retire while tasks still wait. ``$INTEGRATOR_WORKER_TASKS`` overrides it
 
 
 def _worker_tasks() -> int:
-    return int(os.environ.get("INTEGRATOR_WORKER_TASKS") or WORKER_TASKS)
+    return int(env_number("INTEGRATOR_WORKER_TASKS", WORKER_TASKS, whole=True, minimum=1))
 
 
 def _worker_count() -> int:
     """Parse processes: one per core, or ``$INTEGRATOR_WORKERS`` (1 parses in this process)."""
-    return int(os.environ.get("INTEGRATOR_WORKERS") or os.cpu_count() or 1)
+    return int(env_number("INTEGRATOR_WORKERS", os.cpu_count() or 1, whole=True, minimum=1))
 
 
 def _pool() -> Executor | None:
@@ -231,6 +232,7 @@ class Importer:
 
     # --------------------------------------------------------------------------------- top level
     def run(self, mailbox_names: Sequence[str] = ()) -> RunResult:
+        _worker_count(), _worker_tasks()  # a mistyped $INTEGRATOR_WORKERS stops the run here, not mid-import
         result = RunResult()
         mailboxes = [self.config.mailbox(n) for n in mailbox_names] if mailbox_names else list(self.config.mailboxes)
         if not self.config.services.incoming:

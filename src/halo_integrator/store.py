@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from halo_integrator import migrations
+from halo_integrator.config import env_number
 from halo_integrator.errors import StoreError
 from halo_integrator.timeutil import stamp
 
@@ -99,7 +99,7 @@ class Store:
         ``$INTEGRATOR_DB_TIMEOUT`` or 10."""
         path = Path(path)
         if busy_timeout is None:
-            busy_timeout = float(os.environ.get("INTEGRATOR_DB_TIMEOUT") or 10)
+            busy_timeout = env_number("INTEGRATOR_DB_TIMEOUT", 10)
         if not create and not path.exists():
             raise StoreError(f"No database at {path}. Run `integrator init` or `integrator run` to create it.")
         try:
