@@ -434,6 +434,7 @@ def test_edit_only_new_sets_the_watermark_again(
     result = invoke(cfg, "mailbox", "edit", "Support", "--only-new", env=secret_env(user))
     assert result.exit_code == 0, result.output
     assert "Support: the 3 emails there now are left alone" in result.output
+    assert ("one request each" in result.output) == (connection == "pop3")  # a long wait is announced
     seed(server, user, mails("fresh", 2))
     code, (summary,), stderr = run_json(cfg, secret_env(user))
     assert code == 0, stderr

@@ -379,6 +379,11 @@ def _only_new_again(app: App, mb: Mailbox) -> None:
     from halo_integrator.mailboxes import only_new
 
     creds = _instance_credentials(app, mb)
+    if mb.connection == "pop3":
+        output.info(
+            "Reading the headers of every email there, one request each (POP3 has no other way), so they are "
+            "recognised even if the server renumbers them; on a big mailbox this takes a while."
+        )
     results = zip(creds, only_new(app.config, mb, creds, _secret_lookups(app, mb), app.store()), strict=True)
     for cred, left in results:
         where = f" (credential {cred.name})" if cred is not None and len(creds) > 1 else ""
