@@ -117,6 +117,7 @@ SAMPLES = {
     "empty-name": b"Subject: x\n: no name\n\nbody\n",
     "continuation-then-stray-line": b"A: b\n c\nnot a header\n\nbody\n",
     "continuation-without-line-ending": b"A: b\n c",
+    "blanks-after-the-colon-without-line-ending": b"From: a@b\nSubject:" + b"\t" * 50_000,  # was quadratic
     "delivery-status": (
         b'Content-Type: multipart/report; report-type=delivery-status; boundary="r"\n\n--r\n\ntext\n'
         b"--r\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; x\n\nFinal-Recipient: rfc822; y\n--r--\n"

@@ -29,7 +29,9 @@ _BLANK_LINE = re.compile(r"\r?\n\r?\n")
 # One header field: a header line as the standard library knows one (email.feedparser.headerRE, less the
 # mbox "From " line and an empty name), then the value as compat32 keeps it (the spaces after the colon
 # dropped, continuation lines joined with their line breaks), then the line ending.
-_FIELD = re.compile(r"([\041-\071\073-\176]+):[ \t]*([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)\r?\n")
+# The spaces after the colon are taken possessively: otherwise a last line of blanks with no line ending makes
+# the match try every split of them with the value, in quadratic time.
+_FIELD = re.compile(r"([\041-\071\073-\176]+):[ \t]*+([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)\r?\n")
 _LONE_CR = re.compile(r"\r(?!\n)")
 
 
