@@ -215,6 +215,20 @@ def test_forwarded_message_is_kept_byte_for_byte() -> None:
     assert [(a.filename, a.data) for a in email.attachments] == [("Nested and folded.eml", inner.encode())]
 
 
+def test_a_digest_email_read_by_the_standard_library_keeps_its_header_block() -> None:
+    """A bare CR sends the whole email to the standard library; a digest's part has no header block of its own,
+    so the enclosed email's own must not be taken for it and cut."""
+    digest = multipart(
+        "\nhello\rsecond line",
+        'Content-Type: multipart/digest; boundary="d"\n\n--d\n\nFrom: b@x\nSubject: inner one\n\ninner body\n--d--',
+        boundary="o",
+    )
+    email = parse(mail(MULTI.replace('"XX"', '"o"'), digest))
+    assert [(a.filename, a.data) for a in email.attachments] == [
+        ("inner one.eml", b"From: b@x\nSubject: inner one\n\ninner body")
+    ]
+
+
 def test_tolerant_base64_and_quoted_printable() -> None:
     good = base64.b64encode("Grüße aus Köln".encode()).decode()
     broken = good.rstrip("=") + "\n!!garbage!!"

@@ -203,10 +203,20 @@ def _flatten(message: Message, out: list[bytes], depth: int = 0) -> None:
 
 
 def _flatten_body(part: Message) -> bytes:
-    """The body of a message/* part (its payload is parsed into Message objects by compat32)."""
+    """What a message/* part that the standard library parsed into Message objects encloses, written back out
+    with LF line endings. Its children are written, not the part: a digest's part has no header block of its
+    own, and cutting the part's at the first blank line would then cut the enclosed email's."""
     out: list[bytes] = []
-    _flatten(part, out)
-    return _body_bytes(b"".join(out))
+    payload = getattr(part, "_payload", None)
+    for index, child in enumerate(payload if isinstance(payload, list) else ()):
+        if index:
+            out.append(b"\n")
+        if isinstance(child, Message):
+            _flatten(child, out, 1)
+    data = b"".join(out)
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    return data
 
 
 # -- the walk -------------------------------------------------------------------------------------
@@ -366,7 +376,7 @@ class _Parse:
         if trouble:
             self.defect(trouble)
         cte = str(part.get("content-transfer-encoding", "")).strip().lower()
-        if isinstance(part.get_payload(), list) and cte == "base64":
+        if isinstance(getattr(part, "_payload", None), list) and cte == "base64":
             data = _decode_base64(data)
         filename = self.filename(part)
         if not filename and ctype == "message/rfc822":
