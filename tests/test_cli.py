@@ -156,7 +156,8 @@ def test_python_dash_m_works(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("INTEGRATOR_WORKERS", "two"), ("INTEGRATOR_WORKERS", "0"), ("INTEGRATOR_DB_TIMEOUT", "ten")],
+    [("INTEGRATOR_WORKERS", "two"), ("INTEGRATOR_WORKERS", "0"), ("INTEGRATOR_DB_TIMEOUT", "ten"),
+     ("INTEGRATOR_DB_TIMEOUT", "inf"), ("INTEGRATOR_DB_TIMEOUT", "1e7")],  # past SQLite's 24 days it would be 0
 )
 def test_a_mistyped_number_in_the_environment_is_a_config_error(tmp_path: Path, variable: str, value: str) -> None:
     """Exit 3 naming the variable, before any email is touched, not a traceback halfway through an import."""

@@ -670,7 +670,9 @@ def instance_override(option: str | None = None) -> str | None:
     return option or os.environ.get("INTEGRATOR_INSTANCE") or None
 
 
-def env_number(name: str, default: float, *, whole: bool = False, minimum: float = 0) -> float:
+def env_number(
+    name: str, default: float, *, whole: bool = False, minimum: float = 0, maximum: float = 1_000_000
+) -> float:
     """The number in the environment variable ``name``, or ``default`` when it is unset or empty. Anything else
     is a ConfigError that names the variable, not a traceback in the middle of a run."""
     raw = os.environ.get(name, "").strip()
@@ -680,7 +682,9 @@ def env_number(name: str, default: float, *, whole: bool = False, minimum: float
         value = int(raw) if whole else float(raw)
     except ValueError:
         value = None
-    if value is None or not value >= minimum:  # "not >=" also refuses nan
+    if value is None or not minimum <= value <= maximum:  # also refuses nan and inf
         kind = "a whole number" if whole else "a number"
-        raise ConfigError(f"${name} must be {kind} of at least {minimum:g}, not {raw!r}; unset it for the default.")
+        raise ConfigError(
+            f"${name} must be {kind} from {minimum:g} to {maximum:,.0f}, not {raw!r}; unset it for the default."
+        )
     return value

@@ -99,7 +99,7 @@ class Store:
         ``$INTEGRATOR_DB_TIMEOUT`` or 10."""
         path = Path(path)
         if busy_timeout is None:
-            busy_timeout = env_number("INTEGRATOR_DB_TIMEOUT", 10)
+            busy_timeout = env_number("INTEGRATOR_DB_TIMEOUT", 10, maximum=86_400)  # SQLite's limit is 24 days
         if not create and not path.exists():
             raise StoreError(f"No database at {path}. Run `integrator init` or `integrator run` to create it.")
         try:
