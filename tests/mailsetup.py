@@ -25,14 +25,19 @@ def seed(server: Dovecot, user: User, count: int, folder: str = "INBOX", size: i
     server.append(user, [message(n, size) for n in range(1, count + 1)], folder)
 
 
-def uids_in(server: Dovecot, user: User, folder: str) -> dict[int, dict[bytes, Any]]:
+def fetched_in(server: Dovecot, user: User, folder: str, items: list[str]) -> dict[int, dict[bytes, Any]]:
+    """FETCH ``items`` of every message in a folder, read-only (nothing is marked seen or moved)."""
     client = server.imap(user)
     try:
         client.select_folder(folder, readonly=True)
         uids = client.search(["ALL"])
-        return dict(client.fetch(uids, ["FLAGS", "BODY.PEEK[HEADER.FIELDS (SUBJECT)]"])) if uids else {}
+        return dict(client.fetch(uids, items)) if uids else {}
     finally:
         client.logout()
+
+
+def uids_in(server: Dovecot, user: User, folder: str) -> dict[int, dict[bytes, Any]]:
+    return fetched_in(server, user, folder, ["FLAGS", "BODY.PEEK[HEADER.FIELDS (SUBJECT)]"])
 
 
 def subjects_in(server: Dovecot, user: User, folder: str) -> list[str]:

@@ -21,6 +21,7 @@ import pytest
 from dovecot import Dovecot, User
 from halo_integrator.testing_keyring import MemoryKeyring
 from helpers import actions_per_message_id, email_bytes, free_port, invoke, invoke_json, run_subprocess
+from mailsetup import fetched_in
 from netproxy import NetProxy
 
 pytestmark = pytest.mark.dovecot
@@ -94,29 +95,14 @@ def seed(server: Dovecot, user: User, messages: list[bytes], folder: str = "INBO
 
 def message_ids_in(server: Dovecot, user: User, folder: str) -> list[str]:
     """The Message-IDs in a folder, sorted, read without changing anything."""
-    client = server.imap(user)
-    try:
-        client.select_folder(folder, readonly=True)
-        uids = client.search(["ALL"])
-        if not uids:
-            return []
-        data = client.fetch(uids, ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
-        return sorted(
-            d[b"BODY[HEADER.FIELDS (MESSAGE-ID)]"].decode().strip().partition(":")[2].strip()
-            for d in data.values()
-        )
-    finally:
-        client.logout()
+    data = fetched_in(server, user, folder, ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
+    return sorted(
+        d[b"BODY[HEADER.FIELDS (MESSAGE-ID)]"].decode().strip().partition(":")[2].strip() for d in data.values()
+    )
 
 
 def flags_in(server: Dovecot, user: User, folder: str) -> list[tuple[bytes, ...]]:
-    client = server.imap(user)
-    try:
-        client.select_folder(folder, readonly=True)
-        uids = client.search(["ALL"])
-        return [tuple(d[b"FLAGS"]) for d in client.fetch(uids, ["FLAGS"]).values()] if uids else []
-    finally:
-        client.logout()
+    return [tuple(d[b"FLAGS"]) for d in fetched_in(server, user, folder, ["FLAGS"]).values()]
 
 
 def inbound_statuses(db: Path) -> list[str]:
