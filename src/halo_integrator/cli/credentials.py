@@ -12,7 +12,9 @@ from halo_integrator.cli.app import App
 from halo_integrator.errors import EXIT_SECRET
 
 if TYPE_CHECKING:
-    from halo_integrator.config import Credential
+    from collections.abc import Callable
+
+    from halo_integrator.config import Credential, Mailbox
     from halo_integrator.history import Actor
     from halo_integrator.keystore import Keystore
 
@@ -21,6 +23,17 @@ def keystore_for(app: App) -> Keystore:
     from halo_integrator.keystore import Keystore
 
     return Keystore(app.config.secrets, base_dir=app.config.base_dir, interactive=False)
+
+
+def secret_lookups(app: App, mailbox: Mailbox) -> Callable[[Credential | None], Callable[[str], str]]:
+    """The secret lookup of each of a mailbox's credentials, all from one keystore (whose backend opens on
+    first use); a folder mailbox (credential None) has no secrets."""
+    keystore = keystore_for(app)
+
+    def lookup(credential: Credential | None) -> Callable[[str], str]:
+        return (lambda kind: "") if credential is None else keystore.lookup(mailbox.name, credential.name)
+
+    return lookup
 
 
 def actor_for(app: App) -> Actor:
@@ -310,8 +323,7 @@ def test(app: App, mailbox: str, name: str | None, as_json: bool) -> None:
             f"Mailbox {mb.name!r} has no credential for instance {app.instance!r}; name one with --name, or "
             f"add one with `integrator credentials add {mb.name}`."
         )
-    keystore = keystore_for(app)
-    results = test_credentials(cfg, mb, creds, lambda cred: keystore.lookup(mb.name, cred.name))
+    results = test_credentials(cfg, mb, creds, secret_lookups(app, mb))
     code = max(output.report_exit_code(report) for _, report in results)
     if as_json:
         output.print_json([

@@ -9,14 +9,12 @@ import click
 
 from halo_integrator.cli import output
 from halo_integrator.cli.app import App
-from halo_integrator.cli.credentials import actor_for, keystore_for, warn_split
+from halo_integrator.cli.credentials import actor_for, keystore_for, secret_lookups, warn_split
 from halo_integrator.errors import EXIT_USAGE, IntegratorError, SecretError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
 
     from halo_integrator.config import Credential, Mailbox
-    from halo_integrator.keystore import Keystore
 
 AFTER_IMPORT_PHRASE = {
     "move_to_deleted": "moved to Deleted Items",
@@ -36,21 +34,6 @@ def _fate(mailbox: Mailbox) -> str:
     action = mailbox.incoming.after_import
     phrases = POP3_AFTER_IMPORT_PHRASE if mailbox.connection == "pop3" else AFTER_IMPORT_PHRASE
     return phrases.get(action, AFTER_IMPORT_PHRASE[action]).format(folder=mailbox.incoming.move_folder)
-
-
-def _secret_lookups(app: App, mailbox: Mailbox) -> Callable[[Credential | None], Callable[[str], str]]:
-    """The secret lookup of each of a mailbox's credentials, all from one keystore (opened when first needed:
-    a folder mailbox needs none)."""
-    opened: list[Keystore] = []
-
-    def lookup(credential: Credential | None) -> Callable[[str], str]:
-        if credential is None:
-            return lambda kind: ""
-        if not opened:
-            opened.append(keystore_for(app))
-        return opened[0].lookup(mailbox.name, credential.name)
-
-    return lookup
 
 
 def _instance_credentials(app: App, mb: Mailbox) -> list[Credential | None]:
@@ -166,7 +149,7 @@ def test(app: App, name: str, as_json: bool) -> None:
     cfg = app.config
     mb = app.require(name, "read")
     creds = _instance_credentials(app, mb)
-    results = test_credentials(cfg, mb, creds, _secret_lookups(app, mb))
+    results = test_credentials(cfg, mb, creds, secret_lookups(app, mb))
     code = max(output.report_exit_code(report) for _, report in results)
     if as_json:
         output.print_json(
@@ -384,7 +367,7 @@ def _only_new_again(app: App, mb: Mailbox) -> None:
             "Reading the headers of every email there, one request each (POP3 has no other way), so they are "
             "recognised even if the server renumbers them; on a big mailbox this takes a while."
         )
-    results = zip(creds, only_new(app.config, mb, creds, _secret_lookups(app, mb), app.store()), strict=True)
+    results = zip(creds, only_new(app.config, mb, creds, secret_lookups(app, mb), app.store()), strict=True)
     for cred, left in results:
         where = f" (credential {cred.name})" if cred is not None and len(creds) > 1 else ""
         click.echo(f"{mb.name}{where}: the {left:,} emails there now are left alone; new mail is imported from now "
