@@ -84,22 +84,22 @@ def only_new(
 
 def add_mailbox_only_new(
     cfg: Config, mailbox: Mailbox, *, secrets: Mapping[str, str], keystore: Keystore, actor: Actor | None,
-    lookup: Callable[[str], str], store: Store,
-) -> tuple[Config, int]:
+    store: Store,
+) -> int:
     """Add a mailbox and leave every email now in it alone (`mailbox add --only-new`), under the run lock: no
     run may import the emails between the two steps. If marking them fails, or is interrupted, the mailbox
-    and its secrets are taken out again. The new config and how many emails were left alone."""
+    and its secrets are taken out again. How many emails were left alone."""
     from halo_integrator.lock import RunLock
 
     with RunLock(cfg.database_path):
         new = add_mailbox(cfg, mailbox, secrets=secrets, keystore=keystore, actor=actor)
         added = new.mailbox(mailbox.name)
+        credential = added.credentials[0] if added.credentials else None
         try:
-            left = _mark_old(new, added, added.credentials[0] if added.credentials else None, lookup, store)
+            return _mark_old(new, added, credential, lambda kind: secrets.get(kind, ""), store)
         except BaseException:  # Ctrl-C included: without its watermark the next run would import them all
             remove_mailbox(new, mailbox.name, keystore=keystore, actor=actor)
             raise
-    return new, left
 
 
 def _mark_old(cfg: Config, mailbox: Mailbox, credential: Credential | None, secrets: Callable[[str], str],

@@ -312,14 +312,10 @@ def add(
         click.echo(f"Saved. The next `integrator run` imports {count:,} email(s) from {name}.")
         return
     if connection == "pop3" and count:
-        output.info(
-            f"Reading the headers of the {count:,} emails there, one request each (POP3 has no other way), "
-            "so they are recognised even if the server renumbers them; on a big mailbox this takes a while."
-        )
+        _say_pop3_reads_every_header(f"the {count:,} emails")
     try:
-        _, left = svc.add_mailbox_only_new(
-            cfg, new_mailbox, secrets=stored, keystore=keystore_for(app), actor=actor_for(app), lookup=secrets,
-            store=app.store(),
+        left = svc.add_mailbox_only_new(
+            cfg, new_mailbox, secrets=stored, keystore=keystore_for(app), actor=actor_for(app), store=app.store()
         )
     except IntegratorError:
         output.error(
@@ -357,16 +353,21 @@ def edit(app: App, name: str, assignments: tuple[str, ...], only_new: bool) -> N
         _only_new_again(app, app.reload().mailbox(mb.name) if assignments else mb)
 
 
+def _say_pop3_reads_every_header(which: str) -> None:
+    """Marking a POP3 mailbox's emails as old reads each one's headers: say so before the wait."""
+    output.info(
+        f"Reading the headers of {which} there, one request each (POP3 has no other way), so they are "
+        "recognised even if the server renumbers them; on a big mailbox this takes a while."
+    )
+
+
 def _only_new_again(app: App, mb: Mailbox) -> None:
     """Mark every email now in the mailbox as old, for each credential this instance reads it with."""
     from halo_integrator.mailboxes import only_new
 
     creds = _instance_credentials(app, mb)
     if mb.connection == "pop3":
-        output.info(
-            "Reading the headers of every email there, one request each (POP3 has no other way), so they are "
-            "recognised even if the server renumbers them; on a big mailbox this takes a while."
-        )
+        _say_pop3_reads_every_header("every email")
     results = zip(creds, only_new(app.config, mb, creds, secret_lookups(app, mb), app.store()), strict=True)
     for cred, left in results:
         where = f" (credential {cred.name})" if cred is not None and len(creds) > 1 else ""
