@@ -59,19 +59,29 @@ def test_schedule_commands_do_not_load_the_web_client() -> None:
     assert "WEB False" in result.stdout, result.stdout + result.stderr
 
 
+_RUN_AND_REPORT = (
+    "import sys; from halo_integrator.cli import main\n"
+    "sys.argv = ['integrator', '--config', {cfg!r}, 'run']\n"
+    "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
+    "heavy = [m for m in ('halo_integrator.mail.parse', 'multiprocessing', 'concurrent.futures.process', 'nh3',"
+    "'html_text', 'lxml', 'charset_normalizer', 'icalendar', 'tnefparse', 'zstandard') if m in sys.modules]\n"
+    "server = sys.modules.get('multiprocessing.forkserver')\n"
+    "started = server is not None and server._forkserver._forkserver_pid is not None\n"
+    "print('EXIT', code, 'HEAVY', heavy, 'FORKSERVER', started, file=sys.stderr)"
+)
+
+
 def test_a_run_with_nothing_new_loads_neither_the_parser_nor_the_worker_pool(tmp_path: Path) -> None:
-    """The run cron starts every few minutes mostly finds nothing: it must not pay for what an import needs."""
+    """The run cron starts every few minutes mostly finds nothing: it must not pay for what an import needs.
+
+    Only the first run of a mailbox starts the parse workers' fork server, before it connects: a first run
+    imports what is already there, and the server loads the parser while this process logs in."""
     cfg = write_config(tmp_path)  # an empty folder mailbox
-    code = (
-        "import sys; from halo_integrator.cli import main\n"
-        f"sys.argv = ['integrator', '--config', {str(cfg)!r}, 'run']\n"
-        "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
-        "heavy = [m for m in ('halo_integrator.mail.parse', 'multiprocessing', 'concurrent.futures.process', 'nh3',"
-        "'html_text', 'lxml', 'charset_normalizer', 'icalendar', 'tnefparse', 'zstandard') if m in sys.modules]\n"
-        "print('EXIT', code, 'HEAVY', heavy, file=sys.stderr)"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    assert "EXIT 0 HEAVY []" in result.stderr, result.stderr
+    code = _RUN_AND_REPORT.format(cfg=str(cfg))
+    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert "EXIT 0 HEAVY ['multiprocessing'] FORKSERVER True" in first.stderr, first.stderr
+    later = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert "EXIT 0 HEAVY [] FORKSERVER False" in later.stderr, later.stderr
 
 
 def test_unknown_command_and_bad_option_are_usage_errors(tmp_path: Path) -> None:

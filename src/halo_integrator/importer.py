@@ -47,6 +47,8 @@ from halo_integrator.store import Store, now
 from halo_integrator.timeutil import stamp
 
 if TYPE_CHECKING:
+    import multiprocessing.context
+
     from halo_integrator.config import Config, Credential, Mailbox
     from halo_integrator.connectors.base import SecretsFactory
     from halo_integrator.mail import ParsedEmail
@@ -88,6 +90,35 @@ def _worker_count() -> int:
     return int(env_number("INTEGRATOR_WORKERS", os.cpu_count() or 1, whole=True, minimum=1))
 
 
+def _forkserver() -> multiprocessing.context.BaseContext | None:
+    """The fork-server start method, set to load the parser, or None where the platform has none."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return None
+    # workers fork from a small server that has the parser loaded: cheap to replace, and they inherit
+    # nothing of this process (no database connection, no open mailbox)
+    server = multiprocessing.get_context("forkserver")
+    # the parser and the libraries it loads on first use, so a fresh worker starts warm
+    server.set_forkserver_preload(
+        ["halo_integrator.prepare", "nh3", "html_text", "charset_normalizer", "icalendar", "tnefparse"]
+    )
+    return server
+
+
+def _start_forkserver() -> None:
+    """Start the fork server now, without waiting for it: it loads the parser (about 0.2 s) while this
+    process logs in and lists the mailbox, instead of while the first batch waits for its workers."""
+    if _worker_count() < 2 or _forkserver() is None:
+        return
+    from multiprocessing import forkserver
+
+    try:
+        forkserver.ensure_running()
+    except OSError as exc:  # the pool tries again when it is made, and reports what goes wrong then
+        log.debug("could not start the parse workers' fork server early: %s", exc)
+
+
 def _pool() -> Executor | None:
     workers = _worker_count()
     if workers < 2:
@@ -95,18 +126,7 @@ def _pool() -> Executor | None:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor  # with multiprocessing: not loaded by a run with nothing new
 
-    context: multiprocessing.context.BaseContext
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        # workers fork from a small server that has the parser loaded: cheap to replace, and they inherit
-        # nothing of this process (no database connection, no open mailbox)
-        server = multiprocessing.get_context("forkserver")
-        # the parser and the libraries it loads on first use, so a fresh worker starts warm
-        server.set_forkserver_preload(
-            ["halo_integrator.prepare", "nh3", "html_text", "charset_normalizer", "icalendar", "tnefparse"]
-        )
-        context = server
-    else:
-        context = multiprocessing.get_context("spawn")
+    context = _forkserver() or multiprocessing.get_context("spawn")
     return ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
 
@@ -286,6 +306,9 @@ class Importer:
         state: StateView = self.store.state_view(mailbox.name, cred_name)
         if self.dry_run:
             state = DryRunState(state)
+        if not self._executor_made and not self.dry_run and not self.store.has_run(mailbox.name, cred_name):
+            # the first run of a mailbox imports what is already in it, often a backlog for the parse workers
+            _start_forkserver()
         try:
             connector = make_connector(
                 mailbox,

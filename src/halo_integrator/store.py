@@ -176,6 +176,15 @@ class Store:
         return row[0] if row else None
 
     # ------------------------------------------------------------------------------- import: reads
+    def has_run(self, mailbox: str, credential: str) -> bool:
+        """Whether a run of this mailbox (and credential) is on record."""
+        return (
+            self.db.execute(
+                "SELECT 1 FROM mailbox_runs WHERE mailbox = ? AND credential = ? LIMIT 1", [mailbox, credential]
+            ).fetchone()
+            is not None
+        )
+
     def seen_states(self, mailbox: str, credential: str, ids: Sequence[str]) -> dict[str, str]:
         """For the given source ids, the ones already committed and their state."""
         out: dict[str, str] = {}
