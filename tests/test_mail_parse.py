@@ -520,6 +520,27 @@ def test_plain_address_reading_agrees_with_the_standard_library_on_the_corpus() 
     assert read > 1000
 
 
+def test_an_address_list_too_deep_for_the_standard_parser_is_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Encoded words holding colons nest a group per word in the stdlib's address parser, which runs out of
+    stack. The address found beside them is kept, and the list is not parsed again decoded (which fails the
+    same way, after as long)."""
+    import email.utils
+
+    from halo_integrator.mail import headers
+
+    calls: list[str] = []
+
+    def counted(values: list[str]) -> list[tuple[str, str]]:
+        calls.append(values[0])
+        return email.utils.getaddresses(values)
+
+    monkeypatch.setattr(headers, "getaddresses", counted)
+    words = "\n\t".join("=?utf-8?Q?at=3E10:08:28.617=3C/p?=" for _ in range(1500))
+    found = headers.parse_addresses(f'"Test" <test@example.com>,\n\t{words}')
+    assert found == (Address("", "test@example.com"),)
+    assert len(calls) == 1
+
+
 @pytest.mark.parametrize(
     ("encoded", "decoded"),
     [

@@ -176,12 +176,17 @@ def parse_addresses(value: str | None, hint: str | None = None) -> tuple[Address
         return ()
     raw = unfold(value)
     pairs = _plain_pairs(raw)
+    too_deep = False
     if pairs is None:
         try:
             pairs = getaddresses([raw])
+        except RecursionError:
+            # every ":" opens a group inside the last one in the stdlib parser; decoding keeps every ":", so the
+            # retry below would fail the same way, after as long
+            pairs, too_deep = [], True
         except Exception:
             pairs = []
-    if not any("@" in addr for _, addr in pairs) and ("=?" in raw or not raw.isascii()):
+    if not too_deep and not any("@" in addr for _, addr in pairs) and ("=?" in raw or not raw.isascii()):
         # the whole address (not just the name) was encoded, or 8-bit: decode first, parse then
         try:
             pairs = getaddresses([decode_header(raw, hint)])
