@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 import urllib.parse
 from datetime import datetime
@@ -20,6 +21,8 @@ from halo_integrator.mail.model import Address
 _ENCODED_WORD = re.compile(r"=\?([^?\s]{1,75}?)\?([QqBb])\?(.*?)\?=", re.DOTALL)
 _FOLD = re.compile(r"\r\n[ \t]?|\n[ \t]?|\r[ \t]?")
 _Q_HEX = re.compile(rb"=([0-9A-Fa-f]{2})")
+_Q_TEXT = re.compile(r"\?[Qq]\?([^?]*)\?=")  # the text of each word of a run _q_run matched
+_CUT_ESCAPE = re.compile(r"=[0-9A-Fa-f]?\?=")  # an encoded word whose text ends inside an escape
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _PERCENT = re.compile(rb"%[0-9A-Fa-f]{2}")
 _MSG_ID = re.compile(r"<([^<>\s]+)>")
@@ -105,6 +108,45 @@ def decode_header(value: str | None, hint: str | None = None) -> str:
     value = unfold(value)
     if "=?" not in value:
         return decode_8bit(value, hint)
+    joined = _one_q_run(value)
+    if joined is not None:
+        charset, data = joined
+        result = decode_bytes(data, charset if codec_for(charset) else hint, guess=False)[0]
+    else:
+        result = _decode_words(value, hint)
+    if not result.isprintable():
+        result = _CONTROL.sub("", result.replace("\t", " ").replace("\r", " ").replace("\n", " "))
+    return result.strip()
+
+
+def _one_q_run(value: str) -> tuple[str, bytes] | None:
+    """A value that is nothing but "Q" encoded words of one charset (a long subject folded into many): its
+    charset and bytes, decoded at once. None for anything else, which :func:`_decode_words` reads word by word.
+
+    Decoding the words' texts joined gives the same bytes as decoding each, unless a word ends inside an
+    escape ("=" or "=4" before "?="), which then runs on into the next word: those are read word by word.
+    """
+    first = _ENCODED_WORD.match(value)
+    if first is None or first.group(2) not in "Qq" or first.end() == len(value):
+        return None
+    charset = first.group(1)
+    if _q_run(charset).fullmatch(value) is None or _CUT_ESCAPE.search(value):
+        return None
+    data = raw_bytes("".join(_Q_TEXT.findall(value)))
+    if b"==" in data or b"\n" in data or b"\r" in data:
+        return None
+    return charset.split("*", 1)[0].lower(), binascii.a2b_qp(data, header=True)
+
+
+@functools.lru_cache(maxsize=32)
+def _q_run(charset: str) -> re.Pattern[str]:
+    """Encoded words of this charset (as written), all "Q", with nothing but blanks between them."""
+    word = rf"=\?{re.escape(charset)}\?[Qq]\?[^?]*\?="
+    return re.compile(rf"{word}(?:[ \t]*{word})*")
+
+
+def _decode_words(value: str, hint: str | None) -> str:
+    """Encoded words and the text between them, decoded: runs of adjacent words of one charset as one."""
     pieces: list[str] = []
     pos = 0
     # Runs of adjacent encoded words of one charset are joined as bytes before decoding, so a
@@ -147,10 +189,7 @@ def decode_header(value: str | None, hint: str | None = None) -> str:
     flush()
     if pos < len(value):
         pieces.append(decode_8bit(value[pos:], hint))
-    result = "".join(pieces)
-    if not result.isprintable():
-        result = _CONTROL.sub("", result.replace("\t", " ").replace("\r", " ").replace("\n", " "))
-    return result.strip()
+    return "".join(pieces)
 
 
 def decode_param(value: str | tuple[str | None, str | None, str] | None, hint: str | None = None) -> str:
