@@ -36,6 +36,30 @@ def test_a_commit_is_on_disk_before_the_server_copy_is_moved(tmp_path: Path) -> 
         assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
+def test_sqlite_utils_plugins_stay_out_of_the_store(tmp_path: Path) -> None:
+    """A sqlite-utils plugin another tool installed (here registered by hand) never prepares the store's
+    connection: its SQL functions are not there."""
+    import types
+
+    import sqlite_utils
+    from sqlite_utils.plugins import pm
+
+    plugin = types.ModuleType("stray_sqlite_utils_plugin")
+
+    @sqlite_utils.hookimpl
+    def prepare_connection(conn: sqlite3.Connection) -> None:
+        conn.create_function("stray", 0, lambda: "from a plugin")
+
+    plugin.prepare_connection = prepare_connection  # type: ignore[attr-defined]
+    pm.register(plugin)
+    try:
+        assert sqlite_utils.Database(sqlite3.connect(":memory:")).execute("select stray()").fetchone()[0]
+        with Store.open(tmp_path / "t.db") as store, pytest.raises(sqlite3.OperationalError, match="stray"):
+            store.db.execute("select stray()")
+    finally:
+        pm.unregister(plugin)
+
+
 def test_migration_names_are_unique_and_ordered() -> None:
     names = [name for name, _ in migrations.MIGRATIONS]
     assert len(names) == len(set(names))
