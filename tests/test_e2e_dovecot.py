@@ -698,6 +698,30 @@ def test_mailbox_test_missing_deleted_items(
     assert "'Deleted Items'" in text and "does not exist" in text
 
 
+def test_mailbox_test_and_run_on_a_server_with_no_deleted_items_folder(
+    dovecot_no_trash: Dovecot, tmp_path: Path
+) -> None:
+    """No folder is marked \\Trash and none has a usual name. `mailbox test` says so and what to set; a run
+    still turns the emails into tickets, leaves them in INBOX, fails the mailbox with the same advice, and the
+    next run makes no second ticket."""
+    user = dovecot_no_trash.new_user()
+    cfg = config_for(tmp_path, dovecot_no_trash, user)
+    seed(dovecot_no_trash, user, mails("nt", 2))
+    code, failed, text = _failing_test(cfg, secret_env(user))
+    assert code == 1
+    assert failed["name"] == "deleted_folder"
+    assert "\\Trash" in text and "incoming.deleted_folder" in text
+
+    for _ in range(2):
+        result = run_subprocess(cfg, "run", "--json", env=secret_env(user))
+        assert result.returncode == 5, result.stderr
+        (summary,) = json.loads(result.stdout)
+        assert "No Deleted Items folder" in summary["error"] and "incoming.deleted_folder" in summary["error"]
+        assert summary["disposed"] == 0
+    assert message_ids_in(dovecot_no_trash, user, "INBOX") == ["<nt-1@example.org>", "<nt-2@example.org>"]
+    assert actions_per_message_id(tmp_path / "tickets.db") == {"nt-1@example.org": 1, "nt-2@example.org": 1}
+
+
 # ------------------------------------------------------------------------------------------ failures on run
 
 
