@@ -21,7 +21,6 @@ from halo_integrator.mail.model import Address
 _ENCODED_WORD = re.compile(r"=\?([^?\s]{1,75}?)\?([QqBb])\?(.*?)\?=", re.DOTALL)
 _FOLD = re.compile(r"\r\n[ \t]?|\n[ \t]?|\r[ \t]?")
 _Q_HEX = re.compile(rb"=([0-9A-Fa-f]{2})")
-_Q_TEXT = re.compile(r"\?[Qq]\?([^?]*)\?=")  # the text of each word of a run _q_run matched
 _CUT_ESCAPE = re.compile(r"=[0-9A-Fa-f]?\?=")  # an encoded word whose text ends inside an escape
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _PERCENT = re.compile(rb"%[0-9A-Fa-f]{2}")
@@ -130,19 +129,22 @@ def _one_q_run(value: str) -> tuple[str, bytes] | None:
     if first is None or first.group(2) not in "Qq" or first.end() == len(value):
         return None
     charset = first.group(1)
-    if _q_run(charset).fullmatch(value) is None or _CUT_ESCAPE.search(value):
+    word, run = _q_run(charset)
+    if run.fullmatch(value) is None or _CUT_ESCAPE.search(value):
         return None
-    data = raw_bytes("".join(_Q_TEXT.findall(value)))
+    data = raw_bytes("".join(word.findall(value)))
     if b"==" in data or b"\n" in data or b"\r" in data:
         return None
     return charset.split("*", 1)[0].lower(), binascii.a2b_qp(data, header=True)
 
 
 @functools.lru_cache(maxsize=32)
-def _q_run(charset: str) -> re.Pattern[str]:
-    """Encoded words of this charset (as written), all "Q", with nothing but blanks between them."""
-    word = rf"=\?{re.escape(charset)}\?[Qq]\?[^?]*\?="
-    return re.compile(rf"{word}(?:[ \t]*{word})*")
+def _q_run(charset: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """One "Q" encoded word of this charset (as written), its text the group; and a run of them with nothing
+    but blanks between."""
+    word = rf"=\?{re.escape(charset)}\?[Qq]\?([^?]*)\?="
+    bare = rf"=\?{re.escape(charset)}\?[Qq]\?[^?]*\?="
+    return re.compile(word), re.compile(rf"{bare}(?:[ \t]*{bare})*")
 
 
 def _decode_words(value: str, hint: str | None) -> str:
@@ -215,17 +217,12 @@ def parse_addresses(value: str | None, hint: str | None = None) -> tuple[Address
         return ()
     raw = unfold(value)
     pairs = _plain_pairs(raw)
-    too_deep = False
     if pairs is None:
         try:
             pairs = getaddresses([raw])
-        except RecursionError:
-            # every ":" opens a group inside the last one in the stdlib parser; decoding keeps every ":", so the
-            # retry below would fail the same way, after as long
-            pairs, too_deep = [], True
         except Exception:
             pairs = []
-    if not too_deep and not any("@" in addr for _, addr in pairs) and ("=?" in raw or not raw.isascii()):
+    if not any("@" in addr for _, addr in pairs) and ("=?" in raw or not raw.isascii()):
         # the whole address (not just the name) was encoded, or 8-bit: decode first, parse then
         try:
             pairs = getaddresses([decode_header(raw, hint)])
