@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -76,12 +77,21 @@ def test_a_run_with_nothing_new_loads_neither_the_parser_nor_the_worker_pool(tmp
 
     Only the first run of a mailbox starts the parse workers' fork server, before it connects: a first run
     imports what is already there, and the server loads the parser while this process logs in."""
-    cfg = write_config(tmp_path)  # an empty folder mailbox
-    code = _RUN_AND_REPORT.format(cfg=str(cfg))
-    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    assert "EXIT 0 HEAVY ['multiprocessing'] FORKSERVER True" in first.stderr, first.stderr
-    later = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    assert "EXIT 0 HEAVY [] FORKSERVER False" in later.stderr, later.stderr
+
+    def run(directory: Path, *options: str, workers: str = "2") -> str:
+        cfg = write_config(directory)  # an empty folder mailbox
+        code = _RUN_AND_REPORT.format(cfg=str(cfg)).replace("'run'", ", ".join(["'run'", *map(repr, options)]))
+        env = {**os.environ, "INTEGRATOR_WORKERS": workers}
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                              cwd=directory, env=env)
+        return done.stderr
+
+    assert "EXIT 0 HEAVY [] FORKSERVER False" in run(tmp_path / "one", workers="1")  # parsed in this process
+    assert "EXIT 0 HEAVY [] FORKSERVER False" in run(tmp_path, "--dry-run")  # records no run: not a first run
+    first = run(tmp_path)
+    assert "EXIT 0 HEAVY ['multiprocessing'] FORKSERVER True" in first, first
+    later = run(tmp_path)
+    assert "EXIT 0 HEAVY [] FORKSERVER False" in later, later
 
 
 def test_unknown_command_and_bad_option_are_usage_errors(tmp_path: Path) -> None:

@@ -60,6 +60,15 @@ def test_sqlite_utils_plugins_stay_out_of_the_store(tmp_path: Path) -> None:
         pm.unregister(plugin)
 
 
+def test_has_run_is_per_mailbox_and_credential(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "t.db") as store:
+        run_id = store.start_run(instance="", dry_run=False)
+        store.record_mailbox_run(run_id, {"mailbox": "Desk", "credential": "prod"})
+        assert store.has_run("Desk", "prod")
+        assert not store.has_run("Desk", "test")
+        assert not store.has_run("Sales", "prod")
+
+
 def test_migration_names_are_unique_and_ordered() -> None:
     names = [name for name, _ in migrations.MIGRATIONS]
     assert len(names) == len(set(names))

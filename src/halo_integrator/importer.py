@@ -114,8 +114,8 @@ def _start_forkserver() -> None:
     from multiprocessing import forkserver
 
     try:
-        forkserver.ensure_running()
-    except OSError as exc:  # the pool tries again when it is made, and reports what goes wrong then
+        forkserver.ensure_running()  # nothing when it already runs
+    except Exception as exc:  # only a head start: the pool tries again when it is made, and reports failures then
         log.debug("could not start the parse workers' fork server early: %s", exc)
 
 
@@ -306,10 +306,10 @@ class Importer:
         state: StateView = self.store.state_view(mailbox.name, cred_name)
         if self.dry_run:
             state = DryRunState(state)
-        if not self._executor_made and not self.dry_run and not self.store.has_run(mailbox.name, cred_name):
-            # the first run of a mailbox imports what is already in it, often a backlog for the parse workers
-            _start_forkserver()
         try:
+            if not self.dry_run and not self.store.has_run(mailbox.name, cred_name):
+                # the first run of a mailbox imports what is already in it, often a backlog for the parse workers
+                _start_forkserver()
             connector = make_connector(
                 mailbox,
                 credential,
