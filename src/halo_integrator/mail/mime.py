@@ -15,10 +15,11 @@ equality.
 
 from __future__ import annotations
 
+import email.utils
 import itertools
 import re
 from email import errors
-from email.message import Message
+from email.message import Message, _unquotevalue  # type: ignore[attr-defined]
 from email.parser import Parser
 from email.policy import compat32
 from typing import Any
@@ -48,7 +49,8 @@ class ParsedMessage(Message):
     replaced in place (``replace_header``); the parameter cache is keyed by the header's value.
     """
 
-    def get(self, name: str, failobj: Any = None) -> Any:
+    def _found(self, name: str) -> tuple[str, str] | None:
+        """The first (name, raw value) pair of a header, through the index."""
         headers = self._headers  # type: ignore[attr-defined]
         index = self.__dict__.get("_index")
         if index is None or index[0] is not headers or index[1] != len(headers):
@@ -56,25 +58,74 @@ class ParsedMessage(Message):
             for key, value in headers:
                 first.setdefault(key.lower(), (key, value))
             index = self.__dict__["_index"] = (headers, len(headers), first)
-        found = index[2].get(name.lower())
+        return index[2].get(name.lower())
+
+    def get(self, name: str, failobj: Any = None) -> Any:
+        found = self._found(name)
         if found is None:
             return failobj
         return self.policy.header_fetch_parse(*found)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._found(name) is not None
 
     def replace_header(self, _name: str, _value: Any) -> None:
         self.__dict__.pop("_index", None)
         super().replace_header(_name, _value)
 
-    def _get_params_preserve(self, failobj: Any, header: str) -> Any:
+    def _params(self, header: str) -> tuple[list[tuple[str, Any]], dict[str, Any]] | None:
+        """The parameters of a header, as the stdlib's ``_get_params_preserve`` lists them, and the first value
+        of each lower-cased name; None when the header is missing or not a plain string."""
         value = self.get(header, _MISSING)
         if not isinstance(value, str):  # missing, or an 8-bit value compat32 hands back as a Header
-            return super()._get_params_preserve(failobj, header)  # type: ignore[misc]
-        cache: dict[tuple[str, str], list[tuple[str, Any]]] = self.__dict__.setdefault("_param_cache", {})
+            return None
+        cache: dict[tuple[str, str], tuple[list[tuple[str, Any]], dict[str, Any]]]
+        cache = self.__dict__.setdefault("_param_cache", {})
         key = (header.lower(), value)
-        params = cache.get(key)
-        if params is None:
-            params = cache[key] = super()._get_params_preserve(failobj, header)  # type: ignore[misc]
-        return list(params)
+        entry = cache.get(key)
+        if entry is None:
+            params = _plain_params(value)
+            if params is None:
+                params = super()._get_params_preserve(None, header)  # type: ignore[misc]
+            first: dict[str, Any] = {}
+            for name, param in params:
+                first.setdefault(name.lower(), param)
+            entry = cache[key] = (params, first)
+        return entry
+
+    def _get_params_preserve(self, failobj: Any, header: str) -> Any:
+        entry = self._params(header)
+        if entry is None:
+            return super()._get_params_preserve(failobj, header)  # type: ignore[misc]
+        return list(entry[0])
+
+    def get_param(self, param: str, failobj: Any = None, header: str = "content-type", unquote: bool = True) -> Any:
+        entry = self._params(header)
+        if entry is None:
+            return super().get_param(param, failobj, header, unquote)
+        value = entry[1].get(param.lower(), _MISSING)
+        if value is _MISSING:
+            return failobj
+        return _unquotevalue(value) if unquote else value
+
+
+def _plain_params(value: str) -> list[tuple[str, str]] | None:
+    """The parameters of a header value exactly as the stdlib's ``Message._get_params_preserve`` lists them,
+    read with ``str.split``, for a value with no backslash, no RFC 2231 part (``*``) and no ";" inside quotes
+    (nearly all); None for any other, which the stdlib reads."""
+    if "\\" in value or "*" in value:
+        return None
+    pieces = value.split(";")
+    if '"' in value and any(piece.count('"') % 2 for piece in pieces):
+        return None  # a quoted ";" (or an unclosed quote): the stdlib's scan for the closing quote decides
+    params: list[tuple[str, str]] = []
+    for piece in pieces:
+        name, equals, raw = piece.partition("=")
+        name, raw = (name.strip().lower(), raw.strip()) if equals else (piece.strip(), "")
+        if params:  # every value after the first is unquoted, then quoted again
+            raw = f'"{email.utils.quote(email.utils.unquote(raw))}"'
+        params.append((name, raw))
+    return params
 
 
 class _Fallback(Exception):
