@@ -620,3 +620,39 @@ def test_q_word_runs_agree_with_word_by_word_decoding_on_the_corpus() -> None:
 )
 def test_q_encoded_words(encoded: str, decoded: str) -> None:
     assert decode_header(encoded) == decoded
+
+
+def test_an_enclosed_emails_header_block_reads_as_the_standard_librarys_header_parser_reads_it() -> None:
+    """The header block of an enclosed email (its file name, a bounce's returned ids) is read by the MIME
+    splitter; on every corpus email, taken as an enclosed one, the fields equal BytesHeaderParser's."""
+    from email.parser import BytesHeaderParser
+    from email.policy import compat32
+
+    from halo_integrator.mail.parse import _HEADER_END, _clean_input, _header_block
+
+    odd = [  # a stray line, a fold first, an envelope line, no name, a bare CR, 8-bit, CRLF, a fold at the end
+        b"Subject: a\nstray line\nMessage-ID: <x@y>\n\nbody", b" folded\nSubject: a\n\nb",
+        b"From someone Mon Jan  1 00:00:00 2001\nSubject: a\n\nb", b": no name\nSubject: a\n\nb",
+        b"Subject: a\rb\nMessage-ID: <x@y>\n\nb", "Subject: Grüße\n\nb".encode(),
+        b"Subject: a\r\n b\r\nReferences: <1@x>\r\n\t<2@x>\r\n\r\nb", b"Subject: a\n \n\nb",
+    ]
+    corpus = corpus_or_skip()
+    compared = 0
+    for path in [*odd, *sorted(corpus.rglob("*"))]:
+        if isinstance(path, bytes):
+            data = path
+        elif not path.is_file() or path.suffix in (".tsv", ".json", ".md"):
+            continue
+        else:
+            data = path.read_bytes()
+        cleaned, _ = _clean_input(data)
+        end = _HEADER_END.search(cleaned)
+        if end is None:
+            continue
+        expected = BytesHeaderParser(policy=compat32).parsebytes(cleaned[: end.start()])
+        read = _header_block(data)
+        name = path if isinstance(path, bytes) else path.name
+        assert read is not None, name
+        assert read._headers == expected._headers, name  # type: ignore[attr-defined]
+        compared += 1
+    assert compared > 700

@@ -538,7 +538,10 @@ def _header_block(data: bytes) -> Message | None:
     try:
         cleaned, _ = _clean_input(data)
         end = _HEADER_END.search(cleaned)
-        return BytesHeaderParser(policy=compat32).parsebytes(cleaned if end is None else cleaned[: end.start()])
+        if end is None:
+            return BytesHeaderParser(policy=compat32).parsebytes(cleaned)
+        # the block and a blank line: the splitter reads the same header fields as the stdlib's header parser
+        return message_from_bytes(cleaned[: end.start()] + b"\n\n", open_enclosed=False)
     except Exception:
         return None
 
