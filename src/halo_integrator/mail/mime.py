@@ -64,7 +64,19 @@ class ParsedMessage(Message):
         found = self._found(name)
         if found is None:
             return failobj
+        value = found[1]
+        if self.policy is compat32 and type(value) is str and value.isascii():
+            return value  # what compat32's header_fetch_parse returns for a value without 8-bit bytes
         return self.policy.header_fetch_parse(*found)
+
+    def get_content_type(self) -> str:
+        found = self._found("content-type")
+        if found is None:
+            return self.get_default_type()
+        cached = self.__dict__.get("_content_type")
+        if cached is None or cached[0] is not found[1]:  # asked three or four times per part
+            cached = self.__dict__["_content_type"] = (found[1], super().get_content_type())
+        return str(cached[1])
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self._found(name) is not None
