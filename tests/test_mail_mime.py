@@ -243,7 +243,7 @@ PARAMETER_VALUES = [
     'multipart/mixed; boundary="----=_Part_1"', "a; b", "a;=b", "=x", "a; N=<v>", 'a; n="<v>"', "a;;b=c",
     'A/B; NAME="x y"', 'text/plain; charset="us-ascii"; name=""', 'x; a="b"c"d"', "x; a=b=c", "", ";", '"',
     'a; b="', "İ=x; İ=y", 'attachment; filename="a;b.txt"', 'a; b="c\\"d"', "a; name*=utf-8''%C3%A9",
-    "a; name*0=x; name*1=y",
+    "a; name*0=x; name*1=y", "text/plain;\xa0charset=utf-8\x1c", "text/plain; charset=x; CHARSET=y",
 ]
 
 
@@ -301,3 +301,46 @@ def test_parameters_agree_with_the_standard_library_on_the_corpus() -> None:
                     assert mine.get_param(param, header=header) == stdlib.get_param(param, header=header), row["path"]
                 compared += 1
     assert compared > 2000
+
+
+def test_a_parameter_named_twice_answers_with_the_first_as_the_standard_library_does() -> None:
+    data = b"Content-Type: text/plain; charset=x; CHARSET=y; name=a; name=b\n\nbody\n"
+    ours, theirs = message_from_bytes(data), BytesParser(policy=compat32).parsebytes(data)
+    assert [ours.get_param(p) for p in ("charset", "name")] == [theirs.get_param(p) for p in ("charset", "name")]
+
+
+def test_lookups_stay_true_through_a_shallow_copy_another_policy_and_a_header_changed_in_place() -> None:
+    import copy
+    from email import policy
+    from email.header import Header
+
+    data = b"Subject: old\nContent-Type: text/plain; charset=utf-8\n\nbody\n"
+    message = message_from_bytes(data)
+    message.get_content_type(), message.get_param("charset"), message.get("subject")  # fill the caches
+    other = copy.copy(message)
+    other.replace_header("Subject", "new")
+    other.replace_header("Content-Type", "text/html; charset=latin-1")
+    assert (other["subject"], other.get_content_type(), other.get_param("charset")) == ("new", "text/html", "latin-1")
+    own = dict((k.lower(), v) for k, v in message._headers)  # type: ignore[attr-defined]
+    assert message["subject"] == own["subject"]
+    assert message.get_content_type() == own["content-type"].split(";")[0]
+
+    folded = b"Content-Type: multipart/\n mixed; boundary=x\n\n--x\n\nq\n--x--\n"
+    ours, theirs = message_from_bytes(folded), BytesParser(policy=compat32).parsebytes(folded)
+    assert ours.get_content_type() == theirs.get_content_type()
+    ours.policy = theirs.policy = policy.default
+    assert ours.get_content_type() == theirs.get_content_type()
+
+    header = Header("text/plain")
+    for m in (ours, theirs):
+        m.policy = compat32
+        del m["content-type"]
+        m["Content-Type"] = header
+    assert ours.get_content_type() == theirs.get_content_type()
+    header.append("html")
+    assert ours.get_content_type() == theirs.get_content_type()
+
+    with pytest.raises(AttributeError):
+        1 in theirs  # noqa: B015
+    with pytest.raises(AttributeError):
+        1 in ours  # noqa: B015

@@ -49,9 +49,11 @@ class ParsedMessage(Message):
     replaced in place (``replace_header``); the parameter cache is keyed by the header's value.
     """
 
+    _headers: list[tuple[str, Any]]  # compat32 keeps the raw (name, value) pairs here
+
     def _found(self, name: str) -> tuple[str, str] | None:
         """The first (name, raw value) pair of a header, through the index."""
-        headers = self._headers  # type: ignore[attr-defined]
+        headers = self._headers
         index = self.__dict__.get("_index")
         if index is None or index[0] is not headers or index[1] != len(headers):
             first: dict[str, tuple[str, str]] = {}
@@ -73,16 +75,20 @@ class ParsedMessage(Message):
         found = self._found("content-type")
         if found is None:
             return self.get_default_type()
+        if self.policy is not compat32 or type(found[1]) is not str:  # another policy, or a Header (mutable)
+            return super().get_content_type()
         cached = self.__dict__.get("_content_type")
         if cached is None or cached[0] is not found[1]:  # asked three or four times per part
             cached = self.__dict__["_content_type"] = (found[1], super().get_content_type())
         return str(cached[1])
 
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self._found(name) is not None
+    def __contains__(self, name: Any) -> bool:
+        return self._found(name) is not None
 
     def replace_header(self, _name: str, _value: Any) -> None:
-        self.__dict__.pop("_index", None)
+        # The stdlib replaces the header inside the list, which a shallow copy shares: the other message's
+        # index would still look current. The change is made on a list of this message's own instead.
+        self._headers = list(self._headers)
         super().replace_header(_name, _value)
 
     def _params(self, header: str) -> tuple[list[tuple[str, Any]], dict[str, Any]] | None:
@@ -164,6 +170,27 @@ def message_from_bytes(data: bytes, *, open_enclosed: bool = True) -> Message:
     return message
 
 
+def header_fields(data: bytes) -> Message:
+    """The header block ``data`` (without the blank line after it), read as
+    ``BytesHeaderParser(policy=compat32).parsebytes(data)`` reads it, for its fields only: nothing is made of
+    them (no content type, no parameters), so the reading stays linear whatever a field holds."""
+    text = data.decode("ascii", "surrogateescape")
+    if not _LONE_CR.search(text) and not text.startswith(("From ", "\n", "\r\n")):
+        try:
+            fields, stray = _headers(text + "\n", len(text) + 1)
+        except _Fallback:
+            pass
+        else:
+            message = ParsedMessage(policy=compat32)
+            message._headers = fields
+            if stray is not None:
+                message.defects.append(errors.MissingHeaderBodySeparatorDefect())
+            return message
+    from email.parser import BytesHeaderParser
+
+    return BytesHeaderParser(_class=ParsedMessage, policy=compat32).parsebytes(data)
+
+
 def _stdlib(text: str, default_type: str) -> Message:
     message: Message = Parser(_class=ParsedMessage, policy=compat32).parsestr(text)
     if default_type != "text/plain":  # a digest's part: message/rfc822 by default, whatever its own header
@@ -190,7 +217,7 @@ def _part(text: str, depth: int, default_type: str, open_enclosed: bool) -> Mess
         else:
             body = text[end.end() :]
     message = ParsedMessage(policy=compat32)
-    message._headers = headers  # type: ignore[attr-defined]  # compat32 keeps raw (name, value) pairs here
+    message._headers = headers
     if stray is not None:
         message.defects.append(errors.MissingHeaderBodySeparatorDefect())
     if default_type != "text/plain":

@@ -32,7 +32,7 @@ from halo_integrator.mail.headers import (
     parse_msgids,
     unfold,
 )
-from halo_integrator.mail.mime import message_from_bytes
+from halo_integrator.mail.mime import header_fields, message_from_bytes
 from halo_integrator.mail.model import Address, Attachment, ParsedEmail
 from halo_integrator.mail.names import extension_for, safe_filename, unique_filenames
 
@@ -540,8 +540,7 @@ def _header_block(data: bytes) -> Message | None:
         end = _HEADER_END.search(cleaned)
         if end is None:
             return BytesHeaderParser(policy=compat32).parsebytes(cleaned)
-        # the block and a blank line: the splitter reads the same header fields as the stdlib's header parser
-        return message_from_bytes(cleaned[: end.start()] + b"\n\n", open_enclosed=False)
+        return header_fields(cleaned[: end.start()])
     except Exception:
         return None
 
