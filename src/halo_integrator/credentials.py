@@ -198,7 +198,7 @@ def add(
     missing = [k for k in needed_kinds(mailbox, credential) if not secrets.get(k)]
     if missing:
         raise SecretError(f"No {', '.join(missing)} given for credential {credential.name!r}.")
-    stored = _store_secrets(keystore, mailbox.name, credential.name, secrets)
+    stored = store_secrets(keystore, mailbox.name, credential.name, secrets)
     config_mod.save(new_cfg)
     loaded = config_mod.load(cfg.path)
     history.record(
@@ -222,7 +222,7 @@ def set_secrets(
 
     mailbox = cfg.mailbox(mailbox_name)
     find(mailbox, credential_name)
-    stored = _store_secrets(keystore, mailbox.name, credential_name, secrets)
+    stored = store_secrets(keystore, mailbox.name, credential_name, secrets)
     history.record(
         cfg, actor, mailbox.name, mailbox, mailbox, action="credential secret replaced",
         notes=[_secret_note(credential_name, kind, before="***") for kind in stored],
@@ -288,7 +288,7 @@ def remove(
     return loaded, deleted
 
 
-def _store_secrets(keystore: Keystore, mailbox: str, credential: str, secrets: Mapping[str, str]) -> list[str]:
+def store_secrets(keystore: Keystore, mailbox: str, credential: str, secrets: Mapping[str, str]) -> list[str]:
     """Store each secret (kind -> value); the kinds stored."""
     for kind, value in secrets.items():
         keystore.set(mailbox, credential, kind, value)

@@ -141,13 +141,13 @@ def add_mailbox(
     the config file (and the config history when tracking is on). Nothing is stored for a mailbox that cannot
     be added."""
     from halo_integrator import history
+    from halo_integrator.credentials import store_secrets
 
     new = check_new(cfg, mailbox)
     if secrets:
         if keystore is None or not mailbox.credentials:
             raise ConfigError(f"Mailbox {mailbox.name!r}: secrets given without a credential and a keystore.")
-        for kind, value in secrets.items():
-            keystore.set(mailbox.name, mailbox.credentials[0].name, kind, value)
+        store_secrets(keystore, mailbox.name, mailbox.credentials[0].name, secrets)
     config_mod.save(new)
     loaded = config_mod.load(cfg.path)
     history.record(loaded, actor, mailbox.name, None, loaded.mailbox(mailbox.name))
