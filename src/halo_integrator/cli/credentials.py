@@ -329,7 +329,7 @@ def test(app: App, mailbox: str, name: str | None, as_json: bool) -> None:
         output.print_json([
             {"mailbox": mb.name, "credential": c.name, "instance": c.instance, "account": svc.account(mb, c),
              "ok": r.ok, "message_count": r.message_count,
-             "checks": [{"name": k.name, "ok": k.ok, "detail": k.detail, "fix": k.fix} for k in r.checks]}
+             "checks": r.checks_json()}
             for c, r in results
         ])
     else:

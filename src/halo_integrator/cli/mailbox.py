@@ -163,9 +163,7 @@ def test(app: App, name: str, as_json: bool) -> None:
                     "deleted_folder": r.deleted_folder,
                     "message_count": r.message_count,
                     "capabilities": r.capabilities,
-                    "checks": [
-                        {"name": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix} for c in r.checks
-                    ],
+                    "checks": r.checks_json(),
                 }
                 for cred, r in results
             ]

@@ -33,7 +33,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -102,6 +102,10 @@ class TestReport:
     @property
     def ok(self) -> bool:
         return all(c.ok for c in self.checks)
+
+    def checks_json(self) -> list[dict[str, Any]]:
+        """The checks as the commands' ``--json`` output lists them."""
+        return [{"name": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix} for c in self.checks]
 
 
 class Connector(ABC):
