@@ -32,6 +32,22 @@ def corpus_or_skip() -> Path:
     return CORPUS
 
 
+def corpus_files() -> list[Path]:
+    """Every email file of the corpus (all but its index and expected-result files), skipping when absent."""
+    corpus = corpus_or_skip()
+    return [p for p in sorted(corpus.rglob("*")) if p.is_file() and p.suffix not in (".tsv", ".json", ".md")]
+
+
+def corpus_messages() -> list[tuple[str, bytes]]:
+    """(path in the corpus, bytes) of each email INDEX.tsv lists as a message, skipping when absent."""
+    import csv
+
+    corpus = corpus_or_skip()
+    with (corpus / "INDEX.tsv").open(encoding="utf-8") as fh:
+        paths = [r["path"] for r in csv.DictReader(fh, delimiter="\t") if r["kind"] == "message"]
+    return [(path, (corpus / path).read_bytes()) for path in paths]
+
+
 def write_config(directory: Path, body: str = "", *, mail: str = "mail", after_import: str = "move_to_deleted",
                  extra_incoming: str = "") -> Path:
     """A config with one folder mailbox "Desk" over DIRECTORY/mail."""

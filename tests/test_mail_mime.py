@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from email import errors
 from email.message import Message
 from email.parser import BytesParser, Parser
@@ -11,7 +10,7 @@ from email.policy import compat32
 import pytest
 
 from halo_integrator.mail.mime import message_from_bytes
-from helpers import corpus_or_skip
+from helpers import corpus_messages
 
 
 def same_tree(a: Message, b: Message, where: str = "", *, unopened: bool = False) -> str | None:
@@ -188,16 +187,12 @@ def test_enclosed_emails_are_left_unread_only_when_asked() -> None:
 
 @pytest.mark.parametrize("open_enclosed", [True, False], ids=["opened", "unopened"])
 def test_same_tree_on_the_whole_corpus(open_enclosed: bool) -> None:
-    corpus = corpus_or_skip()
-    with (corpus / "INDEX.tsv").open(encoding="utf-8") as fh:
-        rows = [r for r in csv.DictReader(fh, delimiter="\t") if r["kind"] == "message"]
     differences = []
-    for row in rows:
-        data = (corpus / row["path"]).read_bytes()
+    for path, data in corpus_messages():
         ours = message_from_bytes(data, open_enclosed=open_enclosed)
         diff = same_tree(ours, BytesParser(policy=compat32).parsebytes(data), unopened=not open_enclosed)
         if diff:
-            differences.append(f"{row['path']}: {diff}")
+            differences.append(f"{path}: {diff}")
     assert differences == [], "\n".join(differences[:20])
 
 
@@ -287,18 +282,14 @@ def test_parameters_agree_with_the_standard_library_on_generated_values() -> Non
 
 
 def test_parameters_agree_with_the_standard_library_on_the_corpus() -> None:
-    corpus = corpus_or_skip()
-    with (corpus / "INDEX.tsv").open(encoding="utf-8") as fh:
-        rows = [r for r in csv.DictReader(fh, delimiter="\t") if r["kind"] == "message"]
     compared = 0
-    for row in rows:
-        data = (corpus / row["path"]).read_bytes()
+    for path, data in corpus_messages():
         ours, theirs = message_from_bytes(data), BytesParser(policy=compat32).parsebytes(data)
         for mine, stdlib in zip(ours.walk(), theirs.walk(), strict=False):
             for header in ("content-type", "content-disposition"):
-                assert mine.get_params(header=header) == stdlib.get_params(header=header), row["path"]
+                assert mine.get_params(header=header) == stdlib.get_params(header=header), path
                 for param in ("charset", "boundary", "name", "filename"):
-                    assert mine.get_param(param, header=header) == stdlib.get_param(param, header=header), row["path"]
+                    assert mine.get_param(param, header=header) == stdlib.get_param(param, header=header), path
                 compared += 1
     assert compared > 2000
 

@@ -143,8 +143,7 @@ def _q_run(charset: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
     """One "Q" encoded word of this charset (as written), its text the group; and a run of them with nothing
     but blanks between."""
     word = rf"=\?{re.escape(charset)}\?[Qq]\?([^?]*)\?="
-    bare = rf"=\?{re.escape(charset)}\?[Qq]\?[^?]*\?="
-    return re.compile(word), re.compile(rf"{bare}(?:[ \t]*{bare})*")
+    return re.compile(word), re.compile(rf"{word}(?:[ \t]*{word})*")
 
 
 def _decode_words(value: str, hint: str | None) -> str:

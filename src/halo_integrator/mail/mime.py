@@ -27,6 +27,7 @@ from typing import Any
 MAX_DEPTH = 40
 
 _BLANK_LINE = re.compile(r"\r?\n\r?\n")
+_BLANK_LINE_BYTES = re.compile(rb"\r?\n\r?\n")
 # One header field: a header line as the standard library knows one (email.feedparser.headerRE, less the
 # mbox "From " line and an empty name), then the value as compat32 keeps it (the spaces after the colon
 # dropped, continuation lines joined with their line breaks), then the line ending.
@@ -45,8 +46,9 @@ class ParsedMessage(Message):
 
     The parser asks every part for its content type, disposition, charset, boundary and file name; the stdlib
     answers each question by lower-casing header names until one matches, and parses the whole parameter
-    list again. The name index is rebuilt when the header list is replaced, grows or shrinks, or a header is
-    replaced in place (``replace_header``); the parameter cache is keyed by the header's value.
+    list again. The name index is rebuilt when the header list is replaced, grows or shrinks (``replace_header``
+    gives the message a list of its own rather than changing a shared one in place); the parameter cache is
+    keyed by the header's value.
     """
 
     _headers: list[tuple[str, Any]]  # compat32 keeps the raw (name, value) pairs here
@@ -171,10 +173,12 @@ def message_from_bytes(data: bytes, *, open_enclosed: bool = True) -> Message:
 
 
 def header_fields(data: bytes) -> Message:
-    """The header block ``data`` (without the blank line after it), read as
-    ``BytesHeaderParser(policy=compat32).parsebytes(data)`` reads it, for its fields only: nothing is made of
-    them (no content type, no parameters), so the reading stays linear whatever a field holds."""
-    text = data.decode("ascii", "surrogateescape")
+    """The fields of the header block at the start of ``data`` (an email, whose body is not read), as
+    ``BytesHeaderParser(policy=compat32)`` reads them. Nothing is made of the fields (no content type, no
+    parameters), so the reading stays linear whatever a field holds."""
+    end = _BLANK_LINE_BYTES.search(data)
+    block = data if end is None else data[: end.start()]
+    text = block.decode("ascii", "surrogateescape")
     if not _LONE_CR.search(text) and not text.startswith(("From ", "\n", "\r\n")):
         try:
             fields, stray = _headers(text + "\n", len(text) + 1)
@@ -188,7 +192,7 @@ def header_fields(data: bytes) -> Message:
             return message
     from email.parser import BytesHeaderParser
 
-    return BytesHeaderParser(_class=ParsedMessage, policy=compat32).parsebytes(data)
+    return BytesHeaderParser(_class=ParsedMessage, policy=compat32).parsebytes(block)
 
 
 def _stdlib(text: str, default_type: str) -> Message:

@@ -18,7 +18,7 @@ import binascii
 import hashlib
 import re
 from email.message import Message
-from email.parser import BytesHeaderParser, BytesParser
+from email.parser import BytesParser
 from email.policy import compat32
 
 from halo_integrator.mail import htmltext, invites, tnef, verdicts
@@ -41,7 +41,6 @@ MAX_PARTS = 2000
 
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _HEADER_LINE = re.compile(rb"^[!-9;-~]+[ \t]*:")
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
 _BASE64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")
 _BOUNDARY_LINE = re.compile(rb"^--([^\s-][^\r\n]{0,200}?)(?:--)?[ \t]*\r?$", re.MULTILINE)
 _NO_ADDRESS = Address("", "")
@@ -101,10 +100,14 @@ def _skip_junk_lines(data: bytes, limit: int = 3) -> bytes | None:
     return None
 
 
+def _lf(data: bytes) -> bytes:
+    """The bytes with CRLF and lone CR line endings turned into LF."""
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n") if b"\r" in data else data
+
+
 def _body_bytes(data: bytes) -> bytes:
     """The bytes after the header block, line endings normalised to LF."""
-    if b"\r" in data:
-        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    data = _lf(data)
     end = data.find(b"\n\n")
     return data[end + 2 :] if end >= 0 else b""
 
@@ -213,10 +216,7 @@ def _flatten_body(part: Message) -> bytes:
             out.append(b"\n")
         if isinstance(child, Message):
             _flatten(child, out, 1)
-    data = b"".join(out)
-    if b"\r" in data:
-        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    return data
+    return _lf(b"".join(out))
 
 
 # -- the walk -------------------------------------------------------------------------------------
@@ -536,11 +536,7 @@ def _header_block(data: bytes) -> Message | None:
     """The header block of an enclosed email, read without its body (which can be megabytes); None when
     unreadable."""
     try:
-        cleaned, _ = _clean_input(data)
-        end = _HEADER_END.search(cleaned)
-        if end is None:
-            return BytesHeaderParser(policy=compat32).parsebytes(cleaned)
-        return header_fields(cleaned[: end.start()])
+        return header_fields(_clean_input(data)[0])
     except Exception:
         return None
 
