@@ -62,7 +62,7 @@ def test_schedule_commands_do_not_load_the_web_client() -> None:
 
 _RUN_AND_REPORT = (
     "import sys; from halo_integrator.cli import main\n"
-    "sys.argv = ['integrator', '--config', {cfg!r}, 'run']\n"
+    "sys.argv = {argv!r}\n"
     "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
     "heavy = [m for m in ('halo_integrator.mail.parse', 'multiprocessing', 'concurrent.futures.process', 'nh3',"
     "'html_text', 'lxml', 'charset_normalizer', 'icalendar', 'tnefparse', 'zstandard') if m in sys.modules]\n"
@@ -70,6 +70,7 @@ _RUN_AND_REPORT = (
     "started = server is not None and server._forkserver._forkserver_pid is not None\n"
     "print('EXIT', code, 'HEAVY', heavy, 'FORKSERVER', started, file=sys.stderr)"
 )
+"""A script that runs the CLI with ``argv``, then says what the run loaded and whether a fork server runs."""
 
 
 def test_a_run_with_nothing_new_loads_neither_the_parser_nor_the_worker_pool(tmp_path: Path) -> None:
@@ -80,7 +81,7 @@ def test_a_run_with_nothing_new_loads_neither_the_parser_nor_the_worker_pool(tmp
 
     def run(directory: Path, *options: str, workers: str = "2") -> str:
         cfg = write_config(directory)  # an empty folder mailbox
-        code = _RUN_AND_REPORT.format(cfg=str(cfg)).replace("'run'", ", ".join(["'run'", *map(repr, options)]))
+        code = _RUN_AND_REPORT.format(argv=["integrator", "--config", str(cfg), "run", *options])
         env = {**os.environ, "INTEGRATOR_WORKERS": workers}
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                               cwd=directory, env=env)

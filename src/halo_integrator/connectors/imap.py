@@ -651,7 +651,7 @@ def _read_fetch(client: IMAPClient, uids: list[int], item: str) -> dict[int, Any
     one shape, read here with a regular expression; anything else in the answer (unsolicited flag changes,
     items in another order, an extra item) sends the whole answer to imapclient's parser instead.
     """
-    imap = client._imap
+    imap = client._imap  # imapclient's imaplib connection (it has no public way to send a command raw)
     typ, data = imap.uid("FETCH", ",".join(map(str, uids)), f"(UID {item})")
     if typ != "OK":
         raise imaplib.IMAP4.error(f"FETCH failed: {data!r:.200}")
