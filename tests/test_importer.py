@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import signal
 import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -359,3 +363,129 @@ def test_parse_workers_are_replaced_during_a_long_import(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     (summary,) = json.loads(result.stdout)
     assert summary["created"] == 150 and summary["disposed"] == 150
+
+
+def test_a_stop_request_ends_the_run_after_the_batches_it_fetched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the first Ctrl-C does (cli/run.py): the run stores and disposes of the batches it has fetched,
+    fetches no more, starts no further mailbox and exits 130; the next run imports the rest, each email once."""
+    from halo_integrator.config import load as load_config
+    from halo_integrator.importer import Importer
+
+    monkeypatch.setenv("INTEGRATOR_WORKERS", "1")
+    second = '\n[[mailboxes]]\nname = "Sales"\naddress = "sales@example.com"\nconnection = "folder"\npath = "sales"\n'
+    cfg_path = write_config(tmp_path, second, extra_incoming="batch_size = 10\nsender_limit = 0\n")
+    (tmp_path / "sales").mkdir()
+    for i in range(60):
+        (tmp_path / "mail" / f"{i:03d}.eml").write_bytes(email_bytes(f"Item {i}", message_id=f"s{i}@x"))
+    quote = email_bytes("Quote", sender="Buyer <buyer@example.net>", message_id="sales1@x")
+    (tmp_path / "sales" / "one.eml").write_bytes(quote)
+    cfg = load_config(cfg_path)
+
+    def no_secrets(mailbox: object, credential: object) -> Callable[[str], str]:
+        def lookup(kind: str) -> str:
+            raise KeyError(kind)
+
+        return lookup
+
+    with Store.open(cfg.database_path) as store:
+        progress: list[int] = []
+
+        def stop_after_the_first_batch(mailbox: str, done: int, total: int) -> None:
+            progress.append(done)
+            importer.request_stop()
+
+        importer = Importer(cfg, store, secrets=no_secrets, progress=stop_after_the_first_batch)
+        result = importer.run()
+        assert result.stopped and result.exit_code == 130
+        (desk,) = result.mailboxes
+        # the batch being parsed when the stop came is still stored and moved; no third one was fetched
+        assert progress == [10, 20]
+        assert (desk.fetched, desk.created, desk.disposed, desk.left) == (20, 20, 20, 40)
+        assert desk.as_dict()["stopped"] is True and not desk.error
+        assert result.skipped == [("Sales", "not started, the run was stopped")]
+        assert len(list((tmp_path / "mail").glob("*.eml"))) == 40
+        assert (tmp_path / "sales" / "one.eml").exists()
+
+        again = Importer(cfg, store, secrets=no_secrets).run()
+        assert again.exit_code == 0 and not again.stopped
+        assert [(m.mailbox, m.created, m.left, m.as_dict()["stopped"]) for m in again.mailboxes] == [
+            ("Desk", 40, 0, False), ("Sales", 1, 0, False)
+        ]
+    per_id = actions_per_message_id(cfg.database_path)
+    assert len(per_id) == 61 and set(per_id.values()) == {1}
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (Linux /proc), nearest first."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop(0)
+        try:
+            for task in os.listdir(f"/proc/{parent}/task"):
+                with open(f"/proc/{parent}/task/{task}/children", encoding="ascii") as fh:
+                    children = [int(c) for c in fh.read().split()]
+                found += children
+                todo += children
+        except OSError:
+            continue  # gone meanwhile
+    return found
+
+
+def _holds_ctrl_c(pid: int) -> bool:
+    """Whether the process has SIGINT in its signal mask (Linux /proc/PID/status)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+        blocked = next(line.split()[1] for line in fh if line.startswith("SigBlk:"))
+    return bool(int(blocked, 16) >> (signal.SIGINT - 1) & 1)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the parse workers through Linux's /proc")
+@pytest.mark.parametrize("when", ["fork server loading", "workers parsing"])
+def test_ctrl_c_stops_a_run_cleanly_and_the_next_run_finishes_it(tmp_path: Path, when: str) -> None:
+    """Ctrl-C in a terminal reaches the whole process group: the run, its fork server and its parse workers.
+    The run stops after the batches it fetched, exits 130 and says so; no process prints a traceback, even
+    while the fork server is still loading the parser. The next run imports the rest, each email once."""
+    cfg = write_config(tmp_path, extra_incoming="batch_size = 30\nsender_limit = 0\n")  # 24 or more: in parallel
+    count = 2000
+    for i in range(count):
+        (tmp_path / "mail" / f"{i:04d}.eml").write_bytes(email_bytes(f"Item {i}", message_id=f"c{i}@x"))
+    env = {**os.environ, "INTEGRATOR_WORKERS": "2"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "halo_integrator", "--config", str(cfg), "run"], env=env, cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        while proc.poll() is None:  # until the moment to press Ctrl-C has come
+            below = _descendants(proc.pid)  # the run's children: resource tracker, fork server, its workers
+            servers = [p for p in below if "forkserver" in _cmdline(p)]
+            workers = _descendants(servers[0]) if servers else []
+            if servers and (when == "fork server loading" or workers):
+                break
+        # they hold Ctrl-C back from their first instruction on, so none can die of it half started
+        assert servers and all(_holds_ctrl_c(p) for p in [*servers, *workers])
+        os.killpg(proc.pid, signal.SIGINT)
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "Fatal Python error" not in err, err
+    assert "Stopping:" in err and "The run was stopped (Ctrl-C)" in err, err
+    left = len(list((tmp_path / "mail").glob("*.eml")))
+    assert left > 0 and f"Desk: stopped with {left} new email(s) not imported yet" in err, err
+
+    again = run_subprocess(cfg, "run", "--json", env={"INTEGRATOR_WORKERS": "2"})
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)[0]["created"] == left
+    per_id = actions_per_message_id(tmp_path / "tickets.db")
+    assert len(per_id) == count and set(per_id.values()) == {1}

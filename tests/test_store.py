@@ -69,6 +69,20 @@ def test_has_run_is_per_mailbox_and_credential(tmp_path: Path) -> None:
         assert not store.has_run("Sales", "prod")
 
 
+def test_a_transaction_left_open_by_an_interrupt_closes_quietly_after_the_store(tmp_path: Path) -> None:
+    """A Ctrl-C that lands between a transaction's start and its ``with`` block leaves the transaction's
+    generator suspended until the interpreter collects it, after the store has closed. Closing it then must
+    not raise (Python would print "Exception ignored ..." on the way out), and what it held is not kept."""
+    store = Store.open(tmp_path / "t.db")
+    held = store.transaction()
+    held.__enter__()
+    store.mark_seen("Desk", "", "1:1", "committed")
+    store.close()
+    held.gen.close()  # what the collector does: GeneratorExit at the suspended yield
+    with Store.open(tmp_path / "t.db") as again:
+        assert again.seen_states("Desk", "", ["1:1"]) == {}
+
+
 def test_migration_names_are_unique_and_ordered() -> None:
     names = [name for name, _ in migrations.MIGRATIONS]
     assert len(names) == len(set(names))

@@ -12,6 +12,7 @@ EXIT_CONFIG = 3
 EXIT_SECRET = 4
 EXIT_PARTIAL = 5
 EXIT_LOCKED = 75
+EXIT_INTERRUPTED = 130  # stopped by Ctrl-C: 128 + SIGINT, as shells report it
 
 
 class IntegratorError(Exception):

@@ -23,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,7 @@ from halo_integrator.connectors import make_connector
 from halo_integrator.connectors.base import Connector, MemoryState, StateView
 from halo_integrator.errors import (
     EXIT_CONFIG,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_PARTIAL,
     EXIT_SECRET,
@@ -90,31 +92,60 @@ def _worker_count() -> int:
     return int(env_number("INTEGRATOR_WORKERS", os.cpu_count() or 1, whole=True, minimum=1))
 
 
-def _forkserver() -> multiprocessing.context.BaseContext | None:
-    """The fork-server start method, set to load the parser, or None where the platform has none."""
+FORKSERVER_PRELOAD = ["halo_integrator.prepare", "nh3", "html_text", "charset_normalizer", "icalendar", "tnefparse"]
+"""What the fork server loads before it forks a parse worker: the parser and the libraries it loads on first
+use, so a fresh worker starts warm."""
+
+
+def _running_forkserver() -> multiprocessing.context.BaseContext | None:
+    """The fork-server start method, its server started (when not yet running) with :data:`FORKSERVER_PRELOAD`;
+    None where the platform has no fork server.
+
+    Parse workers fork from that small server: cheap to replace, and they inherit nothing of this process (no
+    database connection, no open mailbox). It is started with Ctrl-C (SIGINT) blocked, a mask the server and
+    every worker it forks keep. The terminal sends Ctrl-C to the whole process group, and this process alone
+    answers it: the batch being stored rolls back, what was committed stays, the pool is shut down and the
+    command exits 130. Without the mask the server and each worker also died of it, each printing a
+    KeyboardInterrupt traceback. A Ctrl-C that arrives while the server is being started is held, not lost.
+    """
     import multiprocessing
+    from multiprocessing import forkserver, resource_tracker
 
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return None
-    # workers fork from a small server that has the parser loaded: cheap to replace, and they inherit
-    # nothing of this process (no database connection, no open mailbox)
-    server = multiprocessing.get_context("forkserver")
-    # the parser and the libraries it loads on first use, so a fresh worker starts warm
-    server.set_forkserver_preload(
-        ["halo_integrator.prepare", "nh3", "html_text", "charset_normalizer", "icalendar", "tnefparse"]
-    )
-    return server
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(FORKSERVER_PRELOAD)
+    # The server's own start begins with the resource tracker's, which masks SIGINT for its child and then
+    # unmasks it, whatever this thread's mask was; started first, it is running and left alone.
+    resource_tracker.ensure_running()
+    with _ctrl_c_held():
+        forkserver.ensure_running()  # nothing when it already runs
+    return context
+
+
+@contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) back in this thread until the block ends; it is then delivered, not lost. A process
+    started meanwhile starts with it masked. Nothing where the platform has no signal masks (Windows)."""
+    import signal
+
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def _start_forkserver() -> None:
     """Start the fork server now, without waiting for it: it loads the parser (about 0.2 s) while this
     process logs in and lists the mailbox, instead of while the first batch waits for its workers."""
-    if _worker_count() < 2 or _forkserver() is None:
+    if _worker_count() < 2:
         return
-    from multiprocessing import forkserver
-
     try:
-        forkserver.ensure_running()  # nothing when it already runs
+        _running_forkserver()
     except Exception as exc:  # only a head start: the pool tries again when it is made, and reports failures then
         log.debug("could not start the parse workers' fork server early: %s", exc)
 
@@ -126,7 +157,7 @@ def _pool() -> Executor | None:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor  # with multiprocessing: not loaded by a run with nothing new
 
-    context = _forkserver() or multiprocessing.get_context("spawn")
+    context = _running_forkserver() or multiprocessing.get_context("spawn")
     return ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
 
@@ -148,6 +179,7 @@ class MailboxResult:
     seconds: float = 0.0
     error: str = ""
     error_kind: str = ""  # "config" | "secret" | "connect" | "store" | "dispose" | ...
+    left: int = 0  # new emails not imported because the run was stopped (Ctrl-C); the next run imports them
     started_at: str = field(default_factory=now)
     decisions: list[dict[str, Any]] = field(default_factory=list)  # dry runs only
 
@@ -165,6 +197,7 @@ class MailboxResult:
             "disposed": self.disposed,
             "seconds": round(self.seconds, 3),
             "error": self.error or None,
+            "stopped": self.left > 0,
         }
         return out
 
@@ -176,9 +209,12 @@ class RunResult:
     incoming_disabled: bool = False
     outbound: list[Attempt] = field(default_factory=list)  # send attempts of this run (outgoing/outbox.py)
     outbound_waiting: int = 0  # emails left in the outbox with [services] outgoing = false
+    stopped: bool = False  # stopped early on request (Ctrl-C): see Importer.request_stop
 
     @property
     def exit_code(self) -> int:
+        if self.stopped:
+            return EXIT_INTERRUPTED
         kinds = {m.error_kind for m in self.mailboxes if m.error}
         # an email that will not be retried failed for good; one waiting for a retry is not a failure yet
         given_up = [a for a in self.outbound if a.status == "failed" and a.retry_at is None]
@@ -249,6 +285,14 @@ class Importer:
         self._executor_tasks = 0
         self._outbox = outbox  # None: made from the config on first use (tests pass one with a clock)
         self._attempts: list[Attempt] = []
+        self.stop_requested = False
+
+    def request_stop(self) -> None:
+        """Stop the run early, without losing or half-doing anything: the batches already fetched are stored
+        and disposed of as usual, no further batch is fetched, no further mailbox is started and the outbox
+        waits for the next run, which imports what is left. Safe to call from a signal handler (it only sets
+        a flag the run checks between batches)."""
+        self.stop_requested = True
 
     # --------------------------------------------------------------------------------- top level
     def run(self, mailbox_names: Sequence[str] = ()) -> RunResult:
@@ -267,6 +311,9 @@ class Importer:
             self.run_id = self.store.start_run(instance=self.instance, dry_run=False)
         try:
             for mailbox in mailboxes:
+                if self.stop_requested:
+                    result.skipped.append((mailbox.name, "not started, the run was stopped"))
+                    continue
                 pairs = self.config.read_credentials(mailbox, self.instance)
                 if not pairs:
                     why = (
@@ -290,7 +337,11 @@ class Importer:
                     result.mailboxes.append(res)
             if not self.dry_run:
                 self._alerts()
-            self._send_outgoing(None, result)  # retries, replies, alerts, mailboxes whose import failed
+            if self.stop_requested:
+                result.stopped = True
+                log.info("run stopped on request; the outbox is sent by the next run")
+            else:
+                self._send_outgoing(None, result)  # retries, replies, alerts, mailboxes whose import failed
         finally:
             if self._executor is not None:
                 self._executor.shutdown(cancel_futures=True)
@@ -360,7 +411,10 @@ class Importer:
             if self.progress:
                 self.progress(mailbox.name, done, total)
 
-        for chunk in chunks:
+        for index, chunk in enumerate(chunks):
+            if self.stop_requested:  # what is fetched is still stored and disposed of below
+                res.left = total - index * size
+                break
             try:
                 raws = list(conn.fetch(chunk))
             except IntegratorError:
@@ -486,7 +540,10 @@ class Importer:
                 # about four chunks of the batch per worker: each task costs the pool a round trip and a wake-up
                 # of its threads, so fewer, bigger ones, while still enough to even out the load at the end
                 chunk = max(1, len(raws) // (4 * _worker_count()))
-                results = self._executor.map(prepare, [r for _, r in raws], chunksize=chunk)
+                # the pool starts its workers in here: a Ctrl-C in the middle would leave one half started, to
+                # die with a traceback when this process exits; held, it ends the run once they are up
+                with _ctrl_c_held():
+                    results = self._executor.map(prepare, [r for _, r in raws], chunksize=chunk)
                 return zip((source_id for source_id, _ in raws), results, strict=True)
         return ((source_id, prepare(raw)) for source_id, raw in raws)
 

@@ -156,9 +156,11 @@ class Store:
             try:
                 yield
             except BaseException:
-                if conn.in_transaction:  # unless SQLite already ended the whole transaction on the error
-                    for statement in undo:
-                        conn.execute(statement)
+                # a closed connection (a generator closed at exit) was rolled back by SQLite as it closed
+                with contextlib.suppress(sqlite3.ProgrammingError):
+                    if conn.in_transaction:  # unless SQLite already ended the whole transaction on the error
+                        for statement in undo:
+                            conn.execute(statement)
                 raise
             try:
                 for statement in keep:

@@ -11,7 +11,7 @@ import click
 from halo_integrator import __version__
 from halo_integrator.cli import output
 from halo_integrator.cli.app import App
-from halo_integrator.errors import IntegratorError
+from halo_integrator.errors import EXIT_INTERRUPTED, IntegratorError
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -51,7 +51,7 @@ class LazyGroup(click.Group):
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             output.error("Interrupted. Nothing committed is lost; the next run carries on.")
-            ctx.exit(130)
+            ctx.exit(EXIT_INTERRUPTED)
 
 
 COMMANDS = {

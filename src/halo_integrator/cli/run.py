@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -15,7 +17,7 @@ log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from halo_integrator.config import Credential, Mailbox
-    from halo_integrator.importer import RunResult
+    from halo_integrator.importer import Importer, RunResult
 
 
 def secrets_factory(app: App) -> Callable[[Mailbox, Credential | None], Callable[[str], str]]:
@@ -80,17 +82,51 @@ def _execute(
         cfg, store, secrets=secrets_factory(app), instance=app.instance, dry_run=dry_run, limit=limit,
         progress=progress,
     )
-    if dry_run:
-        result = importer.run(names)
-    else:
-        with RunLock(cfg.database_path):
-            if bar is not None:
-                with bar:
+    with _first_ctrl_c_stops(importer):
+        if dry_run:
+            result = importer.run(names)
+        else:
+            with RunLock(cfg.database_path):
+                if bar is not None:
+                    with bar:
+                        result = importer.run(names)
+                else:
                     result = importer.run(names)
-            else:
-                result = importer.run(names)
     _log_summary(result)
     return result
+
+
+STOPPING = (
+    "\nStopping: the emails already fetched are being stored and moved, then the run ends. "
+    "Press Ctrl-C again to stop at once (nothing committed is lost either way).\n"
+)
+
+
+@contextmanager
+def _first_ctrl_c_stops(importer: Importer) -> Iterator[None]:
+    """The first Ctrl-C asks the run to stop after the batches it has fetched (Importer.request_stop); a
+    second one interrupts at once, as Python does by default. Only in the main thread, and only where Ctrl-C
+    has Python's default meaning (a job started with it ignored keeps ignoring it)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+
+    def first(signum: int, frame: object) -> None:
+        importer.request_stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        with suppress(OSError):  # a plain write: the handler may have interrupted a write to stderr
+            os.write(2, STOPPING.encode())
+
+    signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _log_summary(result: RunResult) -> None:
@@ -136,6 +172,16 @@ def _render(result: RunResult, *, as_json: bool, dry_run: bool, verbose: bool) -
             errors.setdefault(m.error, []).append(m.mailbox + ("/" + m.credential if m.credential else ""))
     for message, where in errors.items():
         output.error(f"{', '.join(where)}: {message}")
+    if result.stopped:
+        for m in result.mailboxes:
+            if m.left:
+                output.warn(
+                    f"{m.mailbox}: stopped with {m.left} new email(s) not imported yet; the next run imports them."
+                )
+        for name, why in result.skipped:
+            if not (interactive or verbose):
+                output.warn(f"{name}: skipped, {why}.")
+        output.warn("The run was stopped (Ctrl-C). Everything it stored is kept; the outbox is sent by the next run.")
     if dry_run:
         output.table(
             "Dry run: nothing was changed",
