@@ -12,6 +12,7 @@ import click
 import pytest
 
 from halo_integrator.cli import cli
+from halo_integrator.store import Store
 from helpers import copy_examples, invoke, invoke_json, run_subprocess, write_config
 
 
@@ -77,7 +78,8 @@ def test_a_run_with_nothing_new_loads_neither_the_parser_nor_the_worker_pool(tmp
     """The run cron starts every few minutes mostly finds nothing: it must not pay for what an import needs.
 
     Only the first run of a mailbox starts the parse workers' fork server, before it connects: a first run
-    imports what is already there, and the server loads the parser while this process logs in."""
+    imports what is already there, and the server loads the parser while this process logs in. Not so after
+    `mailbox add --only-new`, which left what is there alone."""
 
     def run(directory: Path, *options: str, workers: str = "2") -> str:
         cfg = write_config(directory)  # an empty folder mailbox
@@ -89,6 +91,9 @@ def test_a_run_with_nothing_new_loads_neither_the_parser_nor_the_worker_pool(tmp
 
     assert "EXIT 0 HEAVY [] FORKSERVER False" in run(tmp_path / "one", workers="1")  # parsed in this process
     assert "EXIT 0 HEAVY [] FORKSERVER False" in run(tmp_path, "--dry-run")  # records no run: not a first run
+    with Store.open(tmp_path / "only-new" / "tickets.db") as store:  # as `mailbox add --only-new` leaves it
+        store.mark_seen("Desk", "", "old.eml", "skipped")
+    assert "EXIT 0 HEAVY [] FORKSERVER False" in run(tmp_path / "only-new")  # no backlog to import
     first = run(tmp_path)
     assert "EXIT 0 HEAVY ['multiprocessing'] FORKSERVER True" in first, first
     later = run(tmp_path)

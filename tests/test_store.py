@@ -60,13 +60,15 @@ def test_sqlite_utils_plugins_stay_out_of_the_store(tmp_path: Path) -> None:
         pm.unregister(plugin)
 
 
-def test_has_run_is_per_mailbox_and_credential(tmp_path: Path) -> None:
+def test_has_history_is_per_mailbox_and_credential(tmp_path: Path) -> None:
     with Store.open(tmp_path / "t.db") as store:
+        assert not store.has_history("Desk", "prod")
         run_id = store.start_run(instance="", dry_run=False)
         store.record_mailbox_run(run_id, {"mailbox": "Desk", "credential": "prod"})
-        assert store.has_run("Desk", "prod")
-        assert not store.has_run("Desk", "test")
-        assert not store.has_run("Sales", "prod")
+        store.mark_seen("Sales", "test", "7", "skipped")  # what `mailbox add --only-new` leaves
+        assert store.has_history("Desk", "prod") and store.has_history("Sales", "test")
+        assert not store.has_history("Desk", "test")
+        assert not store.has_history("Sales", "prod")
 
 
 def test_a_transaction_left_open_by_an_interrupt_closes_quietly_after_the_store(tmp_path: Path) -> None:

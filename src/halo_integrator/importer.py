@@ -358,8 +358,9 @@ class Importer:
         if self.dry_run:
             state = DryRunState(state)
         try:
-            if not self.dry_run and not self.store.has_run(mailbox.name, cred_name):
+            if not self.dry_run and not self.store.has_history(mailbox.name, cred_name):
                 # the first run of a mailbox imports what is already in it, often a backlog for the parse workers
+                # (not after `mailbox add --only-new`, which left all of that alone)
                 _start_forkserver()
             connector = make_connector(
                 mailbox,

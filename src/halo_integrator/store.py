@@ -180,13 +180,15 @@ class Store:
         return row[0] if row else None
 
     # ------------------------------------------------------------------------------- import: reads
-    def has_run(self, mailbox: str, credential: str) -> bool:
-        """Whether a run of this mailbox (and credential) is on record."""
-        return (
-            self.db.execute(
-                "SELECT 1 FROM mailbox_runs WHERE mailbox = ? AND credential = ? LIMIT 1", [mailbox, credential]
-            ).fetchone()
-            is not None
+    def has_history(self, mailbox: str, credential: str) -> bool:
+        """Whether this mailbox (and credential) has been here before: a run of it is on record, or emails of it
+        are (imported, or left alone by `mailbox add --only-new`)."""
+        return any(
+            self.db.execute(sql, [mailbox, credential]).fetchone() is not None
+            for sql in (
+                "SELECT 1 FROM mailbox_runs WHERE mailbox = ? AND credential = ? LIMIT 1",
+                "SELECT 1 FROM seen WHERE mailbox = ? AND credential = ? LIMIT 1",
+            )
         )
 
     def seen_states(self, mailbox: str, credential: str, ids: Sequence[str]) -> dict[str, str]:
