@@ -338,10 +338,10 @@ class Importer:
             if not self.dry_run:
                 self._alerts()
             if self.stop_requested:
-                result.stopped = True
                 log.info("run stopped on request; the outbox is sent by the next run")
             else:
                 self._send_outgoing(None, result)  # retries, replies, alerts, mailboxes whose import failed
+            result.stopped = self.stop_requested  # also when asked while the outbox was being sent
         finally:
             if self._executor is not None:
                 self._executor.shutdown(cancel_futures=True)

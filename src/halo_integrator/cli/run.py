@@ -181,7 +181,7 @@ def _render(result: RunResult, *, as_json: bool, dry_run: bool, verbose: bool) -
         for name, why in result.skipped:
             if not (interactive or verbose):
                 output.warn(f"{name}: skipped, {why}.")
-        output.warn("The run was stopped (Ctrl-C). Everything it stored is kept; the outbox is sent by the next run.")
+        output.warn("The run was stopped (Ctrl-C). Everything it stored is kept; the next run does the rest.")
     if dry_run:
         output.table(
             "Dry run: nothing was changed",
