@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -9,8 +10,11 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -434,10 +438,13 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _holds_ctrl_c(pid: int) -> bool:
-    """Whether the process has SIGINT in its signal mask (Linux /proc/PID/status)."""
-    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-        blocked = next(line.split()[1] for line in fh if line.startswith("SigBlk:"))
+def _holds_ctrl_c(pid: int) -> bool | None:
+    """Whether the process has SIGINT in its signal mask (Linux /proc/PID/status); None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            blocked = next(line.split()[1] for line in fh if line.startswith("SigBlk:"))
+    except OSError:
+        return None
     return bool(int(blocked, 16) >> (signal.SIGINT - 1) & 1)
 
 
@@ -449,12 +456,16 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the parse workers through Linux's /proc")
-@pytest.mark.parametrize("when", ["fork server loading", "workers parsing"])
+@pytest.mark.skipif(
+    not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(),
+    reason="finds the parse workers through Linux's /proc/PID/task/TID/children",
+)
+@pytest.mark.parametrize("when", ["fork server starting", "workers parsing"])
 def test_ctrl_c_stops_a_run_cleanly_and_the_next_run_finishes_it(tmp_path: Path, when: str) -> None:
     """Ctrl-C in a terminal reaches the whole process group: the run, its fork server and its parse workers.
-    The run stops after the batches it fetched, exits 130 and says so; no process prints a traceback, even
-    while the fork server is still loading the parser. The next run imports the rest, each email once."""
+    The run stops after the batches it fetched, exits 130 and says so; no process prints a traceback. The
+    first case signals as soon as the fork server process exists (usually still loading the parser), the
+    second once it has forked workers. The next run imports the rest, each email once."""
     cfg = write_config(tmp_path, extra_incoming="batch_size = 30\nsender_limit = 0\n")  # 24 or more: in parallel
     count = 2000
     for i in range(count):
@@ -465,19 +476,24 @@ def test_ctrl_c_stops_a_run_cleanly_and_the_next_run_finishes_it(tmp_path: Path,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     try:
+        masks: list[bool | None] = []
         while proc.poll() is None:  # until the moment to press Ctrl-C has come
             below = _descendants(proc.pid)  # the run's children: resource tracker, fork server, its workers
             servers = [p for p in below if "forkserver" in _cmdline(p)]
             workers = _descendants(servers[0]) if servers else []
-            if servers and (when == "fork server loading" or workers):
-                break
+            if servers and (when == "fork server starting" or workers):
+                masks = [_holds_ctrl_c(p) for p in [*servers, *workers]]
+                if None not in masks:  # none gone meanwhile
+                    break
+            time.sleep(0.002)
         # they hold Ctrl-C back from their first instruction on, so none can die of it half started
-        assert servers and all(_holds_ctrl_c(p) for p in [*servers, *workers])
+        assert masks and all(masks), masks
         os.killpg(proc.pid, signal.SIGINT)
         err = proc.communicate(timeout=120)[1]
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        with contextlib.suppress(ProcessLookupError):  # the fork server and workers too, should anything fail
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "Fatal Python error" not in err, err
     assert "Stopping:" in err and "The run was stopped (Ctrl-C)" in err, err
@@ -489,3 +505,81 @@ def test_ctrl_c_stops_a_run_cleanly_and_the_next_run_finishes_it(tmp_path: Path,
     assert json.loads(again.stdout)[0]["created"] == left
     per_id = actions_per_message_id(tmp_path / "tickets.db")
     assert len(per_id) == count and set(per_id.values()) == {1}
+
+
+def test_ctrl_c_held_back_arrives_after_the_block_even_through_another_thread() -> None:
+    """The kernel may hand Ctrl-C to any thread that does not mask it (a progress bar's, the pool's); Python
+    then runs its handler in the main thread all the same. Held back, it must still wait for the block's end
+    (where the pool starts its workers), and then arrive."""
+    from halo_integrator.importer import _ctrl_c_held
+
+    quit_waiting = threading.Event()
+    other = threading.Thread(target=quit_waiting.wait)
+    other.start()
+    reached_the_end = False
+    try:
+        with pytest.raises(KeyboardInterrupt), _ctrl_c_held():
+            os.kill(os.getpid(), signal.SIGINT)  # this thread masks it: the other thread takes it
+            for _ in range(50):  # room for Python to run its handler here, were it not held back
+                time.sleep(0.002)
+            reached_the_end = True
+        assert reached_the_end
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        quit_waiting.set()
+        other.join()
+
+
+def test_an_interrupted_run_stops_its_parse_workers_instead_of_waiting_for_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The workers hold Ctrl-C back, so after a second Ctrl-C the run ends them itself: a plain shutdown would
+    wait for what they parse, and a further Ctrl-C then could leave the exit joining workers forever."""
+    from halo_integrator.importer import _end_pool_now, _pool
+
+    monkeypatch.setenv("INTEGRATOR_WORKERS", "2")
+    pool = _pool()
+    assert pool is not None
+    busy = pool.submit(time.sleep, 30)  # a worker that would be busy for half a minute
+    workers = list(pool._processes.values())  # type: ignore[attr-defined]
+    assert workers
+    _end_pool_now(pool)
+    assert busy.done()  # not left running
+    assert {w.exitcode for w in workers} == {-signal.SIGTERM}
+
+
+def test_a_stop_request_skips_the_credentials_not_yet_started(tmp_path: Path) -> None:
+    """A mailbox read with two credentials of this instance: a stop asked for during the first does not
+    connect the second."""
+    from halo_integrator.config import load as load_config
+    from halo_integrator.importer import Importer
+
+    cfg_path = tmp_path / "integrator.toml"
+    cfg_path.write_text(
+        'instance = "prod"\ndatabase = "tickets.db"\n\n[[mailboxes]]\nname = "Support"\nconnection = "imap"\n'
+        + "".join(
+            f'[[mailboxes.credentials]]\nname = "{name}"\ninstance = "prod"\nhost = "127.0.0.1"\nport = 9\n'
+            f'username = "{name}"\n'
+            for name in ("first", "second")
+        ),
+        encoding="utf-8",
+    )
+    cfg = load_config(cfg_path)
+
+    def no_secrets(mailbox: object, credential: object) -> Callable[[str], str]:
+        return lambda kind: "not-used"
+
+    started: list[str] = []
+
+    class StopDuringTheFirst(Importer):  # the stop arrives while the first credential is imported
+        def import_mailbox(self, mailbox: Any, credential: Any) -> Any:
+            started.append(credential.name)
+            self.request_stop()
+            return super().import_mailbox(mailbox, credential)
+
+    with Store.open(cfg.database_path) as store:
+        importer = StopDuringTheFirst(cfg, store, secrets=no_secrets)
+        result = importer.run()
+    assert started == ["first"]
+    assert result.skipped == [("Support", "credential second not started, the run was stopped")]
+    assert result.stopped and result.exit_code == 130

@@ -102,11 +102,10 @@ def _running_forkserver() -> multiprocessing.context.BaseContext | None:
     None where the platform has no fork server.
 
     Parse workers fork from that small server: cheap to replace, and they inherit nothing of this process (no
-    database connection, no open mailbox). It is started with Ctrl-C (SIGINT) blocked, a mask the server and
-    every worker it forks keep. The terminal sends Ctrl-C to the whole process group, and this process alone
-    answers it: the batch being stored rolls back, what was committed stays, the pool is shut down and the
-    command exits 130. Without the mask the server and each worker also died of it, each printing a
-    KeyboardInterrupt traceback. A Ctrl-C that arrives while the server is being started is held, not lost.
+    database connection, no open mailbox). It is started with Ctrl-C (SIGINT) masked, a mask the server and
+    every worker it forks keep. The terminal sends Ctrl-C to the whole process group; this way only this
+    process answers it (cli/run.py, and :func:`_end_pool_now` for the workers). Without the mask a server still
+    loading the parser, and every idle worker, died of it with a traceback on the terminal.
     """
     import multiprocessing
     from multiprocessing import forkserver, resource_tracker
@@ -125,18 +124,50 @@ def _running_forkserver() -> multiprocessing.context.BaseContext | None:
 
 @contextmanager
 def _ctrl_c_held() -> Iterator[None]:
-    """Hold Ctrl-C (SIGINT) back in this thread until the block ends; it is then delivered, not lost. A process
-    started meanwhile starts with it masked. Nothing where the platform has no signal masks (Windows)."""
-    import signal
+    """Hold Ctrl-C (SIGINT) back until the block ends, then deliver it: not lost, and never half way through.
 
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    Two things, because a signal reaches a process, not a thread: this thread's signal mask, which a process
+    started in the block inherits (and keeps: see :func:`_running_forkserver`), and, in the main thread, a
+    Python handler that only notes the signal, since the kernel may hand it to another thread (a progress bar's,
+    the pool's) and Python would then run the usual handler here all the same. Where there are no signal masks
+    (Windows) only the second.
+    """
+    import signal
+    import threading
+
+    noted: list[tuple[int, Any]] = []
+    previous: Any = None
+    if threading.current_thread() is threading.main_thread() and callable(signal.getsignal(signal.SIGINT)):
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: noted.append((signum, frame)))
+    masked = hasattr(signal, "pthread_sigmask")
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if masked else None
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        if held is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)  # one held for this thread arrives now, noted
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+            if noted:
+                previous(*noted[0])  # what Ctrl-C would have done: KeyboardInterrupt, or ask the run to stop
+
+
+def _end_pool_now(executor: Executor) -> None:
+    """Stop the parse workers at once and shut their pool down, on the way out of an interrupted run.
+
+    They hold Ctrl-C back (see :func:`_running_forkserver`), so a second Ctrl-C no longer ends them; a plain
+    shutdown would wait for the emails they are parsing, and a third Ctrl-C during that wait could leave the
+    interpreter joining workers that nobody tells to stop. Their work is not needed: nothing they parse is
+    stored after an interrupt, and the next run parses it again.
+    """
+    with _ctrl_c_held():
+        terminate = getattr(executor, "terminate_workers", None)  # Python 3.14 and later
+        if terminate is not None:
+            terminate()
+        else:  # before: the pool's own table of its worker processes (the same since Python 3.8)
+            for worker in list((getattr(executor, "_processes", None) or {}).values()):
+                worker.terminate()
+        executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _start_forkserver() -> None:
@@ -333,6 +364,10 @@ class Importer:
                             )
                     continue
                 for credential in pairs:
+                    if self.stop_requested:
+                        why = f"credential {credential.name} not started, the run was stopped"
+                        result.skipped.append((mailbox.name, why))
+                        continue
                     res = self.import_mailbox(mailbox, credential)
                     result.mailboxes.append(res)
             if not self.dry_run:
@@ -342,6 +377,13 @@ class Importer:
             else:
                 self._send_outgoing(None, result)  # retries, replies, alerts, mailboxes whose import failed
             result.stopped = self.stop_requested  # also when asked while the outbox was being sent
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt):
+                result.stopped = True  # the run record says 130, as the command exits
+            if self._executor is not None:
+                _end_pool_now(self._executor)
+                self._executor = None
+            raise
         finally:
             if self._executor is not None:
                 self._executor.shutdown(cancel_futures=True)

@@ -156,11 +156,13 @@ class Store:
             try:
                 yield
             except BaseException:
-                # a closed connection (a generator closed at exit) was rolled back by SQLite as it closed
-                with contextlib.suppress(sqlite3.ProgrammingError):
-                    if conn.in_transaction:  # unless SQLite already ended the whole transaction on the error
-                        for statement in undo:
-                            conn.execute(statement)
+                try:
+                    still_open = conn.in_transaction  # False when SQLite already ended it on the error
+                except sqlite3.ProgrammingError:  # closed (a generator closed at exit): SQLite rolled back then
+                    still_open = False
+                if still_open:
+                    for statement in undo:
+                        conn.execute(statement)
                 raise
             try:
                 for statement in keep:

@@ -97,7 +97,7 @@ def _execute(
 
 
 STOPPING = (
-    "\nStopping: the emails already fetched are being stored and moved, then the run ends. "
+    "\nStopping: the emails already fetched are finished first, then the run ends. "
     "Press Ctrl-C again to stop at once (nothing committed is lost either way).\n"
 )
 
@@ -175,13 +175,15 @@ def _render(result: RunResult, *, as_json: bool, dry_run: bool, verbose: bool) -
     if result.stopped:
         for m in result.mailboxes:
             if m.left:
-                output.warn(
-                    f"{m.mailbox}: stopped with {m.left} new email(s) not imported yet; the next run imports them."
-                )
+                name = m.mailbox + ("/" + m.credential if m.credential else "")
+                output.warn(f"{name}: stopped with {m.left} new email(s) not imported yet; the next run imports them.")
         for name, why in result.skipped:
             if not (interactive or verbose):
                 output.warn(f"{name}: skipped, {why}.")
-        output.warn("The run was stopped (Ctrl-C). Everything it stored is kept; the next run does the rest.")
+        if dry_run:
+            output.warn("The dry run was stopped (Ctrl-C).")
+        else:
+            output.warn("The run was stopped (Ctrl-C). Everything it stored is kept; the next run does the rest.")
     if dry_run:
         output.table(
             "Dry run: nothing was changed",
