@@ -1,10 +1,12 @@
 """The `integrator` command line. Commands only parse, call the library, render, and map errors.
 
 Exit codes (DESIGN contract 4): 0 all good, 1 error, 2 usage, 3 config error, 4 secret/credential error,
-5 some mailboxes or emails failed, 75 another run holds the lock.
+5 some mailboxes or emails failed, 75 another run holds the lock; and 130 stopped by Ctrl-C.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import click
 
@@ -50,6 +52,12 @@ class LazyGroup(click.Group):
             output.error(str(exc))
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
+            import signal
+
+            with contextlib.suppress(ValueError):  # not the main thread: nothing to change
+                # one more Ctrl-C on the way out would turn into click's "Aborted!" (exit 1), or kill the
+                # interpreter as it shuts down: the run is ending already
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
             output.error("Interrupted. Nothing committed is lost; the next run carries on.")
             ctx.exit(EXIT_INTERRUPTED)
 
