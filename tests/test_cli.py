@@ -194,3 +194,33 @@ def test_a_mistyped_number_in_the_environment_is_a_config_error(tmp_path: Path, 
     assert f"${variable} must be" in result.stderr and repr(value) in result.stderr
     assert "Traceback" not in result.stderr
     assert len(list((tmp_path / "mail").glob("*.eml"))) == 12  # nothing imported, nothing moved
+
+
+def test_the_first_ctrl_c_asks_the_run_to_stop_and_later_ones_wait_for_its_exit() -> None:
+    """`run` and `import`: the first Ctrl-C asks the importer to stop, a second interrupts as Python does, and
+    once a stopped run is over further ones are ignored (they would only cut its report short, or kill the
+    interpreter as it exits). A run nobody stopped leaves Ctrl-C as it found it."""
+    import signal
+
+    from halo_integrator.cli.run import _first_ctrl_c_stops
+
+    class Run:
+        stop_requested = False
+
+        def request_stop(self) -> None:
+            self.stop_requested = True
+
+    try:
+        quiet = Run()
+        with _first_ctrl_c_stops(quiet):  # type: ignore[arg-type]
+            assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler and not quiet.stop_requested
+
+        stopped = Run()
+        with _first_ctrl_c_stops(stopped):  # type: ignore[arg-type]
+            signal.raise_signal(signal.SIGINT)
+            assert stopped.stop_requested
+            assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the next one interrupts
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)

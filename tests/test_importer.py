@@ -530,22 +530,31 @@ def test_ctrl_c_held_back_arrives_after_the_block_even_through_another_thread() 
         other.join()
 
 
-def test_an_interrupted_run_stops_its_parse_workers_instead_of_waiting_for_them(
+def test_an_interrupted_run_lets_its_parse_workers_finish_and_exit_whatever_ctrl_c_does(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The workers hold Ctrl-C back, so after a second Ctrl-C the run ends them itself: a plain shutdown would
-    wait for what they parse, and a further Ctrl-C then could leave the exit joining workers forever."""
-    from halo_integrator.importer import _end_pool_now, _pool
+    """The workers hold Ctrl-C back, so only their pool can end them: on the way out of an interrupted run it
+    is shut down with Ctrl-C held back too. Another Ctrl-C in the meantime must not cut that short (the exit
+    then joined workers nobody had told to stop, for ever), nor be lost: it arrives once they are gone."""
+    from halo_integrator.importer import _end_pool, _pool
 
     monkeypatch.setenv("INTEGRATOR_WORKERS", "2")
     pool = _pool()
     assert pool is not None
-    busy = pool.submit(time.sleep, 30)  # a worker that would be busy for half a minute
+    busy = pool.submit(time.sleep, 2)  # what a worker is parsing when the run is interrupted
+    waiting = [pool.submit(time.sleep, 0.2) for _ in range(20)]  # what the workers had not started
     workers = list(pool._processes.values())  # type: ignore[attr-defined]
-    assert workers
-    _end_pool_now(pool)
-    assert busy.done()  # not left running
-    assert {w.exitcode for w in workers} == {-signal.SIGTERM}
+    press = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))  # Ctrl-C during the shutdown
+    press.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _end_pool(pool)
+    finally:
+        press.join()
+        pool.shutdown()  # nothing left to do, unless the shutdown above was cut short
+    assert busy.done() and busy.exception() is None  # finished, not cut off
+    assert any(future.cancelled() for future in waiting)
+    assert {worker.exitcode for worker in workers} == {0}  # each told to stop, and gone
 
 
 def test_a_stop_request_skips_the_credentials_not_yet_started(tmp_path: Path) -> None:

@@ -104,7 +104,7 @@ def _running_forkserver() -> multiprocessing.context.BaseContext | None:
     Parse workers fork from that small server: cheap to replace, and they inherit nothing of this process (no
     database connection, no open mailbox). It is started with Ctrl-C (SIGINT) masked, a mask the server and
     every worker it forks keep. The terminal sends Ctrl-C to the whole process group; this way only this
-    process answers it (cli/run.py, and :func:`_end_pool_now` for the workers). Without the mask a server still
+    process answers it (cli/run.py, and :func:`_end_pool` for the workers). Without the mask a server still
     loading the parser, and every idle worker, died of it with a traceback on the terminal.
     """
     import multiprocessing
@@ -152,21 +152,16 @@ def _ctrl_c_held() -> Iterator[None]:
                 previous(*noted[0])  # what Ctrl-C would have done: KeyboardInterrupt, or ask the run to stop
 
 
-def _end_pool_now(executor: Executor) -> None:
-    """Stop the parse workers at once and shut their pool down, on the way out of an interrupted run.
+def _end_pool(executor: Executor) -> None:
+    """Shut the parse workers' pool down on the way out of an interrupted run, with Ctrl-C held back.
 
-    They hold Ctrl-C back (see :func:`_running_forkserver`), so a second Ctrl-C no longer ends them; a plain
-    shutdown would wait for the emails they are parsing, and a third Ctrl-C during that wait could leave the
-    interpreter joining workers that nobody tells to stop. Their work is not needed: nothing they parse is
-    stored after an interrupt, and the next run parses it again.
+    The workers hold Ctrl-C back (see :func:`_running_forkserver`), so only their pool can end them: it cancels
+    what they have not started and waits for what they have (a few dozen emails at most). A Ctrl-C that cut
+    that wait short left the interpreter joining, at exit, workers nobody had told to stop; killing them
+    instead can cut one off half way through handing back a result, and then the pool waits forever for the
+    rest. So the wait is not interruptible; a Ctrl-C pressed meanwhile is delivered once it is over.
     """
     with _ctrl_c_held():
-        terminate = getattr(executor, "terminate_workers", None)  # Python 3.14 and later
-        if terminate is not None:
-            terminate()
-        else:  # before: the pool's own table of its worker processes (the same since Python 3.8)
-            for worker in list((getattr(executor, "_processes", None) or {}).values()):
-                worker.terminate()
         executor.shutdown(wait=True, cancel_futures=True)
 
 
@@ -381,7 +376,7 @@ class Importer:
             if isinstance(exc, KeyboardInterrupt):
                 result.stopped = True  # the run record says 130, as the command exits
             if self._executor is not None:
-                _end_pool_now(self._executor)
+                _end_pool(self._executor)
                 self._executor = None
             raise
         finally:

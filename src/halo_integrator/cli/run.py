@@ -126,7 +126,9 @@ def _first_ctrl_c_stops(importer: Importer) -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        # once a stop was asked for, the run is over: a further Ctrl-C while it reports and exits would only
+        # cut the report short, or kill the interpreter as it shuts down
+        signal.signal(signal.SIGINT, signal.SIG_IGN if importer.stop_requested else signal.default_int_handler)
 
 
 def _log_summary(result: RunResult) -> None:
