@@ -369,6 +369,15 @@ def test_parse_workers_are_replaced_during_a_long_import(tmp_path: Path) -> None
     assert summary["created"] == 150 and summary["disposed"] == 150
 
 
+def _no_secrets(mailbox: object, credential: object) -> Callable[[str], str]:
+    """The secrets of a run whose mailboxes need none (folders), or never get as far as a login."""
+
+    def lookup(kind: str) -> str:
+        raise KeyError(kind)
+
+    return lookup
+
+
 def test_a_stop_request_ends_the_run_after_the_batches_it_fetched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -387,12 +396,6 @@ def test_a_stop_request_ends_the_run_after_the_batches_it_fetched(
     (tmp_path / "sales" / "one.eml").write_bytes(quote)
     cfg = load_config(cfg_path)
 
-    def no_secrets(mailbox: object, credential: object) -> Callable[[str], str]:
-        def lookup(kind: str) -> str:
-            raise KeyError(kind)
-
-        return lookup
-
     with Store.open(cfg.database_path) as store:
         progress: list[int] = []
 
@@ -400,7 +403,7 @@ def test_a_stop_request_ends_the_run_after_the_batches_it_fetched(
             progress.append(done)
             importer.request_stop()
 
-        importer = Importer(cfg, store, secrets=no_secrets, progress=stop_after_the_first_batch)
+        importer = Importer(cfg, store, secrets=_no_secrets, progress=stop_after_the_first_batch)
         result = importer.run()
         assert result.stopped and result.exit_code == 130
         (desk,) = result.mailboxes
@@ -412,7 +415,7 @@ def test_a_stop_request_ends_the_run_after_the_batches_it_fetched(
         assert len(list((tmp_path / "mail").glob("*.eml"))) == 40
         assert (tmp_path / "sales" / "one.eml").exists()
 
-        again = Importer(cfg, store, secrets=no_secrets).run()
+        again = Importer(cfg, store, secrets=_no_secrets).run()
         assert again.exit_code == 0 and not again.stopped
         assert [(m.mailbox, m.created, m.left, m.as_dict()["stopped"]) for m in again.mailboxes] == [
             ("Desk", 40, 0, False), ("Sales", 1, 0, False)
@@ -574,10 +577,6 @@ def test_a_stop_request_skips_the_credentials_not_yet_started(tmp_path: Path) ->
         encoding="utf-8",
     )
     cfg = load_config(cfg_path)
-
-    def no_secrets(mailbox: object, credential: object) -> Callable[[str], str]:
-        return lambda kind: "not-used"
-
     started: list[str] = []
 
     class StopDuringTheFirst(Importer):  # the stop arrives while the first credential is imported
@@ -587,7 +586,7 @@ def test_a_stop_request_skips_the_credentials_not_yet_started(tmp_path: Path) ->
             return super().import_mailbox(mailbox, credential)
 
     with Store.open(cfg.database_path) as store:
-        importer = StopDuringTheFirst(cfg, store, secrets=no_secrets)
+        importer = StopDuringTheFirst(cfg, store, secrets=_no_secrets)
         result = importer.run()
     assert started == ["first"]
     assert result.skipped == [("Support", "credential second not started, the run was stopped")]

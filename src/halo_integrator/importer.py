@@ -209,6 +209,11 @@ class MailboxResult:
     started_at: str = field(default_factory=now)
     decisions: list[dict[str, Any]] = field(default_factory=list)  # dry runs only
 
+    @property
+    def label(self) -> str:
+        """How messages name it: the mailbox, with the credential when there is one ("Support/prod")."""
+        return self.mailbox + ("/" + self.credential if self.credential else "")
+
     def as_dict(self) -> dict[str, Any]:
         out = {
             "mailbox": self.mailbox,

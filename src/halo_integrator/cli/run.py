@@ -137,8 +137,8 @@ def _log_summary(result: RunResult) -> None:
         log.info("incoming service is off; nothing imported")
     for m in result.mailboxes:
         log.info(
-            "%s%s: fetched %d, created %d, updated %d, ignored %d, duplicates %d, errors %d, quarantined %d, "
-            "disposed %d in %.2f s%s", m.mailbox, "/" + m.credential if m.credential else "", m.fetched, m.created,
+            "%s: fetched %d, created %d, updated %d, ignored %d, duplicates %d, errors %d, quarantined %d, "
+            "disposed %d in %.2f s%s", m.label, m.fetched, m.created,
             m.updated, m.ignored, m.duplicates, m.errors, m.quarantined, m.disposed, m.seconds,
             f"; failed: {m.error}" if m.error else "",
         )
@@ -171,14 +171,15 @@ def _render(result: RunResult, *, as_json: bool, dry_run: bool, verbose: bool) -
     errors: dict[str, list[str]] = {}
     for m in result.mailboxes:
         if m.error:
-            errors.setdefault(m.error, []).append(m.mailbox + ("/" + m.credential if m.credential else ""))
+            errors.setdefault(m.error, []).append(m.label)
     for message, where in errors.items():
         output.error(f"{', '.join(where)}: {message}")
     if result.stopped:
         for m in result.mailboxes:
             if m.left:
-                name = m.mailbox + ("/" + m.credential if m.credential else "")
-                output.warn(f"{name}: stopped with {m.left} new email(s) not imported yet; the next run imports them.")
+                output.warn(
+                    f"{m.label}: stopped with {m.left} new email(s) not imported yet; the next run imports them."
+                )
         for name, why in result.skipped:
             if not (interactive or verbose):
                 output.warn(f"{name}: skipped, {why}.")

@@ -172,6 +172,16 @@ def message_from_bytes(data: bytes, *, open_enclosed: bool = True) -> Message:
     return message
 
 
+def _message(fields: list[tuple[str, str]], stray: int | None) -> ParsedMessage:
+    """A part with these header fields and no body yet. ``stray`` is where :func:`_headers` found a line that
+    is no header line, if it did: the stdlib notes that as a missing header/body separator."""
+    message = ParsedMessage(policy=compat32)
+    message._headers = fields
+    if stray is not None:
+        message.defects.append(errors.MissingHeaderBodySeparatorDefect())
+    return message
+
+
 def header_fields(data: bytes) -> Message:
     """The fields of the header block at the start of ``data`` (an email, whose body is not read), as
     ``BytesHeaderParser(policy=compat32)`` reads them. Nothing is made of the fields (no content type, no
@@ -185,11 +195,7 @@ def header_fields(data: bytes) -> Message:
         except _Fallback:
             pass
         else:
-            message = ParsedMessage(policy=compat32)
-            message._headers = fields
-            if stray is not None:
-                message.defects.append(errors.MissingHeaderBodySeparatorDefect())
-            return message
+            return _message(fields, stray)
     from email.parser import BytesHeaderParser
 
     return BytesHeaderParser(_class=ParsedMessage, policy=compat32).parsebytes(block)
@@ -220,10 +226,7 @@ def _part(text: str, depth: int, default_type: str, open_enclosed: bool) -> Mess
             raise _Fallback  # headers only: let the standard parser judge
         else:
             body = text[end.end() :]
-    message = ParsedMessage(policy=compat32)
-    message._headers = headers
-    if stray is not None:
-        message.defects.append(errors.MissingHeaderBodySeparatorDefect())
+    message = _message(headers, stray)
     if default_type != "text/plain":
         message.set_default_type(default_type)
     ctype = message.get_content_type()
