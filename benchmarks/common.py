@@ -9,6 +9,10 @@ import os
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from procs import descendants  # also how the tests find the parse workers
+
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "corpus"
 
@@ -21,27 +25,6 @@ def corpus_messages(corpus: Path = CORPUS) -> list[tuple[str, bytes]]:
     with index.open(encoding="utf-8") as fh:
         rows = [r for r in csv.DictReader(fh, delimiter="\t") if r["kind"] == "message"]
     return [(r["path"], (corpus / r["path"]).read_bytes()) for r in rows]
-
-
-def descendants(root: int) -> list[int]:
-    """``root`` and every process below it, found through /proc/<pid>/task/<tid>/children: a few small reads
-    instead of a scan of every process on the machine, so sampling while a command is timed costs little."""
-    found: list[int] = []
-    todo = [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        try:
-            tasks = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue  # gone meanwhile
-        for tid in tasks:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/children", encoding="ascii") as fh:
-                    todo += [int(child) for child in fh.read().split()]
-            except OSError:
-                continue
-    return found
 
 
 def process_tree(root: int) -> dict[int, list[str]]:

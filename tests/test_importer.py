@@ -28,6 +28,7 @@ from helpers import (
     run_subprocess,
     write_config,
 )
+from procs import descendants
 
 
 def inbound_rows(db: Path) -> list[tuple[str, str, int | None]]:
@@ -424,23 +425,6 @@ def test_a_stop_request_ends_the_run_after_the_batches_it_fetched(
     assert len(per_id) == 61 and set(per_id.values()) == {1}
 
 
-def _descendants(pid: int) -> list[int]:
-    """The processes below ``pid`` (Linux /proc), nearest first."""
-    found: list[int] = []
-    todo = [pid]
-    while todo:
-        parent = todo.pop(0)
-        try:
-            for task in os.listdir(f"/proc/{parent}/task"):
-                with open(f"/proc/{parent}/task/{task}/children", encoding="ascii") as fh:
-                    children = [int(c) for c in fh.read().split()]
-                found += children
-                todo += children
-        except OSError:
-            continue  # gone meanwhile
-    return found
-
-
 def _holds_ctrl_c(pid: int) -> bool | None:
     """Whether the process has SIGINT in its signal mask (Linux /proc/PID/status); None if it is gone."""
     try:
@@ -481,9 +465,9 @@ def test_ctrl_c_stops_a_run_cleanly_and_the_next_run_finishes_it(tmp_path: Path,
     try:
         masks: list[bool | None] = []
         while proc.poll() is None:  # until the moment to press Ctrl-C has come
-            below = _descendants(proc.pid)  # the run's children: resource tracker, fork server, its workers
+            below = descendants(proc.pid)[1:]  # the run's children: resource tracker, fork server, its workers
             servers = [p for p in below if "forkserver" in _cmdline(p)]
-            workers = _descendants(servers[0]) if servers else []
+            workers = descendants(servers[0])[1:] if servers else []
             if servers and (when == "fork server starting" or workers):
                 masks = [_holds_ctrl_c(p) for p in [*servers, *workers]]
                 if None not in masks:  # none gone meanwhile
