@@ -1,8 +1,13 @@
-"""The processes below a process, found through Linux's /proc (the tests and the benchmarks use it)."""
+"""The processes below a process, found through Linux's /proc (the tests and the benchmarks use it), and what
+a parse worker has loaded.
+
+A parse worker imports this module to run :func:`modules_a_parse_loads`, so it imports nothing else at the top.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 
 
 def descendants(root: int) -> list[int]:
@@ -24,3 +29,14 @@ def descendants(root: int) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+def modules_a_parse_loads(raws: list[bytes]) -> tuple[list[str], list[str]]:
+    """Run in a parse worker: the modules it had loaded before it prepared these emails, and those it loaded
+    while preparing them."""
+    from halo_integrator.prepare import prepare
+
+    before = set(sys.modules)
+    for raw in raws:
+        prepare(raw)
+    return sorted(before), sorted(set(sys.modules) - before)

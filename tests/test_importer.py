@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
 import os
 import resource
 import signal
@@ -20,6 +21,7 @@ import pytest
 
 from halo_integrator.store import Store
 from helpers import (
+    EXAMPLES,
     actions_per_message_id,
     copy_examples,
     email_bytes,
@@ -28,7 +30,7 @@ from helpers import (
     run_subprocess,
     write_config,
 )
-from procs import descendants
+from procs import descendants, modules_a_parse_loads
 
 
 def inbound_rows(db: Path) -> list[tuple[str, str, int | None]]:
@@ -202,6 +204,40 @@ def test_one_bad_email_is_logged_retried_and_quarantined_after_three_runs(tmp_pa
     assert fourth["errors"] == 0 and fourth["fetched"] == 0
 
 
+def test_an_email_imported_after_a_failed_run_has_its_failure_forgotten(tmp_path: Path) -> None:
+    """A failed run counts towards quarantine only until the email is imported: then its count is gone, in the
+    batch's own transaction, and the other failing email's count stays."""
+    cfg = write_config(tmp_path)
+    mail = tmp_path / "mail"
+    (mail / "a.eml").write_bytes(email_bytes("flaky one", message_id="a@x"))
+    (mail / "b.eml").write_bytes(email_bytes("flaky two", message_id="b@x"))
+    (mail / "c.eml").write_bytes(email_bytes("Fine", message_id="c@x"))
+    with Store.open(tmp_path / "tickets.db"):
+        pass
+    con = sqlite3.connect(tmp_path / "tickets.db")
+    con.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON actions WHEN NEW.subject LIKE '%flaky%' "
+        "BEGIN SELECT RAISE(ABORT, 'simulated storage fault'); END"
+    )
+    con.commit()
+    assert invoke(cfg, "run").exit_code == 5
+    assert con.execute("SELECT source_id, attempts FROM failures ORDER BY source_id").fetchall() == [
+        ("a.eml", 1), ("b.eml", 1)
+    ]
+    con.execute("DROP TRIGGER refuse")
+    con.execute(  # the second one still fails
+        "CREATE TRIGGER refuse BEFORE INSERT ON actions WHEN NEW.subject = 'flaky two' "
+        "BEGIN SELECT RAISE(ABORT, 'simulated storage fault'); END"
+    )
+    con.commit()
+    second = invoke(cfg, "run", "--json")
+    assert second.exit_code == 5
+    (summary,) = json.loads(second.stdout)
+    assert summary["created"] == 1 and summary["errors"] == 1
+    assert con.execute("SELECT source_id, attempts FROM failures").fetchall() == [("b.eml", 2)]
+    con.close()
+
+
 def test_not_mime_empty_and_oversized_emails(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, extra_incoming="max_email_mb = 0.01\n")
     mail = tmp_path / "mail"
@@ -368,6 +404,28 @@ def test_parse_workers_are_replaced_during_a_long_import(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     (summary,) = json.loads(result.stdout)
     assert summary["created"] == 150 and summary["disposed"] == 150
+
+
+@pytest.mark.skipif(
+    "forkserver" not in multiprocessing.get_all_start_methods(), reason="the parse workers fork from a fork server"
+)
+def test_a_fresh_parse_worker_finds_the_parser_and_its_libraries_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker forks from the fork server with the parser and the libraries it uses already loaded, so none
+    of them loads again in every fresh worker, while the first batch waits: preparing the examples (HTML,
+    attachments, a calendar, odd charsets) loads nothing afresh but codecs."""
+    from halo_integrator.importer import FORKSERVER_PRELOAD, _pool
+
+    monkeypatch.setenv("INTEGRATOR_WORKERS", "2")
+    raws = [path.read_bytes() for path in sorted((EXAMPLES / "mail").glob("*.eml"))]
+    pool = _pool()
+    assert pool is not None
+    try:
+        before, loaded = pool.submit(modules_a_parse_loads, raws).result(timeout=120)
+    finally:
+        pool.shutdown()
+    assert set(FORKSERVER_PRELOAD) <= set(before)
+    # only the standard library's codecs may still load on first use; no part of ours or of a library
+    assert [name for name in loaded if name.split(".")[0] not in sys.stdlib_module_names] == []
 
 
 def _no_secrets(mailbox: object, credential: object) -> Callable[[str], str]:

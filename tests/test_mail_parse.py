@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import pickle
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,7 +12,8 @@ import pytest
 from halo_integrator.mail import Address, ParsedEmail, parse
 from halo_integrator.mail.charsets import codec_for, decode_bytes
 from halo_integrator.mail.headers import decode_header
-from helpers import corpus_files, corpus_or_skip
+from halo_integrator.picklable import Picklable
+from helpers import EXAMPLES, corpus_files, corpus_or_skip
 
 
 def mail(headers: str, body: bytes | str = b"Hello\n", *, eol: bytes = b"\n") -> bytes:
@@ -647,3 +650,26 @@ def test_an_enclosed_emails_header_block_reads_as_the_standard_librarys_header_p
         assert read._headers == expected._headers, name  # type: ignore[attr-defined]
         compared += 1
     assert compared > 700
+
+
+def test_a_prepared_email_pickles_back_to_the_same_values() -> None:
+    """What a parse worker returns crosses to the importer pickled (as each class and its field values)."""
+    from halo_integrator.prepare import Prepared, prepare
+
+    raw = (EXAMPLES / "mail" / "05-attachment.eml").read_bytes()
+    prepared = prepare(raw)
+    assert prepared.email.attachments and prepared.email.to
+    back = pickle.loads(pickle.dumps(prepared, protocol=pickle.HIGHEST_PROTOCOL))
+    assert type(back) is Prepared and back == prepared
+    # compared apart: the hash is left out of an attachment's equality
+    assert [a.sha256 for a in back.email.attachments] == [a.sha256 for a in prepared.email.attachments]
+
+
+def test_a_picklable_dataclass_needs_every_field_in_its_init() -> None:
+    @dataclass(frozen=True, slots=True)
+    class Counted(Picklable):
+        name: str
+        count: int = field(default=0, init=False)
+
+    with pytest.raises(TypeError, match="Counted has a field __init__ does not take"):
+        pickle.dumps(Counted("x"))

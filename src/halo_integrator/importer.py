@@ -92,7 +92,9 @@ def _worker_count() -> int:
     return int(env_number("INTEGRATOR_WORKERS", os.cpu_count() or 1, whole=True, minimum=1))
 
 
-FORKSERVER_PRELOAD = ["halo_integrator.prepare", "nh3", "html_text", "charset_normalizer", "icalendar", "tnefparse"]
+FORKSERVER_PRELOAD = [
+    "halo_integrator.prepare", "nh3", "html_text", "charset_normalizer", "icalendar", "tnefparse", "zstandard",
+]
 """What the fork server loads before it forks a parse worker: the parser and the libraries it loads on first
 use, so a fresh worker starts warm."""
 
@@ -501,6 +503,7 @@ class Importer:
                     quarantine.append(source_id)
                 elif outcome == "committed":
                     committed.append(source_id)
+            self.store.clear_failures(mailbox.name, cred, committed)  # one statement for the batch
             _fault("before_commit")
         _fault("after_commit")
         if self._executor_made:  # a long import: the batch's emails are freed, hand their memory back
@@ -923,7 +926,6 @@ class Importer:
                     decision=decision, run_id=self.run_id,
                 )
                 self.store.mark_seen(mailbox.name, cred, source_id, "committed", log_id=log_id, ticket_id=ticket_id)
-                self.store.clear_failure(mailbox.name, cred, source_id)
         except StoreError as exc:
             if _is_fatal_store_error(exc):
                 raise

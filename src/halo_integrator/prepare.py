@@ -12,11 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from halo_integrator.mail import ParsedEmail, parse
+from halo_integrator.picklable import Picklable
 from halo_integrator.rawbytes import StoredRaw, stored
 
 
 @dataclass(frozen=True, slots=True)
-class Prepared:
+class Prepared(Picklable):
     """An email parsed and its raw bytes compressed, ready to store."""
 
     email: ParsedEmail

@@ -14,6 +14,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from halo_integrator.picklable import Picklable
+
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 LEVEL = 3
 
@@ -33,7 +35,7 @@ def _decompressor() -> Any:
 
 
 @dataclass(frozen=True, slots=True)
-class StoredRaw:
+class StoredRaw(Picklable):
     """A raw message as the store keeps it."""
 
     sha256: str

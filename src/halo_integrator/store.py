@@ -287,14 +287,14 @@ class Store:
 
     # ------------------------------------------------------------------------------ import: writes
     def save_raw(self, raw: StoredRaw) -> int:
-        row = self.db.execute("SELECT id FROM raw_messages WHERE sha256 = ?", [raw.sha256]).fetchone()
-        if row:
-            return int(row[0])
-        cur = self.db.execute(
-            "INSERT INTO raw_messages (sha256, size, data) VALUES (?, ?, ?)",
+        """The id of the stored raw message with these bytes: a new row, or the one that already has them."""
+        cur = self.db.execute(  # a new email's bytes are new: one statement, not a look-up first
+            "INSERT INTO raw_messages (sha256, size, data) VALUES (?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
             [raw.sha256, raw.size, raw.compressed],
         )
-        return int(cur.lastrowid or 0)
+        if cur.rowcount == 1:
+            return int(cur.lastrowid or 0)
+        return int(self._one("SELECT id FROM raw_messages WHERE sha256 = ?", [raw.sha256]))
 
     def raw_message(self, raw_id: int) -> bytes:
         data = self._one("SELECT data FROM raw_messages WHERE id = ?", [raw_id])
@@ -500,10 +500,11 @@ class Store:
         )
         return attempts
 
-    def clear_failure(self, mailbox: str, credential: str, source_id: str) -> None:
-        self.db.execute(
+    def clear_failures(self, mailbox: str, credential: str, source_ids: Iterable[str]) -> None:
+        """Forget the failed runs of these messages (imported at last)."""
+        self.db.conn.executemany(
             "DELETE FROM failures WHERE mailbox = ? AND credential = ? AND source_id = ?",
-            [mailbox, credential, source_id],
+            [(mailbox, credential, source_id) for source_id in source_ids],
         )
 
     def set_seen_state(self, mailbox: str, credential: str, source_id: str, state: str) -> None:

@@ -6,9 +6,11 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from halo_integrator.picklable import Picklable
+
 
 @dataclass(frozen=True, slots=True)
-class Address:
+class Address(Picklable):
     name: str
     address: str  # lower-cased addr-spec, "" when none could be found
 
@@ -19,7 +21,7 @@ class Address:
 
 
 @dataclass(frozen=True, slots=True)
-class Attachment:
+class Attachment(Picklable):
     filename: str
     content_type: str
     data: bytes
@@ -38,7 +40,7 @@ class Attachment:
 
 
 @dataclass(frozen=True, slots=True)
-class ParsedEmail:
+class ParsedEmail(Picklable):
     """One email, decoded. Produced by :func:`halo_integrator.mail.parse`, which never raises."""
 
     message_id: str | None  # without angle brackets
