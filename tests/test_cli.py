@@ -196,31 +196,53 @@ def test_a_mistyped_number_in_the_environment_is_a_config_error(tmp_path: Path, 
     assert len(list((tmp_path / "mail").glob("*.eml"))) == 12  # nothing imported, nothing moved
 
 
-def test_the_first_ctrl_c_asks_the_run_to_stop_and_later_ones_wait_for_its_exit() -> None:
-    """`run` and `import`: the first Ctrl-C asks the importer to stop, a second interrupts as Python does, and
-    once a stopped run is over further ones are ignored (they would only cut its report short, or kill the
-    interpreter as it exits). A run nobody stopped leaves Ctrl-C as it found it."""
+def test_the_first_ctrl_c_or_sigterm_asks_the_run_to_stop_and_later_ones_stop_it_at_once() -> None:
+    """`run` and `import`: the first Ctrl-C or SIGTERM asks the importer to stop, saying which; a second Ctrl-C
+    interrupts as Python does, a second SIGTERM ends the process as it would by default. Once a stopped run is
+    over, further Ctrl-Cs are ignored (they would only cut its report short, or kill the interpreter as it
+    exits). A run nobody stopped leaves both signals as it found them."""
     import signal
 
-    from halo_integrator.cli.run import _first_ctrl_c_stops
+    from halo_integrator.cli.run import _first_signal_stops
 
     class Run:
-        stop_requested = False
+        stopped_by = ""
 
-        def request_stop(self) -> None:
-            self.stop_requested = True
+        @property
+        def stop_requested(self) -> bool:
+            return bool(self.stopped_by)
+
+        def request_stop(self, by: str) -> None:
+            self.stopped_by = self.stopped_by or by
 
     try:
         quiet = Run()
-        with _first_ctrl_c_stops(quiet):  # type: ignore[arg-type]
+        with _first_signal_stops(quiet):  # type: ignore[arg-type]
             assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler and not quiet.stop_requested
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
         stopped = Run()
-        with _first_ctrl_c_stops(stopped):  # type: ignore[arg-type]
+        with _first_signal_stops(stopped):  # type: ignore[arg-type]
             signal.raise_signal(signal.SIGINT)
-            assert stopped.stop_requested
+            assert stopped.stopped_by == "Ctrl-C"
             assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the next one interrupts
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        terminated = Run()
+        with _first_signal_stops(terminated):  # type: ignore[arg-type]
+            signal.raise_signal(signal.SIGTERM)
+            assert terminated.stopped_by == "SIGTERM"
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the next one ends the process
+            assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler  # Ctrl-C still asks
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # started with SIGTERM ignored: it stays ignored
+        with _first_signal_stops(Run()):  # type: ignore[arg-type]
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -483,14 +483,15 @@ def test_a_stop_request_ends_the_run_after_the_batches_it_fetched(
     assert len(per_id) == 61 and set(per_id.values()) == {1}
 
 
-def _holds_ctrl_c(pid: int) -> bool | None:
-    """Whether the process has SIGINT in its signal mask (Linux /proc/PID/status); None if it is gone."""
+def _holds_back_stop_signals(pid: int) -> bool | None:
+    """Whether the process has SIGINT and SIGTERM in its signal mask (Linux /proc/PID/status); None if it is
+    gone."""
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-            blocked = next(line.split()[1] for line in fh if line.startswith("SigBlk:"))
+            blocked = int(next(line.split()[1] for line in fh if line.startswith("SigBlk:")), 16)
     except OSError:
         return None
-    return bool(int(blocked, 16) >> (signal.SIGINT - 1) & 1)
+    return all(blocked >> (signum - 1) & 1 for signum in (signal.SIGINT, signal.SIGTERM))
 
 
 def _cmdline(pid: int) -> str:
@@ -505,12 +506,18 @@ def _cmdline(pid: int) -> str:
     not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(),
     reason="finds the parse workers through Linux's /proc/PID/task/TID/children",
 )
-@pytest.mark.parametrize("when", ["fork server starting", "workers parsing"])
-def test_ctrl_c_stops_a_run_cleanly_and_the_next_run_finishes_it(tmp_path: Path, when: str) -> None:
-    """Ctrl-C in a terminal reaches the whole process group: the run, its fork server and its parse workers.
-    The run stops after the batches it fetched, exits 130 and says so; no process prints a traceback. The
-    first case signals as soon as the fork server process exists (usually still loading the parser), the
-    second once it has forked workers. The next run imports the rest, each email once."""
+@pytest.mark.parametrize(
+    ("signum", "when"),
+    [(signal.SIGINT, "fork server starting"), (signal.SIGINT, "workers parsing"), (signal.SIGTERM, "workers parsing")],
+)
+def test_ctrl_c_or_sigterm_stops_a_run_cleanly_and_the_next_run_finishes_it(
+    tmp_path: Path, signum: int, when: str
+) -> None:
+    """Ctrl-C in a terminal reaches the whole process group: the run, its fork server and its parse workers;
+    so does the SIGTERM of a service manager stopping the job. The run stops after the batches it fetched,
+    exits 130 (143 for SIGTERM) and says so; no process prints a traceback, and no worker dies under the
+    batches still to store. The Ctrl-C cases signal as soon as the fork server process exists (usually still
+    loading the parser), or once it has forked workers. The next run imports the rest, each email once."""
     cfg = write_config(tmp_path, extra_incoming="batch_size = 30\nsender_limit = 0\n")  # 24 or more: in parallel
     count = 2000
     for i in range(count):
@@ -527,21 +534,22 @@ def test_ctrl_c_stops_a_run_cleanly_and_the_next_run_finishes_it(tmp_path: Path,
             servers = [p for p in below if "forkserver" in _cmdline(p)]
             workers = descendants(servers[0])[1:] if servers else []
             if servers and (when == "fork server starting" or workers):
-                masks = [_holds_ctrl_c(p) for p in [*servers, *workers]]
+                masks = [_holds_back_stop_signals(p) for p in [*servers, *workers]]
                 if None not in masks:  # none gone meanwhile
                     break
             time.sleep(0.002)
-        # they hold Ctrl-C back from their first instruction on, so none can die of it half started
+        # they hold both back from their first instruction on, so none can die of them half started
         assert masks and all(masks), masks
-        os.killpg(proc.pid, signal.SIGINT)
+        os.killpg(proc.pid, signum)
         err = proc.communicate(timeout=120)[1]
     finally:
         with contextlib.suppress(ProcessLookupError):  # the fork server and workers too, should anything fail
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    assert proc.returncode == 130, err
+    name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+    assert proc.returncode == (130 if signum == signal.SIGINT else 143), err
     assert "Traceback" not in err and "Fatal Python error" not in err, err
-    assert "Stopping:" in err and "The run was stopped (Ctrl-C)" in err, err
+    assert "Stopping" in err and f"The run was stopped ({name})" in err, err
     left = len(list((tmp_path / "mail").glob("*.eml")))
     assert left > 0 and f"Desk: stopped with {left} new email(s) not imported yet" in err, err
 
@@ -552,18 +560,78 @@ def test_ctrl_c_stops_a_run_cleanly_and_the_next_run_finishes_it(tmp_path: Path,
     assert len(per_id) == count and set(per_id.values()) == {1}
 
 
+@pytest.mark.skipif(
+    not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(),
+    reason="finds the parse workers through Linux's /proc/PID/task/TID/children",
+)
+def test_a_killed_run_leaves_no_parse_worker_behind_and_the_next_run_finishes_it(tmp_path: Path) -> None:
+    """A run killed outright (SIGKILL, the out-of-memory killer) cannot shut its pool down. Its fork server and
+    workers, which hold Ctrl-C and SIGTERM back, must still end, even while the dead run waits to be reaped;
+    and the next run imports the rest and finishes the disposal of what the killed one had committed, each
+    email once."""
+    cfg = write_config(tmp_path, extra_incoming="batch_size = 30\nsender_limit = 0\n")
+    count = 2000
+    for i in range(count):
+        (tmp_path / "mail" / f"{i:04d}.eml").write_bytes(email_bytes(f"Item {i}", message_id=f"k{i}@x"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "halo_integrator", "--config", str(cfg), "run"],
+        env={**os.environ, "INTEGRATOR_WORKERS": "2"}, cwd=tmp_path,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    left: list[int] = []
+    try:
+        below: list[int] = []
+        while proc.poll() is None:  # until the fork server has its two workers
+            below = descendants(proc.pid)[1:]
+            servers = [p for p in below if "forkserver" in _cmdline(p)]
+            if servers and len(descendants(servers[0])) == 3:
+                break
+            time.sleep(0.005)
+        assert proc.poll() is None, "the run ended before its workers started"
+        os.kill(proc.pid, signal.SIGKILL)  # the run alone: its children are not signalled
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            left = [p for p in below if _alive(p)]
+            if not left:
+                break
+            time.sleep(0.05)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait()
+    assert left == [], [_cmdline(p) for p in left]
+
+    again = run_subprocess(cfg, "run", "--json", env={"INTEGRATOR_WORKERS": "2"})
+    assert again.returncode == 0, again.stderr
+    assert list((tmp_path / "mail").glob("*.eml")) == []
+    per_id = actions_per_message_id(tmp_path / "tickets.db")
+    assert len(per_id) == count and set(per_id.values()) == {1}
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_ctrl_c_held_back_arrives_after_the_block_even_through_another_thread() -> None:
     """The kernel may hand Ctrl-C to any thread that does not mask it (a progress bar's, the pool's); Python
     then runs its handler in the main thread all the same. Held back, it must still wait for the block's end
     (where the pool starts its workers), and then arrive."""
-    from halo_integrator.importer import _ctrl_c_held
+    from halo_integrator.importer import _stop_signals_held
 
     quit_waiting = threading.Event()
     other = threading.Thread(target=quit_waiting.wait)
     other.start()
     reached_the_end = False
     try:
-        with pytest.raises(KeyboardInterrupt), _ctrl_c_held():
+        with pytest.raises(KeyboardInterrupt), _stop_signals_held():
             os.kill(os.getpid(), signal.SIGINT)  # this thread masks it: the other thread takes it
             for _ in range(50):  # room for Python to run its handler here, were it not held back
                 time.sleep(0.002)

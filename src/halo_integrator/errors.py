@@ -13,6 +13,7 @@ EXIT_SECRET = 4
 EXIT_PARTIAL = 5
 EXIT_LOCKED = 75
 EXIT_INTERRUPTED = 130  # stopped by Ctrl-C: 128 + SIGINT, as shells report it
+EXIT_TERMINATED = 143  # stopped by SIGTERM (a service manager stopping the job, `timeout`): 128 + SIGTERM
 
 
 class IntegratorError(Exception):

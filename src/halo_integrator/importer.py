@@ -39,6 +39,7 @@ from halo_integrator.errors import (
     EXIT_OK,
     EXIT_PARTIAL,
     EXIT_SECRET,
+    EXIT_TERMINATED,
     ConfigError,
     DisposeError,
     IntegratorError,
@@ -50,6 +51,7 @@ from halo_integrator.timeutil import stamp
 
 if TYPE_CHECKING:
     import multiprocessing.context
+    from multiprocessing.connection import Connection
 
     from halo_integrator.config import Config, Credential, Mailbox
     from halo_integrator.connectors.base import SecretsFactory
@@ -104,10 +106,12 @@ def _running_forkserver() -> multiprocessing.context.BaseContext | None:
     None where the platform has no fork server.
 
     Parse workers fork from that small server: cheap to replace, and they inherit nothing of this process (no
-    database connection, no open mailbox). It is started with Ctrl-C (SIGINT) masked, a mask the server and
-    every worker it forks keep. The terminal sends Ctrl-C to the whole process group; this way only this
-    process answers it (cli/run.py, and :func:`_end_pool` for the workers). Without the mask a server still
-    loading the parser, and every idle worker, died of it with a traceback on the terminal.
+    database connection, no open mailbox). It is started with Ctrl-C (SIGINT) and SIGTERM masked, a mask the
+    server and every worker it forks keep. A terminal sends Ctrl-C to the whole process group, and a service
+    manager stopping the job (systemd) sends SIGTERM to all its processes; this way only this process answers
+    them (cli/run.py, and :func:`_end_pool` for the workers), and the workers finish the batches fetched. Without
+    the mask a server still loading the parser, and every idle worker, died of Ctrl-C with a traceback on the
+    terminal, and of SIGTERM under the batches the run still had to store.
     """
     import multiprocessing
     from multiprocessing import forkserver, resource_tracker
@@ -116,23 +120,26 @@ def _running_forkserver() -> multiprocessing.context.BaseContext | None:
         return None
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(FORKSERVER_PRELOAD)
-    # The server's own start begins with the resource tracker's, which masks SIGINT for its child and then
-    # unmasks it, whatever this thread's mask was; started first, it is running and left alone.
+    # The server's own start begins with the resource tracker's, which masks SIGINT and SIGTERM for its child
+    # (which ignores both) and then unmasks them, whatever this thread's mask was; started first, it is running
+    # and left alone.
     resource_tracker.ensure_running()
-    with _ctrl_c_held():
+    with _stop_signals_held():
         forkserver.ensure_running()  # nothing when it already runs
     return context
 
 
 @contextmanager
-def _ctrl_c_held() -> Iterator[None]:
-    """Hold Ctrl-C (SIGINT) back until the block ends, then deliver it: not lost, and never half way through.
+def _stop_signals_held() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) and SIGTERM back until the block ends, then deliver them: not lost, and never half
+    way through.
 
     Two things, because a signal reaches a process, not a thread: this thread's signal mask, which a process
     started in the block inherits (and keeps: see :func:`_running_forkserver`), and, in the main thread, a
-    Python handler that only notes the signal, since the kernel may hand it to another thread (a progress bar's,
-    the pool's) and Python would then run the usual handler here all the same. Where there are no signal masks
-    (Windows) only the second.
+    Python handler that only notes Ctrl-C, since the kernel may hand it to another thread (a progress bar's,
+    the pool's) and Python would then run the usual handler here all the same (KeyboardInterrupt). SIGTERM's
+    handler (cli/run.py) only asks the run to stop, which may as well happen in the block. Where there are no
+    signal masks (Windows) only the second.
     """
     import signal
     import threading
@@ -142,7 +149,7 @@ def _ctrl_c_held() -> Iterator[None]:
     if threading.current_thread() is threading.main_thread() and callable(signal.getsignal(signal.SIGINT)):
         previous = signal.signal(signal.SIGINT, lambda signum, frame: noted.append((signum, frame)))
     masked = hasattr(signal, "pthread_sigmask")
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if masked else None
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if masked else None
     try:
         yield
     finally:
@@ -155,7 +162,8 @@ def _ctrl_c_held() -> Iterator[None]:
 
 
 def _end_pool(executor: Executor) -> None:
-    """Shut the parse workers' pool down on the way out of an interrupted run, with Ctrl-C held back.
+    """Shut the parse workers' pool down on the way out of an interrupted run, with Ctrl-C and SIGTERM held
+    back.
 
     The workers hold Ctrl-C back (see :func:`_running_forkserver`), so only their pool can end them: it cancels
     what they have not started and waits for what they have (a few dozen emails at most). A Ctrl-C that cut
@@ -163,7 +171,7 @@ def _end_pool(executor: Executor) -> None:
     instead can cut one off half way through handing back a result, and then the pool waits forever for the
     rest. So the wait is not interruptible; a Ctrl-C pressed meanwhile is delivered once it is over.
     """
-    with _ctrl_c_held():
+    with _stop_signals_held():
         executor.shutdown(wait=True, cancel_futures=True)
 
 
@@ -185,8 +193,20 @@ def _pool() -> Executor | None:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor  # with multiprocessing: not loaded by a run with nothing new
 
+    from halo_integrator.prepare import end_with
+
+    global _importer_alive
+    if _importer_alive is None:
+        _importer_alive = multiprocessing.Pipe(duplex=False)
     context = _running_forkserver() or multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=end_with, initargs=(_importer_alive[0],)
+    )
+
+
+_importer_alive: tuple[Connection, Connection] | None = None
+"""The pipe whose reading end every parse worker watches (:func:`halo_integrator.prepare.end_with`): this
+process holds the writing end open, and never writes, until it ends, however it ends."""
 
 
 # ------------------------------------------------------------------------------------------ results
@@ -207,7 +227,7 @@ class MailboxResult:
     seconds: float = 0.0
     error: str = ""
     error_kind: str = ""  # "config" | "secret" | "connect" | "store" | "dispose" | ...
-    left: int = 0  # new emails not imported because the run was stopped (Ctrl-C); the next run imports them
+    left: int = 0  # new emails not imported because the run was stopped early; the next run imports them
     started_at: str = field(default_factory=now)
     decisions: list[dict[str, Any]] = field(default_factory=list)  # dry runs only
 
@@ -242,12 +262,16 @@ class RunResult:
     incoming_disabled: bool = False
     outbound: list[Attempt] = field(default_factory=list)  # send attempts of this run (outgoing/outbox.py)
     outbound_waiting: int = 0  # emails left in the outbox with [services] outgoing = false
-    stopped: bool = False  # stopped early on request (Ctrl-C): see Importer.request_stop
+    stopped_by: str = ""  # what stopped it early ("Ctrl-C", "SIGTERM"), if anything: see Importer.request_stop
+
+    @property
+    def stopped(self) -> bool:
+        return bool(self.stopped_by)
 
     @property
     def exit_code(self) -> int:
         if self.stopped:
-            return EXIT_INTERRUPTED
+            return EXIT_TERMINATED if self.stopped_by == "SIGTERM" else EXIT_INTERRUPTED
         kinds = {m.error_kind for m in self.mailboxes if m.error}
         # an email that will not be retried failed for good; one waiting for a retry is not a failure yet
         given_up = [a for a in self.outbound if a.status == "failed" and a.retry_at is None]
@@ -318,14 +342,19 @@ class Importer:
         self._executor_tasks = 0
         self._outbox = outbox  # None: made from the config on first use (tests pass one with a clock)
         self._attempts: list[Attempt] = []
-        self.stop_requested = False
+        self.stopped_by = ""
 
-    def request_stop(self) -> None:
+    def request_stop(self, by: str = "Ctrl-C") -> None:
         """Stop the run early, without losing or half-doing anything: the batches already fetched are stored
         and disposed of as usual, no further batch is fetched, no further mailbox is started and the outbox
-        waits for the next run, which imports what is left. Safe to call from a signal handler (it only sets
-        a flag the run checks between batches)."""
-        self.stop_requested = True
+        waits for the next run, which imports what is left. ``by`` names what asked ("Ctrl-C", "SIGTERM"):
+        the first to ask sets the exit code. Safe to call from a signal handler (it only sets what the run
+        checks between batches)."""
+        self.stopped_by = self.stopped_by or by
+
+    @property
+    def stop_requested(self) -> bool:
+        return bool(self.stopped_by)
 
     # --------------------------------------------------------------------------------- top level
     def run(self, mailbox_names: Sequence[str] = ()) -> RunResult:
@@ -378,10 +407,10 @@ class Importer:
                 log.info("run stopped on request; the outbox is sent by the next run")
             else:
                 self._send_outgoing(None, result)  # retries, replies, alerts, mailboxes whose import failed
-            result.stopped = self.stop_requested  # also when asked while the outbox was being sent
+            result.stopped_by = self.stopped_by  # also when asked while the outbox was being sent
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):
-                result.stopped = True  # the run record says 130, as the command exits
+                result.stopped_by = "Ctrl-C"  # the run record says 130, as the command exits
             if self._executor is not None:
                 _end_pool(self._executor)
                 self._executor = None
@@ -588,7 +617,7 @@ class Importer:
                 chunk = max(1, len(raws) // (4 * _worker_count()))
                 # the pool starts its workers in here: a Ctrl-C in the middle would leave one half started, to
                 # die with a traceback when this process exits; held, it ends the run once they are up
-                with _ctrl_c_held():
+                with _stop_signals_held():
                     results = self._executor.map(prepare, [r for _, r in raws], chunksize=chunk)
                 return zip((source_id for source_id, _ in raws), results, strict=True)
         return ((source_id, prepare(raw)) for source_id, raw in raws)

@@ -7,13 +7,18 @@ connectors or the outgoing side.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from halo_integrator.mail import ParsedEmail, parse
 from halo_integrator.picklable import Picklable
 from halo_integrator.rawbytes import StoredRaw, stored
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +43,28 @@ def prepare(raw: bytes) -> Prepared:
         release_memory()
     _release_due = len(raw) >= BIG_EMAIL
     return Prepared(email=parse(raw), raw=stored(raw))
+
+
+def end_with(importer_alive: Connection) -> None:
+    """Run in each parse worker as it starts (the pool's initializer): end the worker once the importer that
+    made the pool is gone, which the pipe ``importer_alive`` says (only the importer can write to it, and it
+    never does, so reading it ends when the importer does).
+
+    An importer that ends normally, or stops on Ctrl-C or SIGTERM, shuts its pool down. One that is killed
+    (SIGKILL, the out-of-memory killer, a second SIGTERM) cannot, and its workers would wait for work for ever:
+    each holds both ends of the pipe it reads work from, so it never sees the importer's end close, and it
+    holds Ctrl-C and SIGTERM back (see importer._running_forkserver). Their fork server, in turn, lives as long
+    as they do.
+    """
+    import contextlib
+    import threading
+
+    def watch() -> None:
+        with contextlib.suppress(EOFError, OSError):
+            importer_alive.recv()  # returns only if the importer wrote something, which it never does
+        os._exit(1)
+
+    threading.Thread(target=watch, name="importer watch", daemon=True).start()
 
 
 @functools.cache

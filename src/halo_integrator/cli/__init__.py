@@ -1,7 +1,7 @@
 """The `integrator` command line. Commands only parse, call the library, render, and map errors.
 
 Exit codes (DESIGN contract 4): 0 all good, 1 error, 2 usage, 3 config error, 4 secret/credential error,
-5 some mailboxes or emails failed, 75 another run holds the lock; and 130 stopped by Ctrl-C.
+5 some mailboxes or emails failed, 75 another run holds the lock; 130 stopped by Ctrl-C, 143 by SIGTERM.
 """
 
 from __future__ import annotations

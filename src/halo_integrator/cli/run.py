@@ -82,7 +82,7 @@ def _execute(
         cfg, store, secrets=secrets_factory(app), instance=app.instance, dry_run=dry_run, limit=limit,
         progress=progress,
     )
-    with _first_ctrl_c_stops(importer):
+    with _first_signal_stops(importer):
         if dry_run:
             result = importer.run(names)
         else:
@@ -96,39 +96,49 @@ def _execute(
     return result
 
 
-STOPPING = (
-    "\nStopping: the emails already fetched are finished first, then the run ends. "
-    "Press Ctrl-C again to stop at once (nothing committed is lost either way).\n"
-)
+STOPPING = {
+    "Ctrl-C": "\nStopping: the emails already fetched are finished first, then the run ends. "
+    "Press Ctrl-C again to stop at once (nothing committed is lost either way).\n",
+    "SIGTERM": "\nStopping (SIGTERM): the emails already fetched are finished first, then the run ends. "
+    "A second SIGTERM stops it at once (nothing committed is lost either way).\n",
+}
 
 
 @contextmanager
-def _first_ctrl_c_stops(importer: Importer) -> Iterator[None]:
-    """The first Ctrl-C asks the run to stop after the batches it has fetched (Importer.request_stop); a
-    second one interrupts at once, as Python does by default. Only in the main thread, and only where Ctrl-C
-    has Python's default meaning (a job started with it ignored keeps ignoring it)."""
+def _first_signal_stops(importer: Importer) -> Iterator[None]:
+    """The first Ctrl-C (SIGINT) or SIGTERM asks the run to stop after the batches it has fetched
+    (Importer.request_stop); a second one stops it at once, as it would by default: Ctrl-C with Python's
+    KeyboardInterrupt, SIGTERM by ending the process (a service manager sends SIGTERM to stop a job, and kills
+    it a while later). Only in the main thread, and only for a signal with its default meaning (a job started
+    with one ignored keeps ignoring it)."""
     import signal
     import threading
 
-    if threading.current_thread() is not threading.main_thread() or (
-        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-    ):
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    defaults: dict[int, Any] = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    names: dict[int, str] = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+    ours = [signum for signum, default in defaults.items() if signal.getsignal(signum) is default]
 
     def first(signum: int, frame: object) -> None:
-        importer.request_stop()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        importer.request_stop(names[signum])
+        signal.signal(signum, defaults[signum])
         with suppress(OSError):  # a plain write: the handler may have interrupted a write to stderr
-            os.write(2, STOPPING.encode())
+            os.write(2, STOPPING[names[signum]].encode())
 
-    signal.signal(signal.SIGINT, first)
+    for signum in ours:
+        signal.signal(signum, first)
     try:
         yield
     finally:
-        # once a stop was asked for, the run is over: a further Ctrl-C while it reports and exits would only
-        # cut the report short, or kill the interpreter as it shuts down
-        signal.signal(signal.SIGINT, signal.SIG_IGN if importer.stop_requested else signal.default_int_handler)
+        for signum in ours:
+            if signum == signal.SIGINT and importer.stop_requested:
+                # the run is over: a further Ctrl-C while it reports and exits would only cut the report
+                # short, or kill the interpreter as it shuts down
+                signal.signal(signum, signal.SIG_IGN)
+            else:
+                signal.signal(signum, defaults[signum])
 
 
 def _log_summary(result: RunResult) -> None:
@@ -184,9 +194,11 @@ def _render(result: RunResult, *, as_json: bool, dry_run: bool, verbose: bool) -
             if not (interactive or verbose):
                 output.warn(f"{name}: skipped, {why}.")
         if dry_run:
-            output.warn("The dry run was stopped (Ctrl-C).")
+            output.warn(f"The dry run was stopped ({result.stopped_by}).")
         else:
-            output.warn("The run was stopped (Ctrl-C). Everything it stored is kept; the next run does the rest.")
+            output.warn(
+                f"The run was stopped ({result.stopped_by}). Everything it stored is kept; the next run does the rest."
+            )
     if dry_run:
         output.table(
             "Dry run: nothing was changed",
