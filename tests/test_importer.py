@@ -564,6 +564,37 @@ def test_ctrl_c_or_sigterm_stops_a_run_cleanly_and_the_next_run_finishes_it(
     not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(),
     reason="finds the parse workers through Linux's /proc/PID/task/TID/children",
 )
+def test_sigterm_stops_a_dry_run_which_says_so_and_changes_nothing(tmp_path: Path) -> None:
+    """`run --dry-run` stops on SIGTERM as a run does, exits 143 and calls itself a dry run."""
+    cfg = write_config(tmp_path, extra_incoming="batch_size = 30\nsender_limit = 0\n")
+    for i in range(2000):
+        (tmp_path / "mail" / f"{i:04d}.eml").write_bytes(email_bytes(f"Item {i}", message_id=f"d{i}@x"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "halo_integrator", "--config", str(cfg), "run", "--dry-run"],
+        env={**os.environ, "INTEGRATOR_WORKERS": "2"}, cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        while proc.poll() is None and not any("forkserver" in _cmdline(p) for p in descendants(proc.pid)[1:]):
+            time.sleep(0.005)  # until the first batch goes to the parse workers
+        os.killpg(proc.pid, signal.SIGTERM)
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == 143, err
+    assert "Stopping (SIGTERM)" in err and "The dry run was stopped (SIGTERM)." in err, err
+    assert "Traceback" not in err, err
+    assert len(list((tmp_path / "mail").glob("*.eml"))) == 2000
+    with Store.open(tmp_path / "tickets.db") as store:
+        assert store.db.execute("SELECT count(*) FROM tickets").fetchone()[0] == 0
+
+
+@pytest.mark.skipif(
+    not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(),
+    reason="finds the parse workers through Linux's /proc/PID/task/TID/children",
+)
 def test_a_killed_run_leaves_no_parse_worker_behind_and_the_next_run_finishes_it(tmp_path: Path) -> None:
     """A run killed outright (SIGKILL, the out-of-memory killer) cannot shut its pool down. Its fork server and
     workers, which hold Ctrl-C and SIGTERM back, must still end, even while the dead run waits to be reaped;
