@@ -162,21 +162,29 @@ def test_second_run_waits_for_the_lock_and_exits_75(tmp_path: Path) -> None:
     assert ok.returncode == 0, ok.stderr
 
 
+def _refuse_storing(db: Path, condition: str) -> None:
+    """Make storing fail for the emails whose action matches ``condition`` (SQL on ``NEW``): a trigger in the
+    database, not in our code, refuses them."""
+    with Store.open(db):
+        pass
+    con = sqlite3.connect(db)
+    try:
+        con.execute("DROP TRIGGER IF EXISTS refuse")
+        con.execute(
+            f"CREATE TRIGGER refuse BEFORE INSERT ON actions WHEN {condition} "
+            "BEGIN SELECT RAISE(ABORT, 'simulated storage fault'); END"
+        )
+        con.commit()
+    finally:
+        con.close()
+
+
 def test_one_bad_email_is_logged_retried_and_quarantined_after_three_runs(tmp_path: Path) -> None:
     cfg = write_config(tmp_path)
     mail = tmp_path / "mail"
     (mail / "good.eml").write_bytes(email_bytes("Fine", message_id="good@x"))
     (mail / "poison.eml").write_bytes(email_bytes("poison pill", message_id="poison@x"))
-    # storage of this one email fails: a trigger in the database (not in our code) refuses it
-    with Store.open(tmp_path / "tickets.db"):
-        pass
-    con = sqlite3.connect(tmp_path / "tickets.db")
-    con.execute(
-        "CREATE TRIGGER refuse BEFORE INSERT ON actions WHEN NEW.subject LIKE '%poison%' "
-        "BEGIN SELECT RAISE(ABORT, 'simulated storage fault'); END"
-    )
-    con.commit()
-    con.close()
+    _refuse_storing(tmp_path / "tickets.db", "NEW.subject LIKE '%poison%'")
     for run in (1, 2):
         result = invoke(cfg, "run", "--json")
         assert result.exit_code == 5
@@ -212,30 +220,19 @@ def test_an_email_imported_after_a_failed_run_has_its_failure_forgotten(tmp_path
     (mail / "a.eml").write_bytes(email_bytes("flaky one", message_id="a@x"))
     (mail / "b.eml").write_bytes(email_bytes("flaky two", message_id="b@x"))
     (mail / "c.eml").write_bytes(email_bytes("Fine", message_id="c@x"))
-    with Store.open(tmp_path / "tickets.db"):
-        pass
-    con = sqlite3.connect(tmp_path / "tickets.db")
-    con.execute(
-        "CREATE TRIGGER refuse BEFORE INSERT ON actions WHEN NEW.subject LIKE '%flaky%' "
-        "BEGIN SELECT RAISE(ABORT, 'simulated storage fault'); END"
-    )
-    con.commit()
+    db = tmp_path / "tickets.db"
+    _refuse_storing(db, "NEW.subject LIKE '%flaky%'")
     assert invoke(cfg, "run").exit_code == 5
-    assert con.execute("SELECT source_id, attempts FROM failures ORDER BY source_id").fetchall() == [
-        ("a.eml", 1), ("b.eml", 1)
-    ]
-    con.execute("DROP TRIGGER refuse")
-    con.execute(  # the second one still fails
-        "CREATE TRIGGER refuse BEFORE INSERT ON actions WHEN NEW.subject = 'flaky two' "
-        "BEGIN SELECT RAISE(ABORT, 'simulated storage fault'); END"
-    )
-    con.commit()
+    failing = "SELECT source_id, attempts FROM failures ORDER BY source_id"
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        assert con.execute(failing).fetchall() == [("a.eml", 1), ("b.eml", 1)]
+    _refuse_storing(db, "NEW.subject = 'flaky two'")  # the second one still fails
     second = invoke(cfg, "run", "--json")
     assert second.exit_code == 5
     (summary,) = json.loads(second.stdout)
     assert summary["created"] == 1 and summary["errors"] == 1
-    assert con.execute("SELECT source_id, attempts FROM failures").fetchall() == [("b.eml", 2)]
-    con.close()
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        assert con.execute(failing).fetchall() == [("b.eml", 2)]
 
 
 def test_not_mime_empty_and_oversized_emails(tmp_path: Path) -> None:
