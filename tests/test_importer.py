@@ -213,8 +213,8 @@ def test_one_bad_email_is_logged_retried_and_quarantined_after_three_runs(tmp_pa
 
 
 def test_an_email_imported_after_a_failed_run_has_its_failure_forgotten(tmp_path: Path) -> None:
-    """A failed run counts towards quarantine only until the email is imported: then its count is gone, in the
-    batch's own transaction, and the other failing email's count stays."""
+    """A failed run counts towards quarantine only until the email is imported: then its count is gone, and
+    the other failing email's count stays."""
     cfg = write_config(tmp_path)
     mail = tmp_path / "mail"
     (mail / "a.eml").write_bytes(email_bytes("flaky one", message_id="a@x"))

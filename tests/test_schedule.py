@@ -123,6 +123,7 @@ def test_systemd_units_are_written_replaced_and_removed_without_touching_others(
     timer = (units / written[1]).read_text(encoding="utf-8")
     assert service.startswith(f"# halo-integrator {config.resolve()}\n")
     assert f"ExecStart={sys.executable} -m halo_integrator --config {config.resolve()} run" in service
+    assert "\nSuccessExitStatus=143\n" in service  # a run stopped by SIGTERM stopped cleanly
     assert "OnCalendar=*:0/5:00" in timer and "Persistent=true" in timer and "WantedBy=timers.target" in timer
 
     invoke(config, "schedule", "install", "--kind", "systemd", "--every", "30m")

@@ -137,9 +137,11 @@ def _stop_signals_held() -> Iterator[None]:
     Two things, because a signal reaches a process, not a thread: this thread's signal mask, which a process
     started in the block inherits (and keeps: see :func:`_running_forkserver`), and, in the main thread, a
     Python handler that only notes Ctrl-C, since the kernel may hand it to another thread (a progress bar's,
-    the pool's) and Python would then run the usual handler here all the same (KeyboardInterrupt). SIGTERM's
-    handler (cli/run.py) only asks the run to stop, which may as well happen in the block. Where there are no
-    signal masks (Windows) only the second.
+    the pool's) and Python would then run the usual handler here all the same (KeyboardInterrupt). For this
+    process SIGTERM is held by the mask alone, so only where no other thread takes it: its handler
+    (cli/run.py) only asks the run to stop, harmless anywhere, and where it has its default action (after a
+    first SIGTERM) it ends the process, as a second SIGTERM should. Where there are no signal masks (Windows)
+    only the handler.
     """
     import signal
     import threading
@@ -348,8 +350,8 @@ class Importer:
         """Stop the run early, without losing or half-doing anything: the batches already fetched are stored
         and disposed of as usual, no further batch is fetched, no further mailbox is started and the outbox
         waits for the next run, which imports what is left. ``by`` names what asked ("Ctrl-C", "SIGTERM"):
-        the first to ask sets the exit code. Safe to call from a signal handler (it only sets what the run
-        checks between batches)."""
+        the first to ask sets the exit code (130 or 143), unless a second Ctrl-C then interrupts the run, which
+        exits 130. Safe to call from a signal handler (it only sets what the run checks between batches)."""
         self.stopped_by = self.stopped_by or by
 
     @property

@@ -11,13 +11,20 @@ _GETTERS: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
 
 
 def _field_values(cls: type) -> Callable[[Any], tuple[Any, ...]]:
-    """What ``cls(*values)`` takes back: every field, in order (so every field must be an ``__init__`` one)."""
+    """What ``cls(*values)`` takes back: every field, in order. So ``__init__`` must take exactly the fields,
+    each by position: no field left out of it, keyword-only or init-only."""
     getter = _GETTERS.get(cls)
     if getter is None:
-        if not all(f.init for f in fields(cls)):
-            raise TypeError(f"{cls.__name__} has a field __init__ does not take: it cannot pickle as its fields")
-        get = operator.attrgetter(*(f.name for f in fields(cls)))
-        getter = _GETTERS[cls] = (lambda obj: (get(obj),)) if len(fields(cls)) == 1 else get
+        import inspect
+
+        names = [f.name for f in fields(cls)]
+        taken = list(inspect.signature(cls).parameters.values())
+        if [p.name for p in taken] != names or any(p.kind is not p.POSITIONAL_OR_KEYWORD for p in taken):
+            raise TypeError(
+                f"{cls.__name__}.__init__ does not take exactly its fields, by position: it cannot pickle as them"
+            )
+        get = operator.attrgetter(*names)
+        getter = _GETTERS[cls] = (lambda obj: (get(obj),)) if len(names) == 1 else get
     return getter
 
 

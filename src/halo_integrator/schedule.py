@@ -289,6 +289,8 @@ def systemd_units(job: Job) -> dict[str, str]:
         f"{head}[Unit]\nDescription=halo-integrator: import email into tickets ({job.config_path})\n\n"
         "[Service]\nType=oneshot\n"
         f"ExecStart={' '.join(_systemd_quote(a) for a in job.argv)}\n"
+        "# stopped by `systemctl stop` or a shutdown, a run finishes what it fetched and exits 143: no failure\n"
+        "SuccessExitStatus=143\n"
     )
     timer = (
         f"{head}[Unit]\nDescription=Run halo-integrator {describe_every(job.every_minutes)} "
