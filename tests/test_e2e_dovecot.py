@@ -7,6 +7,7 @@ The server side is always checked from an independent imapclient session.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
@@ -769,6 +770,25 @@ def test_uidvalidity_reset_imports_nothing_twice(
     assert actions_per_message_id(tmp_path / "tickets.db") == {f"v-{n}@example.org": 1 for n in (1, 2, 3)}
     assert message_ids_in(server, user, "INBOX") == []
     assert len(message_ids_in(server, user, "Trash")) == 3
+
+
+def test_imap_crash_after_the_move_is_settled_by_the_next_run(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    """Killed after the MOVE to Trash but before recording it: the next run finds the emails committed and gone
+    from the INBOX, records them as disposed of, and fetches and imports nothing again."""
+    server, user = dovecot_server, dovecot_user
+    cfg = config_for(tmp_path, server, user)
+    seed(server, user, mails("m", 3))
+    crashed = run_subprocess(cfg, "run", env={**secret_env(user), "INTEGRATOR_FAULT": "after_dispose"})
+    assert crashed.returncode == 86, crashed.stderr
+    assert message_ids_in(server, user, "INBOX") == [] and len(message_ids_in(server, user, "Trash")) == 3
+    code, (summary,), stderr = run_json(cfg, secret_env(user))
+    assert code == 0, stderr
+    assert (summary["fetched"], summary["created"], summary["duplicates"]) == (0, 0, 0)
+    with contextlib.closing(sqlite3.connect(tmp_path / "tickets.db")) as con:
+        assert con.execute("SELECT state, count(*) FROM seen GROUP BY state").fetchall() == [("disposed", 3)]
+    assert actions_per_message_id(tmp_path / "tickets.db") == {f"m-{n}@example.org": 1 for n in (1, 2, 3)}
 
 
 @pytest.mark.parametrize("point", ["before_commit", "after_commit"])

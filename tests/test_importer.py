@@ -162,6 +162,28 @@ def test_second_run_waits_for_the_lock_and_exits_75(tmp_path: Path) -> None:
     assert ok.returncode == 0, ok.stderr
 
 
+def test_a_crash_between_disposal_and_its_record_is_settled_by_the_next_run(tmp_path: Path) -> None:
+    """Killed after moving the emails to Deleted Items but before recording that: the next run finds them
+    committed and no longer in the mailbox, records them as disposed of, and imports nothing twice."""
+    cfg = write_config(tmp_path)
+    copy_examples(tmp_path / "mail")
+    crashed = run_subprocess(cfg, "run", env={"INTEGRATOR_FAULT": "after_dispose", "INTEGRATOR_WORKERS": "1"})
+    assert crashed.returncode == 86, crashed.stderr
+    assert list((tmp_path / "mail").iterdir()) == []  # moved on the "server"
+    states = "SELECT state, count(*) FROM seen GROUP BY state"
+    with contextlib.closing(sqlite3.connect(tmp_path / "tickets.db")) as con:
+        assert con.execute(states).fetchall() == [("committed", 12)]
+
+    again = run_subprocess(cfg, "run", "--json")
+    assert again.returncode == 0, again.stderr
+    (summary,) = json.loads(again.stdout)
+    assert summary["fetched"] == 0 and summary["created"] == 0 and summary["duplicates"] == 0
+    with contextlib.closing(sqlite3.connect(tmp_path / "tickets.db")) as con:
+        assert con.execute(states).fetchall() == [("disposed", 12)]
+    assert len(list((tmp_path / "mail Deleted Items").iterdir())) == 12
+    assert all(n == 1 for n in actions_per_message_id(tmp_path / "tickets.db").values())
+
+
 def _refuse_storing(db: Path, condition: str) -> None:
     """Make storing fail for the emails whose action matches ``condition`` (SQL on ``NEW``): a trigger in the
     database, not in our code, refuses them."""

@@ -465,6 +465,13 @@ class Importer:
     # ---------------------------------------------------------------------------------- one mailbox
     def _import(self, conn: Connector, mailbox: Mailbox, cred: str, res: MailboxResult) -> None:
         ids = conn.list_ids()
+        if not self.dry_run:
+            settled = self.store.settle_disposed(mailbox.name, cred, set(ids))
+            if settled:
+                log.info(
+                    "%s: %d email(s) that a run ended half way had already disposed of on the server are now "
+                    "recorded as disposed of", mailbox.name, len(settled),
+                )
         known = self.store.seen_states(mailbox.name, cred, ids)
         if known:
             self._finish_known(conn, mailbox, cred, ids, known, res)
@@ -543,6 +550,7 @@ class Importer:
             release_memory()
         if committed:
             conn.dispose(committed)
+            _fault("after_dispose")
             self.store.mark_disposed(mailbox.name, cred, committed)
             res.disposed += len(committed)
         if quarantine:
@@ -1085,7 +1093,8 @@ class Importer:
 
 
 def _fault(point: str) -> None:
-    """Crash-test hook: ``INTEGRATOR_FAULT=before_commit|after_commit`` ends the process abruptly there.
+    """Crash-test hook: ``INTEGRATOR_FAULT=before_commit|after_commit|after_dispose`` ends the process
+    abruptly there.
 
     The tests use it to prove contract 1 (a crash at any point loses nothing and duplicates nothing); it
     does nothing unless that variable is set.

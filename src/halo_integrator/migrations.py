@@ -308,3 +308,10 @@ def m005_loop_throttle_indexes(db: Database) -> None:
         CREATE INDEX idx_tickets_subject ON tickets(subject, created_at)
         """,
     )
+
+
+@migration
+def m006_committed_seen_index(db: Database) -> None:
+    """Every import looks for emails committed but not recorded as disposed (a run killed between the two):
+    normally none, found through this small index rather than a scan of the mailbox's whole history."""
+    _script(db, "CREATE INDEX idx_seen_committed ON seen(mailbox, credential) WHERE state = 'committed'")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -465,6 +465,18 @@ class Store:
             "ticket_id = coalesce(excluded.ticket_id, seen.ticket_id), time = excluded.time",
             [mailbox, credential, source_id, state, log_id, ticket_id, now()],
         )
+
+    def settle_disposed(self, mailbox: str, credential: str, listed: Collection[str]) -> list[str]:
+        """Record as disposed of the emails committed here that the server no longer lists (``listed``): a run
+        ended (killed) between disposing of them on the server and recording that. Returns their ids."""
+        rows = self.db.execute(
+            "SELECT source_id FROM seen WHERE mailbox = ? AND credential = ? AND state = 'committed'",
+            [mailbox, credential],
+        ).fetchall()
+        gone = [row[0] for row in rows if row[0] not in listed]
+        if gone:
+            self.mark_disposed(mailbox, credential, gone)
+        return gone
 
     def mark_disposed(self, mailbox: str, credential: str, ids: Sequence[str]) -> None:
         with self.transaction():
