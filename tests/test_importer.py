@@ -751,3 +751,22 @@ def test_a_stop_request_skips_the_credentials_not_yet_started(tmp_path: Path) ->
     assert started == ["first"]
     assert result.skipped == [("Support", "credential second not started, the run was stopped")]
     assert result.stopped and result.exit_code == 130
+
+
+def test_a_sigterm_during_a_run_that_only_sends_the_outbox_is_reported(tmp_path: Path) -> None:
+    """With the incoming service off a run only sends the outbox; a stop asked for meanwhile still sets the
+    exit code, as it does in a run that imports."""
+    from halo_integrator.config import load as load_config
+    from halo_integrator.importer import Importer
+
+    cfg = load_config(write_config(tmp_path, "\n[services]\nincoming = false\n"))
+
+    class StopWhileSending(Importer):
+        def _send_outgoing(self, *args: Any, **kwargs: Any) -> None:
+            self.request_stop("SIGTERM")
+            super()._send_outgoing(*args, **kwargs)
+
+    with Store.open(cfg.database_path) as store:
+        result = StopWhileSending(cfg, store, secrets=_no_secrets).run()
+    assert result.incoming_disabled and result.stopped_by == "SIGTERM" and result.exit_code == 143
+

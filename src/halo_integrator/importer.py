@@ -366,6 +366,7 @@ class Importer:
         if not self.config.services.incoming:
             result.incoming_disabled = True
             self._send_outgoing(None, result)
+            result.stopped_by = self.stopped_by  # asked to stop while the outbox was sent: says so, as below
             return result
         from halo_integrator.credentials import split_warnings
 
