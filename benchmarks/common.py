@@ -4,13 +4,13 @@ environment they run the integrator in."""
 from __future__ import annotations
 
 import compileall
-import csv
 import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from corpusindex import index_messages  # the tests read the corpus the same way
 from procs import descendants  # also how the tests find the parse workers
 
 REPO = Path(__file__).resolve().parent.parent
@@ -19,12 +19,9 @@ CORPUS = REPO.parent / "shared" / "corpus"
 
 def corpus_messages(corpus: Path = CORPUS) -> list[tuple[str, bytes]]:
     """(path, bytes) of every ``kind == message`` file listed in the corpus's INDEX.tsv, in its order."""
-    index = corpus / "INDEX.tsv"
-    if not index.exists():
+    if not (corpus / "INDEX.tsv").exists():
         sys.exit(f"the corpus is not at {corpus}")
-    with index.open(encoding="utf-8") as fh:
-        rows = [r for r in csv.DictReader(fh, delimiter="\t") if r["kind"] == "message"]
-    return [(r["path"], (corpus / r["path"]).read_bytes()) for r in rows]
+    return index_messages(corpus)
 
 
 def process_tree(root: int) -> dict[int, list[str]]:

@@ -40,12 +40,9 @@ def corpus_files() -> list[Path]:
 
 def corpus_messages() -> list[tuple[str, bytes]]:
     """(path in the corpus, bytes) of each email INDEX.tsv lists as a message, skipping when absent."""
-    import csv
+    from corpusindex import index_messages
 
-    corpus = corpus_or_skip()
-    with (corpus / "INDEX.tsv").open(encoding="utf-8") as fh:
-        paths = [r["path"] for r in csv.DictReader(fh, delimiter="\t") if r["kind"] == "message"]
-    return [(path, (corpus / path).read_bytes()) for path in paths]
+    return index_messages(corpus_or_skip())
 
 
 def write_config(directory: Path, body: str = "", *, mail: str = "mail", after_import: str = "move_to_deleted",

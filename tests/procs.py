@@ -1,5 +1,5 @@
-"""The processes below a process, found through Linux's /proc (the tests and the benchmarks use it), and what
-a parse worker has loaded.
+"""Processes as Linux's /proc shows them: those below a process, the parse workers among them, whether one still
+runs (the tests and the benchmarks use them); and what a parse worker has loaded.
 
 A parse worker imports this module to run :func:`modules_a_parse_loads`, so it imports nothing else at the top.
 """
@@ -29,6 +29,31 @@ def descendants(root: int) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+def cmdline(pid: int) -> str:
+    """The command line of a process, "" once it is gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def running(pid: int) -> bool:
+    """Whether the process runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def fork_server_and_workers(root: int) -> tuple[list[int], list[int]]:
+    """The parse workers' fork server below ``root`` (a list: none while it is not started yet) and the
+    workers it has forked."""
+    servers = [pid for pid in descendants(root)[1:] if "forkserver" in cmdline(pid)]
+    return servers, descendants(servers[0])[1:] if servers else []
 
 
 def modules_a_parse_loads(raws: list[bytes]) -> tuple[list[str], list[str]]:

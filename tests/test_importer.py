@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from helpers import (
     run_subprocess,
     write_config,
 )
-from procs import descendants, modules_a_parse_loads
+from procs import cmdline, descendants, fork_server_and_workers, modules_a_parse_loads, running
 
 
 def inbound_rows(db: Path) -> list[tuple[str, str, int | None]]:
@@ -513,18 +513,42 @@ def _holds_back_stop_signals(pid: int) -> bool | None:
     return all(blocked >> (signum - 1) & 1 for signum in (signal.SIGINT, signal.SIGTERM))
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return fh.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-@pytest.mark.skipif(
+finds_parse_workers = pytest.mark.skipif(
     not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(),
     reason="finds the parse workers through Linux's /proc/PID/task/TID/children",
 )
+
+
+def _run_in_its_own_group(
+    tmp_path: Path, prefix: str, *options: str, count: int = 2000, output: bool = True
+) -> tuple[Path, subprocess.Popen[str]]:
+    """`run` (with ``options``) started over ``count`` new emails, parsed by two workers, in a process group
+    of its own as a terminal or a service manager would signal it; its config and its process."""
+    cfg = write_config(tmp_path, extra_incoming="batch_size = 30\nsender_limit = 0\n")  # 24 or more: in parallel
+    for i in range(count):
+        (tmp_path / "mail" / f"{i:04d}.eml").write_bytes(email_bytes(f"Item {i}", message_id=f"{prefix}{i}@x"))
+    pipe = subprocess.PIPE if output else subprocess.DEVNULL
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "halo_integrator", "--config", str(cfg), "run", *options],
+        env={**os.environ, "INTEGRATOR_WORKERS": "2"}, cwd=tmp_path,
+        stdout=pipe, stderr=pipe, text=True, start_new_session=True,
+    )
+    return cfg, proc
+
+
+@contextlib.contextmanager
+def _whole_group_killed_at_the_end(proc: subprocess.Popen[str]) -> Iterator[None]:
+    """Whatever happens in the block, nothing of the run's process group outlives the test: the fork server
+    and workers too (they keep the group even once the run is gone), should anything fail."""
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@finds_parse_workers
 @pytest.mark.parametrize(
     ("signum", "when"),
     [(signal.SIGINT, "fork server starting"), (signal.SIGINT, "workers parsing"), (signal.SIGTERM, "workers parsing")],
@@ -537,21 +561,12 @@ def test_ctrl_c_or_sigterm_stops_a_run_cleanly_and_the_next_run_finishes_it(
     exits 130 (143 for SIGTERM) and says so; no process prints a traceback, and no worker dies under the
     batches still to store. The Ctrl-C cases signal as soon as the fork server process exists (usually still
     loading the parser), or once it has forked workers. The next run imports the rest, each email once."""
-    cfg = write_config(tmp_path, extra_incoming="batch_size = 30\nsender_limit = 0\n")  # 24 or more: in parallel
     count = 2000
-    for i in range(count):
-        (tmp_path / "mail" / f"{i:04d}.eml").write_bytes(email_bytes(f"Item {i}", message_id=f"c{i}@x"))
-    env = {**os.environ, "INTEGRATOR_WORKERS": "2"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "halo_integrator", "--config", str(cfg), "run"], env=env, cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )
-    try:
+    cfg, proc = _run_in_its_own_group(tmp_path, "c", count=count)
+    with _whole_group_killed_at_the_end(proc):
         masks: list[bool | None] = []
         while proc.poll() is None:  # until the moment to press Ctrl-C has come
-            below = descendants(proc.pid)[1:]  # the run's children: resource tracker, fork server, its workers
-            servers = [p for p in below if "forkserver" in _cmdline(p)]
-            workers = descendants(servers[0])[1:] if servers else []
+            servers, workers = fork_server_and_workers(proc.pid)
             if servers and (when == "fork server starting" or workers):
                 masks = [_holds_back_stop_signals(p) for p in [*servers, *workers]]
                 if None not in masks:  # none gone meanwhile
@@ -561,10 +576,6 @@ def test_ctrl_c_or_sigterm_stops_a_run_cleanly_and_the_next_run_finishes_it(
         assert masks and all(masks), masks
         os.killpg(proc.pid, signum)
         err = proc.communicate(timeout=120)[1]
-    finally:
-        with contextlib.suppress(ProcessLookupError):  # the fork server and workers too, should anything fail
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
     name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
     assert proc.returncode == (130 if signum == signal.SIGINT else 143), err
     assert "Traceback" not in err and "Fatal Python error" not in err, err
@@ -579,29 +590,15 @@ def test_ctrl_c_or_sigterm_stops_a_run_cleanly_and_the_next_run_finishes_it(
     assert len(per_id) == count and set(per_id.values()) == {1}
 
 
-@pytest.mark.skipif(
-    not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(),
-    reason="finds the parse workers through Linux's /proc/PID/task/TID/children",
-)
+@finds_parse_workers
 def test_sigterm_stops_a_dry_run_which_says_so_and_changes_nothing(tmp_path: Path) -> None:
     """`run --dry-run` stops on SIGTERM as a run does, exits 143 and calls itself a dry run."""
-    cfg = write_config(tmp_path, extra_incoming="batch_size = 30\nsender_limit = 0\n")
-    for i in range(2000):
-        (tmp_path / "mail" / f"{i:04d}.eml").write_bytes(email_bytes(f"Item {i}", message_id=f"d{i}@x"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "halo_integrator", "--config", str(cfg), "run", "--dry-run"],
-        env={**os.environ, "INTEGRATOR_WORKERS": "2"}, cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )
-    try:
-        while proc.poll() is None and not any("forkserver" in _cmdline(p) for p in descendants(proc.pid)[1:]):
+    _, proc = _run_in_its_own_group(tmp_path, "d", "--dry-run")
+    with _whole_group_killed_at_the_end(proc):
+        while proc.poll() is None and not fork_server_and_workers(proc.pid)[0]:
             time.sleep(0.005)  # until the first batch goes to the parse workers
         os.killpg(proc.pid, signal.SIGTERM)
         err = proc.communicate(timeout=120)[1]
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
     assert proc.returncode == 143, err
     assert "Stopping (SIGTERM)" in err and "The dry run was stopped (SIGTERM)." in err, err
     assert "Traceback" not in err, err
@@ -610,64 +607,37 @@ def test_sigterm_stops_a_dry_run_which_says_so_and_changes_nothing(tmp_path: Pat
         assert store.db.execute("SELECT count(*) FROM tickets").fetchone()[0] == 0
 
 
-@pytest.mark.skipif(
-    not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(),
-    reason="finds the parse workers through Linux's /proc/PID/task/TID/children",
-)
+@finds_parse_workers
 def test_a_killed_run_leaves_no_parse_worker_behind_and_the_next_run_finishes_it(tmp_path: Path) -> None:
     """A run killed outright (SIGKILL, the out-of-memory killer) cannot shut its pool down. Its fork server and
     workers, which hold Ctrl-C and SIGTERM back, must still end, even while the dead run waits to be reaped;
     and the next run imports the rest and finishes the disposal of what the killed one had committed, each
     email once."""
-    cfg = write_config(tmp_path, extra_incoming="batch_size = 30\nsender_limit = 0\n")
     count = 2000
-    for i in range(count):
-        (tmp_path / "mail" / f"{i:04d}.eml").write_bytes(email_bytes(f"Item {i}", message_id=f"k{i}@x"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "halo_integrator", "--config", str(cfg), "run"],
-        env={**os.environ, "INTEGRATOR_WORKERS": "2"}, cwd=tmp_path,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
+    cfg, proc = _run_in_its_own_group(tmp_path, "k", count=count, output=False)
     left: list[int] = []
-    try:
+    with _whole_group_killed_at_the_end(proc):
         below: list[int] = []
         while proc.poll() is None:  # until the fork server has its two workers
-            below = descendants(proc.pid)[1:]
-            servers = [p for p in below if "forkserver" in _cmdline(p)]
-            if servers and len(descendants(servers[0])) == 3:
+            if len(fork_server_and_workers(proc.pid)[1]) == 2:
+                below = descendants(proc.pid)[1:]
                 break
             time.sleep(0.005)
         assert proc.poll() is None, "the run ended before its workers started"
         os.kill(proc.pid, signal.SIGKILL)  # the run alone: its children are not signalled
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            left = [p for p in below if _alive(p)]
+            left = [p for p in below if running(p)]
             if not left:
                 break
             time.sleep(0.05)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        proc.wait()
-    assert left == [], [_cmdline(p) for p in left]
+    assert left == [], [cmdline(p) for p in left]
 
     again = run_subprocess(cfg, "run", "--json", env={"INTEGRATOR_WORKERS": "2"})
     assert again.returncode == 0, again.stderr
     assert list((tmp_path / "mail").glob("*.eml")) == []
     per_id = actions_per_message_id(tmp_path / "tickets.db")
     assert len(per_id) == count and set(per_id.values()) == {1}
-
-
-def _alive(pid: int) -> bool:
-    """Whether the process runs (a zombie, dead but not yet reaped, does not)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_ctrl_c_held_back_arrives_after_the_block_even_through_another_thread() -> None:

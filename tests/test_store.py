@@ -71,6 +71,23 @@ def test_has_history_is_per_mailbox_and_credential(tmp_path: Path) -> None:
         assert not store.has_history("Sales", "prod")
 
 
+def test_settle_disposed_records_only_the_committed_emails_the_server_no_longer_lists(tmp_path: Path) -> None:
+    """A committed email still listed waits for its disposal (after a crash before the move, or with mark_read
+    kept on the server); other states, and other mailboxes or credentials, are left as they are."""
+    with Store.open(tmp_path / "t.db") as store:
+        for source_id, state in (("1", "committed"), ("2", "committed"), ("3", "quarantined"), ("4", "skipped")):
+            store.mark_seen("Desk", "prod", source_id, state)
+        store.mark_seen("Desk", "test", "1", "committed")
+        store.mark_seen("Sales", "prod", "1", "committed")
+        assert store.settle_disposed("Desk", "prod", {"2"}) == ["1"]
+        assert store.seen_states("Desk", "prod", ["1", "2", "3", "4"]) == {
+            "1": "disposed", "2": "committed", "3": "quarantined", "4": "skipped"
+        }
+        assert store.seen_states("Desk", "test", ["1"]) == {"1": "committed"}
+        assert store.seen_states("Sales", "prod", ["1"]) == {"1": "committed"}
+        assert store.settle_disposed("Desk", "prod", {"2"}) == []
+
+
 def test_a_transaction_left_open_by_an_interrupt_closes_quietly_after_the_store(tmp_path: Path) -> None:
     """A Ctrl-C that lands between a transaction's start and its ``with`` block leaves the transaction's
     generator suspended until the interpreter collects it, after the store has closed. Closing it then must

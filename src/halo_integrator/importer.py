@@ -188,6 +188,11 @@ def _start_forkserver() -> None:
         log.debug("could not start the parse workers' fork server early: %s", exc)
 
 
+_importer_alive: tuple[Connection, Connection] | None = None
+"""The pipe whose reading end every parse worker watches (:func:`halo_integrator.prepare.end_with`): this
+process holds the writing end open, and never writes, until it ends, however it ends."""
+
+
 def _pool() -> Executor | None:
     workers = _worker_count()
     if workers < 2:
@@ -204,11 +209,6 @@ def _pool() -> Executor | None:
     return ProcessPoolExecutor(
         max_workers=workers, mp_context=context, initializer=end_with, initargs=(_importer_alive[0],)
     )
-
-
-_importer_alive: tuple[Connection, Connection] | None = None
-"""The pipe whose reading end every parse worker watches (:func:`halo_integrator.prepare.end_with`): this
-process holds the writing end open, and never writes, until it ends, however it ends."""
 
 
 # ------------------------------------------------------------------------------------------ results

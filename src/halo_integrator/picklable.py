@@ -42,4 +42,3 @@ class Picklable:
     def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
         cls = type(self)
         return cls, _field_values(cls)(self)
-

@@ -117,15 +117,18 @@ def _first_signal_stops(importer: Importer) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    defaults: dict[int, Any] = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
-    names: dict[int, str] = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
-    ours = [signum for signum, default in defaults.items() if signal.getsignal(signum) is default]
+    # each signal: its name in messages, and its default meaning
+    known: dict[int, tuple[str, Any]] = {
+        signal.SIGINT: ("Ctrl-C", signal.default_int_handler), signal.SIGTERM: ("SIGTERM", signal.SIG_DFL),
+    }
+    ours = [signum for signum, (_, default) in known.items() if signal.getsignal(signum) is default]
 
     def first(signum: int, frame: object) -> None:
-        importer.request_stop(names[signum])
-        signal.signal(signum, defaults[signum])
+        name, default = known[signum]
+        importer.request_stop(name)
+        signal.signal(signum, default)
         with suppress(OSError):  # a plain write: the handler may have interrupted a write to stderr
-            os.write(2, STOPPING[names[signum]].encode())
+            os.write(2, STOPPING[name].encode())
 
     for signum in ours:
         signal.signal(signum, first)
@@ -138,7 +141,7 @@ def _first_signal_stops(importer: Importer) -> Iterator[None]:
                 # short, or kill the interpreter as it shuts down
                 signal.signal(signum, signal.SIG_IGN)
             else:
-                signal.signal(signum, defaults[signum])
+                signal.signal(signum, known[signum][1])
 
 
 def _log_summary(result: RunResult) -> None:
