@@ -196,24 +196,32 @@ def test_a_mistyped_number_in_the_environment_is_a_config_error(tmp_path: Path, 
     assert len(list((tmp_path / "mail").glob("*.eml"))) == 12  # nothing imported, nothing moved
 
 
-def test_the_first_ctrl_c_or_sigterm_asks_the_run_to_stop_and_later_ones_stop_it_at_once() -> None:
+def test_the_first_ctrl_c_or_sigterm_asks_the_run_to_stop_and_later_ones_stop_it_at_once(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
     """`run` and `import`: the first Ctrl-C or SIGTERM asks the importer to stop, saying which; a second Ctrl-C
     interrupts as Python does, a second SIGTERM ends the process as it would by default. Once a stopped run is
     over, further Ctrl-Cs are ignored (they would only cut its report short, or kill the interpreter as it
-    exits). A run nobody stopped leaves both signals as it found them."""
+    exits). A run nobody stopped leaves both signals as it found them. A signal that lands after the run has
+    settled its result (while it lets go of the lock, say) changes nothing and says nothing."""
     import signal
 
     from halo_integrator.cli.run import _first_signal_stops
+    from halo_integrator.errors import Stop
 
     class Run:
-        stopped_by = ""
+        stopped_by: Stop | None = None
+        over = False
 
         @property
         def stop_requested(self) -> bool:
-            return bool(self.stopped_by)
+            return self.stopped_by is not None
 
-        def request_stop(self, by: str) -> None:
+        def request_stop(self, by: Stop) -> bool:
+            if self.over:
+                return False
             self.stopped_by = self.stopped_by or by
+            return True
 
     try:
         quiet = Run()
@@ -226,7 +234,7 @@ def test_the_first_ctrl_c_or_sigterm_asks_the_run_to_stop_and_later_ones_stop_it
         stopped = Run()
         with _first_signal_stops(stopped):  # type: ignore[arg-type]
             signal.raise_signal(signal.SIGINT)
-            assert stopped.stopped_by == "Ctrl-C"
+            assert stopped.stopped_by is Stop.CTRL_C
             assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the next one interrupts
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
@@ -235,10 +243,22 @@ def test_the_first_ctrl_c_or_sigterm_asks_the_run_to_stop_and_later_ones_stop_it
         terminated = Run()
         with _first_signal_stops(terminated):  # type: ignore[arg-type]
             signal.raise_signal(signal.SIGTERM)
-            assert terminated.stopped_by == "SIGTERM"
+            assert terminated.stopped_by is Stop.SIGTERM
             assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the next one ends the process
             assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler  # Ctrl-C still asks
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        capfd.readouterr()
+        settled = Run()
+        with _first_signal_stops(settled):  # type: ignore[arg-type]
+            settled.over = True  # the importer refuses a stop from now on
+            signal.raise_signal(signal.SIGTERM)
+            signal.raise_signal(signal.SIGINT)
+            assert settled.stopped_by is None
+        assert "Stopping" not in capfd.readouterr().err
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # a run nobody stopped
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # started with SIGTERM ignored: it stays ignored
         with _first_signal_stops(Run()):  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ import contextlib
 import json
 import multiprocessing
 import os
+import re
 import resource
 import signal
 import sqlite3
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from halo_integrator.errors import Stop
 from halo_integrator.store import Store
 from helpers import (
     EXAMPLES,
@@ -601,6 +603,8 @@ def test_sigterm_stops_a_dry_run_which_says_so_and_changes_nothing(tmp_path: Pat
         err = proc.communicate(timeout=120)[1]
     assert proc.returncode == 143, err
     assert "Stopping (SIGTERM)" in err and "The dry run was stopped (SIGTERM)." in err, err
+    assert re.search(r"Desk: stopped with \d+ new email\(s\) not looked at, so no decision is shown", err), err
+    assert "not imported yet" not in err, err
     assert "Traceback" not in err, err
     assert len(list((tmp_path / "mail").glob("*.eml"))) == 2000
     with Store.open(tmp_path / "tickets.db") as store:
@@ -733,10 +737,35 @@ def test_a_sigterm_during_a_run_that_only_sends_the_outbox_is_reported(tmp_path:
 
     class StopWhileSending(Importer):
         def _send_outgoing(self, *args: Any, **kwargs: Any) -> None:
-            self.request_stop("SIGTERM")
+            self.request_stop(Stop.SIGTERM)
             super()._send_outgoing(*args, **kwargs)
 
     with Store.open(cfg.database_path) as store:
         result = StopWhileSending(cfg, store, secrets=_no_secrets).run()
-    assert result.incoming_disabled and result.stopped_by == "SIGTERM" and result.exit_code == 143
+    assert result.incoming_disabled and result.stopped_by is Stop.SIGTERM and result.exit_code == 143
 
+
+
+def test_a_stop_asked_for_at_the_end_of_a_run_counts_and_one_after_it_changes_nothing(tmp_path: Path) -> None:
+    """A stop that lands while the run finishes (its alerts checked, its outbox sent) still sets the exit code
+    and the run record; once the run has returned, the importer refuses a stop and the result stands."""
+    from halo_integrator.config import load as load_config
+    from halo_integrator.importer import Importer
+
+    cfg = load_config(write_config(tmp_path))
+
+    class StopWhileCheckingAlerts(Importer):
+        def _alerts(self) -> None:
+            self.request_stop(Stop.SIGTERM)
+            super()._alerts()
+
+    with Store.open(cfg.database_path) as store:
+        late = StopWhileCheckingAlerts(cfg, store, secrets=_no_secrets)
+        stopped = late.run()
+        assert stopped.stopped_by is Stop.SIGTERM and stopped.exit_code == 143
+        assert store.db.execute("SELECT exit_code FROM runs ORDER BY id DESC").fetchone()[0] == 143
+
+        importer = Importer(cfg, store, secrets=_no_secrets)
+        result = importer.run()
+        assert importer.request_stop(Stop.SIGTERM) is False
+        assert result.stopped_by is None and result.exit_code == 0 and not importer.stop_requested

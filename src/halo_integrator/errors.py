@@ -5,6 +5,8 @@ Every message says what happened and what to do next; none ever contains a secre
 
 from __future__ import annotations
 
+import enum
+
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -14,6 +16,20 @@ EXIT_PARTIAL = 5
 EXIT_LOCKED = 75
 EXIT_INTERRUPTED = 130  # stopped by Ctrl-C: 128 + SIGINT, as shells report it
 EXIT_TERMINATED = 143  # stopped by SIGTERM (a service manager stopping the job, `timeout`): 128 + SIGTERM
+
+
+class Stop(enum.Enum):
+    """What stopped a run early (see ``Importer.request_stop``): its name in messages and the run's exit code."""
+
+    CTRL_C = ("Ctrl-C", EXIT_INTERRUPTED)
+    SIGTERM = ("SIGTERM", EXIT_TERMINATED)
+
+    def __init__(self, label: str, exit_code: int) -> None:
+        self.label = label
+        self.exit_code = exit_code
+
+    def __str__(self) -> str:
+        return self.label
 
 
 class IntegratorError(Exception):

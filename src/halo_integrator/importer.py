@@ -35,15 +35,14 @@ from halo_integrator.connectors import make_connector
 from halo_integrator.connectors.base import Connector, MemoryState, StateView
 from halo_integrator.errors import (
     EXIT_CONFIG,
-    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_PARTIAL,
     EXIT_SECRET,
-    EXIT_TERMINATED,
     ConfigError,
     DisposeError,
     IntegratorError,
     SecretError,
+    Stop,
     StoreError,
 )
 from halo_integrator.store import Store, now
@@ -264,16 +263,16 @@ class RunResult:
     incoming_disabled: bool = False
     outbound: list[Attempt] = field(default_factory=list)  # send attempts of this run (outgoing/outbox.py)
     outbound_waiting: int = 0  # emails left in the outbox with [services] outgoing = false
-    stopped_by: str = ""  # what stopped it early ("Ctrl-C", "SIGTERM"), if anything: see Importer.request_stop
+    stopped_by: Stop | None = None  # what stopped it early, if anything: see Importer.request_stop
 
     @property
     def stopped(self) -> bool:
-        return bool(self.stopped_by)
+        return self.stopped_by is not None
 
     @property
     def exit_code(self) -> int:
-        if self.stopped:
-            return EXIT_TERMINATED if self.stopped_by == "SIGTERM" else EXIT_INTERRUPTED
+        if self.stopped_by is not None:
+            return self.stopped_by.exit_code
         kinds = {m.error_kind for m in self.mailboxes if m.error}
         # an email that will not be retried failed for good; one waiting for a retry is not a failure yet
         given_up = [a for a in self.outbound if a.status == "failed" and a.retry_at is None]
@@ -344,19 +343,29 @@ class Importer:
         self._executor_tasks = 0
         self._outbox = outbox  # None: made from the config on first use (tests pass one with a clock)
         self._attempts: list[Attempt] = []
-        self.stopped_by = ""
+        self.stopped_by: Stop | None = None
+        self._over = False  # the run has settled its result: a stop asked for now would change nothing
 
-    def request_stop(self, by: str = "Ctrl-C") -> None:
+    def request_stop(self, by: Stop = Stop.CTRL_C) -> bool:
         """Stop the run early, without losing or half-doing anything: the batches already fetched are stored
         and disposed of as usual, no further batch is fetched, no further mailbox is started and the outbox
-        waits for the next run, which imports what is left. ``by`` names what asked ("Ctrl-C", "SIGTERM"):
-        the first to ask sets the exit code (130 or 143), unless a second Ctrl-C then interrupts the run, which
-        exits 130. Safe to call from a signal handler (it only sets what the run checks between batches)."""
+        waits for the next run, which imports what is left. ``by`` says what asked: the first to ask sets the
+        exit code (130 or 143), unless a second Ctrl-C then interrupts the run, which exits 130. Safe to call
+        from a signal handler (it only sets what the run checks between batches). False when the run is
+        already over, with its result settled: there is nothing left to stop, and its exit code stands."""
+        if self._over:
+            return False
         self.stopped_by = self.stopped_by or by
+        return True
 
     @property
     def stop_requested(self) -> bool:
-        return bool(self.stopped_by)
+        return self.stopped_by is not None
+
+    def _settle(self, result: RunResult) -> None:
+        """The run is over: its result takes the stop asked for, if any, and no later request changes it."""
+        self._over = True  # first: a request that lands before this line is still copied below
+        result.stopped_by = self.stopped_by
 
     # --------------------------------------------------------------------------------- top level
     def run(self, mailbox_names: Sequence[str] = ()) -> RunResult:
@@ -366,7 +375,7 @@ class Importer:
         if not self.config.services.incoming:
             result.incoming_disabled = True
             self._send_outgoing(None, result)
-            result.stopped_by = self.stopped_by  # asked to stop while the outbox was sent: says so, as below
+            self._settle(result)  # asked to stop while the outbox was sent: says so, as a run that imports does
             return result
         from halo_integrator.credentials import split_warnings
 
@@ -410,15 +419,15 @@ class Importer:
                 log.info("run stopped on request; the outbox is sent by the next run")
             else:
                 self._send_outgoing(None, result)  # retries, replies, alerts, mailboxes whose import failed
-            result.stopped_by = self.stopped_by  # also when asked while the outbox was being sent
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):
-                result.stopped_by = "Ctrl-C"  # the run record says 130, as the command exits
+                self.stopped_by = Stop.CTRL_C  # a second Ctrl-C: the run record says 130, as the command exits
             if self._executor is not None:
                 _end_pool(self._executor)
                 self._executor = None
             raise
         finally:
+            self._settle(result)
             if self._executor is not None:
                 self._executor.shutdown(cancel_futures=True)
             if self.run_id is not None:

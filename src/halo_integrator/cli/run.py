@@ -12,6 +12,7 @@ import click
 
 from halo_integrator.cli import output
 from halo_integrator.cli.app import App
+from halo_integrator.errors import Stop
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +98,9 @@ def _execute(
 
 
 STOPPING = {
-    "Ctrl-C": "\nStopping: the emails already fetched are finished first, then the run ends. "
+    Stop.CTRL_C: "\nStopping: the emails already fetched are finished first, then the run ends. "
     "Press Ctrl-C again to stop at once (nothing committed is lost either way).\n",
-    "SIGTERM": "\nStopping (SIGTERM): the emails already fetched are finished first, then the run ends. "
+    Stop.SIGTERM: "\nStopping (SIGTERM): the emails already fetched are finished first, then the run ends. "
     "A second SIGTERM stops it at once (nothing committed is lost either way).\n",
 }
 
@@ -110,25 +111,27 @@ def _first_signal_stops(importer: Importer) -> Iterator[None]:
     (Importer.request_stop); a second one stops it at once, as it would by default: Ctrl-C with Python's
     KeyboardInterrupt, SIGTERM by ending the process (a service manager sends SIGTERM to stop a job, and kills
     it a while later). Only in the main thread, and only for a signal with its default meaning (a job started
-    with one ignored keeps ignoring it)."""
+    with one ignored keeps ignoring it). One that lands once the run is over, its result settled, changes
+    nothing and says nothing: the run exits with the code it has."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    # each signal: its name in messages, and its default meaning
-    known: dict[int, tuple[str, Any]] = {
-        signal.SIGINT: ("Ctrl-C", signal.default_int_handler), signal.SIGTERM: ("SIGTERM", signal.SIG_DFL),
+    # each signal: the stop it asks for, and its default meaning
+    known: dict[int, tuple[Stop, Any]] = {
+        signal.SIGINT: (Stop.CTRL_C, signal.default_int_handler), signal.SIGTERM: (Stop.SIGTERM, signal.SIG_DFL),
     }
     ours = [signum for signum, (_, default) in known.items() if signal.getsignal(signum) is default]
 
     def first(signum: int, frame: object) -> None:
-        name, default = known[signum]
-        importer.request_stop(name)
+        stop, default = known[signum]
+        if not importer.request_stop(stop):
+            return  # the run is over: nothing is left to stop
         signal.signal(signum, default)
         with suppress(OSError):  # a plain write: the handler may have interrupted a write to stderr
-            os.write(2, STOPPING[name].encode())
+            os.write(2, STOPPING[stop].encode())
 
     for signum in ours:
         signal.signal(signum, first)
@@ -189,7 +192,9 @@ def _render(result: RunResult, *, as_json: bool, dry_run: bool, verbose: bool) -
         output.error(f"{', '.join(where)}: {message}")
     if result.stopped:
         for m in result.mailboxes:
-            if m.left:
+            if m.left and dry_run:
+                output.warn(f"{m.label}: stopped with {m.left} new email(s) not looked at, so no decision is shown.")
+            elif m.left:
                 output.warn(
                     f"{m.label}: stopped with {m.left} new email(s) not imported yet; the next run imports them."
                 )
