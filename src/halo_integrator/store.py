@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 INBOUND_STATUSES = ("created", "updated", "duplicate", "ignored", "auto_reply", "bounce", "error", "quarantined")
 OUTBOUND_STATUSES = ("queued", "sent", "failed", "suppressed")
+# What the seen table says of an email a connector listed: committed (stored, not yet disposed of on the
+# server), disposed, quarantined, released or retried (out of quarantine), skipped (there when `mailbox add
+# --only-new` set the watermark: never imported).
+SEEN_STATES = ("committed", "disposed", "quarantined", "released", "retried", "skipped")
 
 
 def _database_class() -> type[Database]:
@@ -458,6 +462,7 @@ class Store:
         log_id: int | None = None,
         ticket_id: int | None = None,
     ) -> None:
+        assert state in SEEN_STATES, state
         self.db.execute(
             "INSERT INTO seen (mailbox, credential, source_id, state, log_id, ticket_id, time) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (mailbox, credential, source_id) DO UPDATE SET "
@@ -520,6 +525,7 @@ class Store:
         )
 
     def set_seen_state(self, mailbox: str, credential: str, source_id: str, state: str) -> None:
+        assert state in SEEN_STATES, state
         self.db.execute(
             "UPDATE seen SET state = ?, time = ? WHERE mailbox = ? AND credential = ? AND source_id = ?",
             [state, now(), mailbox, credential, source_id],
