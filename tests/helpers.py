@@ -137,3 +137,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def refuse_storing(db: Path, condition: str) -> None:
+    """Make storing fail for the emails whose action matches ``condition`` (SQL on ``NEW``): a trigger in the
+    database, not in our code, refuses them."""
+    from halo_integrator.store import Store
+
+    with Store.open(db):  # the schema first
+        pass
+    con = sqlite3.connect(db)
+    try:
+        con.execute("DROP TRIGGER IF EXISTS refuse")
+        con.execute(
+            f"CREATE TRIGGER refuse BEFORE INSERT ON actions WHEN {condition} "
+            "BEGIN SELECT RAISE(ABORT, 'simulated storage fault'); END"
+        )
+        con.commit()
+    finally:
+        con.close()

@@ -21,7 +21,15 @@ import pytest
 
 from dovecot import Dovecot, User
 from halo_integrator.testing_keyring import MemoryKeyring
-from helpers import actions_per_message_id, email_bytes, free_port, invoke, invoke_json, run_subprocess
+from helpers import (
+    actions_per_message_id,
+    email_bytes,
+    free_port,
+    invoke,
+    invoke_json,
+    refuse_storing,
+    run_subprocess,
+)
 from mailsetup import fetched_in
 from netproxy import NetProxy
 
@@ -837,6 +845,71 @@ def test_mark_read_never_imports_an_email_twice(
     assert summary["fetched"] == 0  # recognised by the store's record of ids, before any fetch
     assert actions_per_message_id(tmp_path / "tickets.db") == {"r-1@example.org": 1, "r-2@example.org": 1}
     assert message_ids_in(server, user, "INBOX") == ["<r-1@example.org>", "<r-2@example.org>"]
+
+
+def test_mark_read_imports_a_new_email_that_an_agent_read_before_the_run(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    """With mark_read over IMAP, an email that arrives after reading began becomes a ticket even when someone
+    opened it in their mail client first; one already read when the mailbox was first read stays alone."""
+    server, user = dovecot_server, dovecot_user
+    cfg = config_for(tmp_path, server, user, after_import="mark_read")
+    seed(server, user, mails("r", 2))
+    client = server.imap(user)
+    try:
+        client.select_folder("INBOX")
+        client.add_flags([min(client.search(["ALL"]))], [b"\\Seen"])  # r-1: read long before
+    finally:
+        client.logout()
+    code, (summary,), stderr = run_json(cfg, secret_env(user))
+    assert code == 0 and summary["created"] == 1, stderr
+    seed(server, user, mails("n", 2))
+    client = server.imap(user)
+    try:
+        client.select_folder("INBOX")
+        client.add_flags(client.search(["ALL"]), [b"\\Seen"])  # an agent read both new ones first
+    finally:
+        client.logout()
+    code, (summary,), stderr = run_json(cfg, secret_env(user))
+    assert code == 0 and summary["created"] == 2, stderr
+    code, (summary,), stderr = run_json(cfg, secret_env(user))
+    assert code == 0 and (summary["created"], summary["fetched"]) == (0, 0), stderr
+    assert actions_per_message_id(tmp_path / "tickets.db") == {
+        "r-2@example.org": 1, "n-1@example.org": 1, "n-2@example.org": 1,
+    }
+
+
+@pytest.mark.parametrize("cut_short_by", ["--limit", "a failed email"])
+def test_mark_read_keeps_listing_what_a_run_left_undone_even_once_read(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, cut_short_by: str
+) -> None:
+    """With mark_read, a run that did not settle every email it listed (cut short by --limit, or one email
+    failed to store) leaves the read mark where it was: an email left undone is listed again by the next run
+    even when an agent has read it meanwhile, and becomes a ticket then."""
+    server, user = dovecot_server, dovecot_user
+    cfg = config_for(tmp_path, server, user, after_import="mark_read")
+    code, _, stderr = run_json(cfg, secret_env(user))  # reading begins with an empty INBOX
+    assert code == 0, stderr
+    seed(server, user, mails("n", 3))
+    if cut_short_by == "--limit":
+        code, (summary,), stderr = run_json(cfg, secret_env(user), "--limit", "1")
+        assert code == 0 and summary["created"] == 1, stderr
+    else:
+        refuse_storing(tmp_path / "tickets.db", "NEW.subject = 'n problem 3'")
+        code, (summary,), stderr = run_json(cfg, secret_env(user))
+        assert code == 5 and (summary["created"], summary["errors"]) == (2, 1), stderr
+        refuse_storing(tmp_path / "tickets.db", "0")  # storing works again
+    client = server.imap(user)
+    try:
+        client.select_folder("INBOX")
+        client.add_flags(client.search(["ALL"]), [b"\\Seen"])  # an agent reads what is left
+    finally:
+        client.logout()
+    code, (summary,), stderr = run_json(cfg, secret_env(user))
+    assert code == 0 and summary["created"] == (2 if cut_short_by == "--limit" else 1), stderr
+    assert actions_per_message_id(tmp_path / "tickets.db") == {f"n-{n}@example.org": 1 for n in (1, 2, 3)}
+    code, (summary,), stderr = run_json(cfg, secret_env(user))
+    assert code == 0 and (summary["created"], summary["fetched"]) == (0, 0), stderr
 
 
 def _assert_all_once(server: Dovecot, user: User, db: Path, count: int, prefix: str) -> None:

@@ -221,6 +221,43 @@ def test_mark_read_lists_only_unseen(dovecot_server: Dovecot, dovecot_user: User
     assert flags == [True, True, False]
 
 
+def test_mark_read_lists_new_mail_that_someone_read_first_but_not_what_was_read_before(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    """With mark_read, an agent who opens a new email in their mail client before the run must not keep it
+    from becoming a ticket; the emails already read when reading began stay alone, and what a run has settled
+    is not listed again."""
+    state = MemoryState()
+    seed(dovecot_server, dovecot_user, 2)
+    client = dovecot_server.imap(dovecot_user)
+    client.select_folder("INBOX")
+    first = min(client.search(["ALL"]))
+    client.add_flags([first], [SEEN])  # read before the mailbox was ever read by us: old, left alone
+    client.logout()
+    with connector(dovecot_server, dovecot_user, tmp_path, state=state, after_import="mark_read") as conn:
+        ids = conn.list_ids()
+        assert [int(i.partition("/")[2]) for i in ids] == [first + 1]
+        conn.dispose(ids)
+        conn.settled(ids)
+    dovecot_server.append(dovecot_user, [message(3), message(4)], "INBOX")
+    client = dovecot_server.imap(dovecot_user)
+    client.select_folder("INBOX")
+    newest = max(client.search(["ALL"]))
+    client.add_flags([newest], [SEEN])  # an agent opened it before the run
+    client.logout()
+    with connector(dovecot_server, dovecot_user, tmp_path, state=state, after_import="mark_read") as conn:
+        ids = conn.list_ids()
+        assert [int(i.partition("/")[2]) for i in ids] == [newest - 1, newest]
+        assert conn.count() == 2
+        conn.dispose(ids[:1])  # the run failed on the other one: nothing is settled, both are listed again
+    with connector(dovecot_server, dovecot_user, tmp_path, state=state, after_import="mark_read") as conn:
+        assert conn.list_ids() == ids
+        conn.dispose(ids)
+        conn.settled(ids)
+    with connector(dovecot_server, dovecot_user, tmp_path, state=state, after_import="mark_read") as conn:
+        assert conn.list_ids() == [] and conn.count() == 0
+
+
 def test_missing_folder_is_a_retrieval_error(
     dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
 ) -> None:

@@ -29,6 +29,7 @@ from helpers import (
     email_bytes,
     invoke,
     invoke_json,
+    refuse_storing,
     run_subprocess,
     write_config,
 )
@@ -186,29 +187,12 @@ def test_a_crash_between_disposal_and_its_record_is_settled_by_the_next_run(tmp_
     assert all(n == 1 for n in actions_per_message_id(tmp_path / "tickets.db").values())
 
 
-def _refuse_storing(db: Path, condition: str) -> None:
-    """Make storing fail for the emails whose action matches ``condition`` (SQL on ``NEW``): a trigger in the
-    database, not in our code, refuses them."""
-    with Store.open(db):
-        pass
-    con = sqlite3.connect(db)
-    try:
-        con.execute("DROP TRIGGER IF EXISTS refuse")
-        con.execute(
-            f"CREATE TRIGGER refuse BEFORE INSERT ON actions WHEN {condition} "
-            "BEGIN SELECT RAISE(ABORT, 'simulated storage fault'); END"
-        )
-        con.commit()
-    finally:
-        con.close()
-
-
 def test_one_bad_email_is_logged_retried_and_quarantined_after_three_runs(tmp_path: Path) -> None:
     cfg = write_config(tmp_path)
     mail = tmp_path / "mail"
     (mail / "good.eml").write_bytes(email_bytes("Fine", message_id="good@x"))
     (mail / "poison.eml").write_bytes(email_bytes("poison pill", message_id="poison@x"))
-    _refuse_storing(tmp_path / "tickets.db", "NEW.subject LIKE '%poison%'")
+    refuse_storing(tmp_path / "tickets.db", "NEW.subject LIKE '%poison%'")
     for run in (1, 2):
         result = invoke(cfg, "run", "--json")
         assert result.exit_code == 5
@@ -245,12 +229,12 @@ def test_an_email_imported_after_a_failed_run_has_its_failure_forgotten(tmp_path
     (mail / "b.eml").write_bytes(email_bytes("flaky two", message_id="b@x"))
     (mail / "c.eml").write_bytes(email_bytes("Fine", message_id="c@x"))
     db = tmp_path / "tickets.db"
-    _refuse_storing(db, "NEW.subject LIKE '%flaky%'")
+    refuse_storing(db, "NEW.subject LIKE '%flaky%'")
     assert invoke(cfg, "run").exit_code == 5
     failing = "SELECT source_id, attempts FROM failures ORDER BY source_id"
     with contextlib.closing(sqlite3.connect(db)) as con:
         assert con.execute(failing).fetchall() == [("a.eml", 1), ("b.eml", 1)]
-    _refuse_storing(db, "NEW.subject = 'flaky two'")  # the second one still fails
+    refuse_storing(db, "NEW.subject = 'flaky two'")  # the second one still fails
     second = invoke(cfg, "run", "--json")
     assert second.exit_code == 5
     (summary,) = json.loads(second.stdout)

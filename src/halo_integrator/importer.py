@@ -486,6 +486,7 @@ class Importer:
         if known:
             self._finish_known(conn, mailbox, cred, ids, known, res)
         new_ids = [i for i in ids if i not in known]
+        cut = self.limit is not None and len(new_ids) > self.limit
         if self.limit is not None:
             new_ids = new_ids[: self.limit]
         total = len(new_ids)
@@ -519,6 +520,8 @@ class Importer:
                 finish_oldest()
         while ahead:
             finish_oldest()
+        if not (self.dry_run or cut or res.left or res.errors):
+            conn.settled(ids)  # every email listed is imported and disposed of, quarantined or known
 
     def _finish_after_fetch_error(
         self, conn: Connector, mailbox: Mailbox, cred: str, res: MailboxResult,

@@ -170,6 +170,10 @@ class Connector(ABC):
     def set_watermark(self) -> None:  # noqa: B027 - optional
         """Remember that every message now in the folder is old (`mailbox add --only-new`)."""
 
+    def settled(self, ids: Sequence[str]) -> None:  # noqa: B027 - optional
+        """Every message of this listing is imported and disposed of, quarantined, or was known already: a
+        connector that keeps messages on the server (``mark_read``) may stop listing them."""
+
     # diagnostics -----------------------------------------------------------------------------------
     def test(self) -> TestReport:
         """Connect, log in, find the folders; a report instead of an exception."""

@@ -18,7 +18,8 @@ The only-new watermark survives a UIDVALIDITY change
     Message-ID, is imported too, as a new ticket, rather than risk leaving a new one behind.
 
 Reading never changes the server
-    ``list_ids`` SEARCHes (only ``UNSEEN`` when ``after_import = "mark_read"``), ``fetch`` first asks for
+    ``list_ids`` SEARCHes (with ``after_import = "mark_read"``: the unread messages, and every message above
+    the read mark, read or not: see :meth:`ImapConnector._read_mark`), ``fetch`` first asks for
     ``RFC822.SIZE`` and then FETCHes ``BODY.PEEK[]`` in batches bounded by ``incoming.batch_size`` and
     ``incoming.batch_mb``, yielding each batch as it arrives.
 
@@ -342,19 +343,51 @@ class ImapConnector(ServerConnector):
     def list_ids(self) -> list[str]:
         client = self._need()
         floor = self._floor()
-        criteria: list[str] = ["UNSEEN"] if self.mailbox.incoming.after_import == "mark_read" else []
-        if floor:
-            criteria += ["UID", f"{floor + 1}:*"]
+        above = ["UID", f"{floor + 1}:*"] if floor else []
         with self._guard(RetrievalError, f"Listing the messages of {self.folder!r}"):
-            uids = client.search(criteria or ["ALL"])
+            if self.mailbox.incoming.after_import == "mark_read":
+                # the unread ones, and every one that came after the read mark, read or not (someone may have
+                # opened it before this run), but not the read ones already there when reading began
+                mark = self._read_mark(start=True)
+                uids = [int(u) for u in client.search(["UNSEEN", *above])]
+                uids += [u for u in map(int, client.search(["UID", f"{max(mark, floor) + 1}:*"])) if u > mark]
+            else:
+                uids = [int(u) for u in client.search(above or ["ALL"])]
         # "n:*" always matches the highest UID, even below n: filter again
         extra = self._old_extra()
-        return [
-            f"{self._uidvalidity}/{uid}" for uid in sorted(int(u) for u in uids) if uid > floor and uid not in extra
-        ]
+        return [f"{self._uidvalidity}/{uid}" for uid in sorted(set(uids)) if uid > floor and uid not in extra]
+
+    def _read_mark(self, *, start: bool = False) -> int:
+        """With ``mark_read``: the highest UID below which a message already read is not listed (0: none yet).
+
+        Reading begins with the messages in the folder then: the unread ones are imported, the read ones are
+        left alone. From then on every new message is imported whether or not someone has read it first. The
+        mark moves up once a run has settled every message it listed (:meth:`settled`); it is kept per
+        UIDVALIDITY, and a new UIDVALIDITY begins again from the folder as it is then. ``start`` stores the
+        folder's newest UID as the mark when there is none yet."""
+        key = f"read_mark:{self.folder}"
+        validity, _, uid = (self.state.get(key) or "").partition("/")
+        if validity == str(self._uidvalidity) and uid.isdigit():
+            return int(uid)
+        if not start:
+            return 0
+        top = self._uidnext - 1
+        if top <= 0:  # a server that gave no UIDNEXT
+            with self._guard(RetrievalError, f"Finding the newest message of {self.folder!r}"):
+                top = max((int(u) for u in self._need().search(["ALL"])), default=0)
+        self.state.set(key, f"{self._uidvalidity}/{top}")
+        return top
+
+    def settled(self, ids: Sequence[str]) -> None:
+        if self.mailbox.incoming.after_import != "mark_read":
+            return  # the other dispositions take the messages out of the folder
+        uids = self._own_uids(ids, "settled")
+        mark = self._read_mark()
+        if uids and max(uids) > mark:
+            self.state.set(f"read_mark:{self.folder}", f"{self._uidvalidity}/{max(uids)}")
 
     def count(self) -> int:
-        if self._floor() or self._old_extra():
+        if self._floor() or self._old_extra() or self._read_mark():
             return len(self.list_ids())
         item = b"UNSEEN" if self.mailbox.incoming.after_import == "mark_read" else b"MESSAGES"
         with self._guard(RetrievalError, f"Counting the messages of {self.folder!r}"):
