@@ -689,6 +689,36 @@ def test_mailbox_test_wrong_password(dovecot_server: Dovecot, dovecot_user: User
     assert "not-the-password" not in text
 
 
+@pytest.mark.parametrize("connection", ["imap", "pop3"])
+def test_a_connection_lost_while_logging_in_is_no_password_problem(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, connection: str
+) -> None:
+    """A connection that drops during the login fails the login check of `mailbox test` but exits 1, and
+    `run` reports a dropped connection, not a refused password: exit 4 would send the admin to change a
+    password that was right."""
+    server, user = dovecot_server, dovecot_user
+    port, command = (server.imap_port, b"LOGIN") if connection == "imap" else (server.pop3_port, b"PASS")
+    outcomes = []
+    for args in (["mailbox", "test", "Support"], ["mailbox", "test", "Support", "--json"], ["run", "--json"]):
+        with NetProxy(port) as proxy:
+
+            def drop_at_login(data: bytes, proxy: NetProxy = proxy) -> bytes:
+                if command in data.upper():
+                    proxy.cut_after(0)  # the server's answer never arrives: the connection closes
+                return data
+
+            proxy.client_filter = drop_at_login
+            cfg = config_for(tmp_path, server, user, connection=connection, port=proxy.port)
+            outcomes.append(invoke(cfg, *args, env=secret_env(user)))
+    text, as_json, ran = outcomes
+    assert text.exit_code == as_json.exit_code == 1, text.output
+    (report,) = json.loads(as_json.stdout)
+    assert [c["name"] for c in report["checks"] if not c["ok"]] == ["login"], report
+    assert "dropped the connection during login" in text.output and "refused the password" not in text.output
+    assert ran.exit_code == 5, ran.output
+    assert "dropped the connection during login" in ran.output and "refused the password" not in ran.output
+
+
 def test_mailbox_test_missing_folder(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
     cfg = config_for(tmp_path, dovecot_server, dovecot_user, incoming='folder = "Tickets"')
     code, failed, text = _failing_test(cfg, secret_env(dovecot_user))

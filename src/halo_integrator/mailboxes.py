@@ -61,7 +61,7 @@ def test_credentials(
         try:
             report = test_mailbox(cfg, mailbox, credential, secrets_for(credential))
         except SecretError as exc:
-            report = TestReport(checks=[Check(name="secret", ok=False, detail=str(exc))])
+            report = TestReport(checks=[Check(name="secret", ok=False, detail=str(exc), secret=True)])
         results.append((credential, report))
     return results
 

@@ -188,8 +188,8 @@ def print_report(report: TestReport, title: str) -> None:
 
 
 def report_exit_code(report: TestReport) -> int:
-    """0 when every check passed, 4 when a secret or the login failed, else 1."""
+    """0 when every check passed, 4 when one failed because of the credential (a password refused, a secret
+    missing or unreadable), else 1."""
     if report.ok:
         return 0
-    failed = [c.name for c in report.checks if not c.ok]
-    return EXIT_SECRET if any(n in ("login", "password", "secret") for n in failed) else EXIT_ERROR
+    return EXIT_SECRET if any(c.secret for c in report.checks if not c.ok) else EXIT_ERROR

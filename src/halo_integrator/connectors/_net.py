@@ -280,10 +280,11 @@ def record_login(
                 ok=False,
                 detail=str(exc),
                 fix=f"Store the right secret with `integrator credentials add {mailbox}`.",
+                secret=True,
             )
         )
         return False
-    except IntegratorError as exc:
+    except IntegratorError as exc:  # the connection failed while logging in: not the password's fault
         checks.append(Check(name="login", ok=False, detail=str(exc)))
         return False
     checks.append(Check(name="login", ok=True, detail=f"logged in as {user} ({credential.auth})"))

@@ -35,6 +35,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from halo_integrator.errors import SecretError
+
 if TYPE_CHECKING:
     from types import TracebackType
 
@@ -85,6 +87,7 @@ class Check:
     ok: bool
     detail: str
     fix: str = ""
+    secret: bool = False  # failed because of the credential (refused, missing, unreadable): the test exits 4
 
 
 @dataclass(kw_only=True)
@@ -181,7 +184,8 @@ class Connector(ABC):
         try:
             self.open()
         except Exception as exc:
-            report.checks.append(Check(name="connect", ok=False, detail=str(exc)))
+            refused = isinstance(exc, SecretError)
+            report.checks.append(Check(name="connect", ok=False, detail=str(exc), secret=refused))
             return report
         try:
             report.checks.append(Check(name="connect", ok=True, detail="connected and logged in"))

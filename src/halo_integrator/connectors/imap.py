@@ -170,6 +170,13 @@ class ImapConnector(ServerConnector):
             else:
                 client.login(self.user, self._secret)
         except LoginError as exc:
+            lost = exc.__context__  # imapclient files a connection that dropped during the login as a LoginError
+            if isinstance(lost, imaplib.IMAP4.abort | OSError):
+                self._note_broken(lost)
+                raise ConnectError(
+                    f"The IMAP server {self._where} dropped the connection during login "
+                    f"({scrub(_reason(lost, cred.timeout), self._secret)}); the password was not refused."
+                ) from None
             said = scrub(_server_text(exc), self._secret)
             if "UNAVAILABLE" in said.upper():
                 raise ConnectError(

@@ -183,6 +183,12 @@ class Pop3Connector(ServerConnector):
                 client.user(self.user)
                 client.pass_(self._secret)
         except poplib.error_proto as exc:
+            if exc.args == ("-ERR EOF",):  # poplib's own word (a str, not the server's bytes) for a closed connection
+                self._broken = True
+                raise ConnectError(
+                    f"The POP3 server {self._where} dropped the connection during login; the password was not "
+                    "refused."
+                ) from None
             said = scrub(_text(exc), self._secret)
             if "[SYS/" in said.upper() or "[IN-USE]" in said.upper():
                 raise ConnectError(
