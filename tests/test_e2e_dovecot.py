@@ -531,7 +531,9 @@ def test_add_a_pop3_mailbox_with_mark_read_says_the_mail_stays(
         connection="pop3",
     )
     assert result.exit_code == 0, result.output
-    assert "turned into tickets and left on the server (POP3 has no read flag" in result.output
+    assert "The one email in INBOX will be turned into a ticket and left on the server (POP3 has no read flag" in (
+        result.output
+    )
     assert "marked as read" not in result.output
 
 
@@ -545,6 +547,97 @@ def test_add_yes_without_a_choice_is_a_usage_error(
     assert result.exit_code == 2
     assert "--import-existing or --only-new" in result.stderr
     assert "Support" not in cfg.read_text()
+
+
+def test_add_with_move_to_folder_names_the_folder_and_the_run_moves_there(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    server, user = dovecot_server, dovecot_user
+    cfg = empty_config(tmp_path, server)
+    seed(server, user, mails("old", 2))
+    result = add_scripted(
+        cfg, server, user, "--import-existing", "--after-import", "move_to_folder", "--move-folder", "Done"
+    )
+    assert result.exit_code == 0, result.output
+    assert "All 2 emails in INBOX will be turned into tickets and moved to the folder Done." in result.output
+    code, (summary,), stderr = run_json(cfg, {})
+    assert code == 0 and summary["disposed"] == 2, stderr
+    assert message_ids_in(server, user, "Done") == ["<old-1@example.org>", "<old-2@example.org>"]
+
+
+def test_add_with_a_deleted_items_folder_of_its_own(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    """A server whose Deleted Items folder has neither the \\Trash attribute nor a usual name: `mailbox add`
+    takes its name, the connection test finds it, and the run moves the emails there."""
+    server, user = dovecot_server, dovecot_user
+    client = server.imap(user)
+    try:
+        client.create_folder("Papierkorb-Support")
+    finally:
+        client.logout()
+    seed(server, user, mails("old", 1))
+    cfg = empty_config(tmp_path, server)
+    result = add_scripted(cfg, server, user, "--import-existing", "--deleted-folder", "Papierkorb-Support")
+    assert result.exit_code == 0, result.output
+    assert "Deleted Items folder: Papierkorb-Support" in result.output
+    code, (summary,), stderr = run_json(cfg, {})
+    assert code == 0 and summary["disposed"] == 1, stderr
+    assert message_ids_in(server, user, "Papierkorb-Support") == ["<old-1@example.org>"]
+    assert message_ids_in(server, user, "Trash") == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "connection", "says"),
+    [
+        (["--after-import", "move_to_folder", "--move-folder", "Done"], "pop3", "POP3 has no folders"),
+        (["--folder", "Support"], "pop3", "--folder: POP3 has no folders"),
+        (["--deleted-folder", "Bin"], "pop3", "--deleted-folder: POP3 has no folders"),
+        (["--move-folder", "Done"], "imap", "--move-folder goes with --after-import move_to_folder"),
+        (["--only-new", "--import-existing"], "imap", "exclude each other"),
+    ],
+)
+def test_add_refuses_options_that_cannot_work_together(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, extra: list[str], connection: str, says: str
+) -> None:
+    server, user = dovecot_server, dovecot_user
+    cfg = empty_config(tmp_path, server)
+    choice = [] if "--only-new" in extra else ["--import-existing"]
+    result = add_scripted(cfg, server, user, *choice, *extra, connection=connection)
+    assert result.exit_code == 2, result.output
+    assert says in result.stderr
+    assert "Support" not in cfg.read_text()
+
+
+def test_add_with_certificate_checks_off_warns_and_says_so_in_the_config(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    server, user = dovecot_server, dovecot_user
+    cfg = empty_config(tmp_path, server)
+    args = [a for a in add_args(server, user, "--password-stdin", "--yes", "--import-existing",
+                                "--insecure-skip-verify") if a not in ("--ca-file", "server-ca.pem")]
+    result = invoke(cfg, *args, input=user.password + "\n")
+    assert result.exit_code == 0, result.output
+    assert "Certificate checks are off for this server" in result.stderr
+    assert "tls_verify = false" in cfg.read_text()
+
+
+def test_add_an_imap_mailbox_with_mark_read_counts_the_unread_emails(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    server, user = dovecot_server, dovecot_user
+    seed(server, user, mails("old", 3))
+    client = server.imap(user)
+    try:
+        client.select_folder("INBOX")
+        client.add_flags([min(client.search(["ALL"]))], [b"\\Seen"])
+    finally:
+        client.logout()
+    result = add_scripted(
+        empty_config(tmp_path, server), server, user, "--import-existing", "--after-import", "mark_read"
+    )
+    assert result.exit_code == 0, result.output
+    assert "All 2 unread emails in INBOX will be turned into tickets and marked as read" in result.output
 
 
 @pytest.mark.parametrize(("answer", "imported"), [("a", 2), ("n", 0), ("c", None)])

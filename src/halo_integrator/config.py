@@ -517,6 +517,11 @@ def _check(cfg: Config) -> None:
                 f"{p}: {where} ({mb.name}) has no [[mailboxes.credentials]]; a {mb.connection} mailbox needs "
                 "at least one. Add one with `integrator mailbox add` or `integrator credentials add`."
             )
+        if mb.incoming.after_import == "move_to_folder" and mb.connection == "pop3":
+            raise ConfigError(
+                f"{p}: {where}.incoming.after_import = \"move_to_folder\" is not possible over POP3, which has no "
+                "folders: use \"delete\" or \"mark_read\" (leave the emails on the server), or connect with IMAP."
+            )
         if mb.incoming.after_import == "move_to_folder" and not mb.incoming.move_folder:
             raise ConfigError(
                 f"{p}: {where}.incoming.move_folder is required when after_import = \"move_to_folder\"."

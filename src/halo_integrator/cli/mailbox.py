@@ -197,6 +197,10 @@ Examples:
 @click.option("--auth", type=click.Choice(["password", "oauth2"]), default="password", show_default=True)
 @click.option("--password-stdin", is_flag=True, help="Read the password (or token) from standard input.")
 @click.option("--folder", default="", help="Folder to read (IMAP; default INBOX).")
+@click.option("--move-folder", default="",
+              help="With --after-import move_to_folder: the folder (IMAP) or directory (folder) to move to.")
+@click.option("--deleted-folder", default="",
+              help="The Deleted Items folder (IMAP) or directory (folder), where it is not found by itself.")
 @click.option("--path", "folder_path",
               help="For --connection folder: the directory of .eml files or Maildir.")
 @click.option("--after-import",
@@ -208,16 +212,16 @@ Examples:
               help="Name of the credential.")
 @click.option("--credential-instance", default=None,
               help="Instance this credential serves (default: this config's instance; '' for all).")
-@click.option("--import-existing", "choice", flag_value="all", help="Import every email already there.")
-@click.option("--only-new", "choice", flag_value="new",
-              help="Leave existing email alone; import only new mail.")
+@click.option("--import-existing", is_flag=True, help="Import every email already there.")
+@click.option("--only-new", is_flag=True, help="Leave existing email alone; import only new mail.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask; needs --import-existing or --only-new.")
 @click.pass_obj
 def add(
         app: App, name: str | None, connection: str | None, address: str | None, host: str | None,
         port: int | None, security: str | None, username: str | None, auth: str, password_stdin: bool,
-        folder: str, folder_path: str | None, after_import: str, ca_file: str, insecure_skip_verify: bool,
-        cred_name: str, credential_instance: str | None, choice: str | None, yes: bool) -> None:
+        folder: str, move_folder: str, deleted_folder: str, folder_path: str | None, after_import: str,
+        ca_file: str, insecure_skip_verify: bool,
+        cred_name: str, credential_instance: str | None, import_existing: bool, only_new: bool, yes: bool) -> None:
     """Add a mailbox: test the connection, say what will happen to the email already there, then save.
 
     The password goes to the OS keyring, never into the config file.
@@ -242,8 +246,25 @@ def add(
             raise click.UsageError(f"{text} is needed: pass it as an option (see --help).")
         return click.prompt(text, **kw)
 
+    if import_existing and only_new:
+        raise click.UsageError("--import-existing and --only-new exclude each other: choose one.")
+    choice = "all" if import_existing else "new" if only_new else None
     name = ask(name, "Mailbox name")
     connection = ask(connection, "Connection", type=click.Choice(["imap", "pop3", "folder"]), default="imap")
+    if connection == "pop3":
+        given = [option for option, value in (("--folder", folder), ("--move-folder", move_folder),
+                                               ("--deleted-folder", deleted_folder)) if value]
+        if given or after_import == "move_to_folder":
+            raise click.UsageError(
+                f"{', '.join(given) or '--after-import move_to_folder'}: POP3 has no folders. Use --after-import "
+                "delete or mark_read, or --connection imap."
+            )
+    elif connection == "folder" and folder:
+        raise click.UsageError("--folder is for IMAP; a folder mailbox reads the directory given with --path.")
+    if after_import == "move_to_folder":
+        move_folder = ask(move_folder, "Folder to move imported emails to")
+    elif move_folder:
+        raise click.UsageError("--move-folder goes with --after-import move_to_folder.")
     address = ask(address, "Email address of the mailbox", default="")
     credentials: tuple[config_mod.Credential, ...] = ()
     secret = ""
@@ -272,7 +293,10 @@ def add(
         )
     new_mailbox = config_mod.Mailbox(
         name=name, address=address or "", connection=connection, path=folder_path or "",
-        incoming=config_mod.Incoming(after_import=after_import, folder=folder), credentials=credentials,
+        incoming=config_mod.Incoming(
+            after_import=after_import, folder=folder, move_folder=move_folder, deleted_folder=deleted_folder
+        ),
+        credentials=credentials,
     )
     test_cfg = svc.check_new(cfg, new_mailbox)  # a taken name or a bad setting stops here, before any test
 
@@ -290,7 +314,11 @@ def add(
     where = report.folder or "the mailbox"
     fate = _fate(new_mailbox)
     if count:
-        click.echo(f"All {count:,} emails in {where} will be turned into tickets and {fate}.")
+        unread = "unread " if after_import == "mark_read" and connection == "imap" else ""
+        if count == 1:
+            click.echo(f"The one {unread}email in {where} will be turned into a ticket and {fate}.")
+        else:
+            click.echo(f"All {count:,} {unread}emails in {where} will be turned into tickets and {fate}.")
         click.echo("Emails older than a day get no acknowledgement, so customers are not flooded.")
     if choice is None:
         if not interactive:
