@@ -926,14 +926,24 @@ def test_imap_crash_after_the_move_is_settled_by_the_next_run(
 def test_pop3_deletes_only_after_the_commit(
     dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path, point: str
 ) -> None:
-    """A crash on either side of the commit: nothing was DELEted, and the next run leaves every email in
-    exactly one ticket and the mailbox empty."""
+    """A crash on either side of the commit: no DELE went over the wire (the server would have kept none had
+    the session ended with QUIT), and the next run leaves every email in exactly one ticket and the mailbox
+    empty."""
     server, user = dovecot_server, dovecot_user
-    cfg = config_for(tmp_path, server, user, connection="pop3")
+    sent: list[bytes] = []
+
+    def record(data: bytes) -> bytes:
+        sent.append(data)
+        return data
+
     seed(server, user, mails("p", 3))
-    crashed = run_subprocess(cfg, "run", env={**secret_env(user), "INTEGRATOR_FAULT": point})
+    with NetProxy(server.pop3_port, client_filter=record) as proxy:
+        cfg = config_for(tmp_path, server, user, connection="pop3", port=proxy.port)
+        crashed = run_subprocess(cfg, "run", env={**secret_env(user), "INTEGRATOR_FAULT": point})
     assert crashed.returncode == 86, crashed.stderr
+    assert b"RETR" in b"".join(sent) and b"DELE" not in b"".join(sent).upper()
     assert len(message_ids_in(server, user, "INBOX")) == 3
+    cfg = config_for(tmp_path, server, user, connection="pop3")
     code, (summary,), stderr = run_json(cfg, secret_env(user))
     assert code == 0, stderr
     if point == "after_commit":
@@ -968,6 +978,26 @@ def test_mark_read_never_imports_an_email_twice(
     assert summary["fetched"] == 0  # recognised by the store's record of ids, before any fetch
     assert actions_per_message_id(tmp_path / "tickets.db") == {"r-1@example.org": 1, "r-2@example.org": 1}
     assert message_ids_in(server, user, "INBOX") == ["<r-1@example.org>", "<r-2@example.org>"]
+
+
+def test_pop3_an_email_that_cannot_be_stored_stays_on_the_server(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    """Storing one email fails (the database refuses it): the run ends its POP3 session normally, with QUIT,
+    which is when the server deletes what was DELEted; the failed email is still there and the next run
+    imports it."""
+    server, user = dovecot_server, dovecot_user
+    cfg = config_for(tmp_path, server, user, connection="pop3")
+    seed(server, user, mails("p", 3))
+    refuse_storing(tmp_path / "tickets.db", "NEW.subject = 'p problem 2'")
+    code, (summary,), stderr = run_json(cfg, secret_env(user))
+    assert code == 5 and (summary["created"], summary["errors"], summary["disposed"]) == (2, 1, 2), stderr
+    assert message_ids_in(server, user, "INBOX") == ["<p-2@example.org>"]
+    refuse_storing(tmp_path / "tickets.db", "0")
+    code, (summary,), stderr = run_json(cfg, secret_env(user))
+    assert code == 0 and summary["created"] == 1, stderr
+    assert message_ids_in(server, user, "INBOX") == []
+    assert actions_per_message_id(tmp_path / "tickets.db") == {f"p-{n}@example.org": 1 for n in (1, 2, 3)}
 
 
 def test_mark_read_imports_a_new_email_that_an_agent_read_before_the_run(
