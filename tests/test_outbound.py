@@ -164,6 +164,22 @@ def test_suppressed_acknowledgements_are_logged(
     assert reason in log[0]["detail"] and log[0]["ticket_id"] == 1
 
 
+def test_an_email_of_unknown_age_is_not_acknowledged(
+    tmp_path: Path, smtp: SmtpServer, ca: trustme.CA, env: None
+) -> None:
+    """Neither a Date nor a Received header: it may be years old (an archive copied into the inbox), so like
+    old mail it opens a ticket and gets no acknowledgement, and the log says why."""
+    cfg = desk_config(tmp_path, smtp, ca)
+    raw = customer_email("Question", message_id="q1@x.test")
+    undated = b"".join(line for line in raw.splitlines(keepends=True) if not line.startswith(b"Date:"))
+    assert b"Received:" not in undated and undated != raw
+    drop(tmp_path, "1.eml", undated)
+    run(cfg)
+    assert nothing_more(smtp)
+    log = outbound_log(tmp_path / "tickets.db")
+    assert [r["status"] for r in log] == ["suppressed"] and "its age is unknown" in log[0]["detail"]
+
+
 def test_a_rule_turning_the_acknowledgement_off_is_logged(
     tmp_path: Path, smtp: SmtpServer, ca: trustme.CA, env: None
 ) -> None:
