@@ -17,6 +17,7 @@ from dovecot import (  # noqa: F401 - one session-wide definition of each Doveco
     dovecot_server,
     dovecot_user,
 )
+from fakecloud import FakeCloud
 from smtpserver import SmtpServer
 from smtpsetup import SMTP_ENV, SMTP_PASSWORD, SMTP_USER
 
@@ -68,6 +69,17 @@ def smtp(ca: trustme.CA) -> Iterator[SmtpServer]:
     """A real SMTP server on 127.0.0.1 with STARTTLS and AUTH for SMTP_USER."""
     with SmtpServer(ca, mode="starttls", users={SMTP_USER: SMTP_PASSWORD}) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def cloud(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeCloud]:
+    """Entra ID, Graph, Google's token endpoint and Gmail as their documentation shows them, over HTTPS on
+    127.0.0.1 (tests/fakecloud.py)."""
+    ca_file = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    server = FakeCloud(ca, ca_file).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

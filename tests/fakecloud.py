@@ -82,6 +82,7 @@ class FakeCloud:
         self.google_delegated_scopes = {GMAIL_SEND}  # what the Workspace admin granted
         self.requests: list[Recorded] = []
         self.issued: dict[str, str] = {}  # access token → "microsoft" | "google"
+        self.next_tokens: list[str] = []  # tokens to issue next, in order (a mail server that knows them)
         self._canned: list[_Canned] = []
         self._lock = threading.Lock()
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -234,7 +235,7 @@ class FakeCloud:
                 ),
                 {},
             )
-        token = "eyJ0eXAiOiJKV1Qi.ms." + secrets.token_urlsafe(24)
+        token = self.next_tokens.pop(0) if self.next_tokens else "eyJ0eXAiOiJKV1Qi.ms." + secrets.token_urlsafe(24)
         self.issued[token] = "microsoft"
         return (
             200,
@@ -305,7 +306,7 @@ class FakeCloud:
                 },
                 {},
             )
-        token = "ya29.fake." + secrets.token_urlsafe(24)
+        token = self.next_tokens.pop(0) if self.next_tokens else "ya29.fake." + secrets.token_urlsafe(24)
         self.issued[token] = "google"
         return 200, {"access_token": token, "expires_in": 3599, "token_type": "Bearer"}, {}
 

@@ -39,6 +39,13 @@ def test_example_config_loads() -> None:
          "must contain {id}"),
         ('[[message_groups]]\nname = "G"\n[message_groups.templates.new_ticket]\nsubject = "{subject}"\n'
          'body = "Dear {customer}"\n', "unknown placeholder {customer}"),
+        ('[[mailboxes]]\nname = "A"\nconnection = "imap"\n[[mailboxes.credentials]]\nhost = "h"\n'
+         'oauth_provider = "microsoft365"\n',
+         'oauth_provider = \'microsoft365\' is for an IMAP or POP3 credential with auth = "oauth2"'),
+        ('[[mailboxes]]\nname = "A"\nconnection = "imap"\n[[mailboxes.credentials]]\nhost = "h"\nauth = "oauth2"\n'
+         'oauth_provider = "microsoft365"\ntenant_id = "t"\n', 'needs client_id and tenant_id'),
+        ('[[mailboxes]]\nname = "A"\nconnection = "pop3"\n[[mailboxes.credentials]]\nhost = "h"\n'
+         '[mailboxes.incoming]\nafter_import = "move_to_folder"\nmove_folder = "X"\n', "not possible over POP3"),
         ('database = 5\n', "database must be a string, not 5"),
         ('instance = \n', "is not valid TOML"),
     ],

@@ -12,6 +12,7 @@ import json
 import shutil
 import socket
 import sqlite3
+import uuid
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 
 from dovecot import Dovecot, User
+from fakecloud import FakeCloud
 from halo_integrator.testing_keyring import MemoryKeyring
 from helpers import (
     actions_per_message_id,
@@ -620,6 +622,33 @@ def test_add_with_certificate_checks_off_warns_and_says_so_in_the_config(
     assert result.exit_code == 0, result.output
     assert "Certificate checks are off for this server" in result.stderr
     assert "tls_verify = false" in cfg.read_text()
+
+
+@pytest.mark.parametrize("connection", ["imap", "pop3"])
+def test_add_with_xoauth2_tokens_from_entra_id_stores_the_client_secret_and_runs(
+    dovecot_server: Dovecot, cloud: FakeCloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, connection: str
+) -> None:
+    """`mailbox add --auth oauth2 --oauth-provider microsoft365`: the client secret goes to the keyring (no
+    token is stored, none expires), the connection test and every run log in with a token fresh from Entra
+    ID."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", cloud.ca_file)
+    cloud.next_tokens = ["alice-oauth-token", "alice-oauth-token"]  # the test at add time, then the run
+    server, alice = dovecot_server, User(name="alice", password="pw-alice")
+    server.append(alice, [email_bytes("Token problem", message_id=f"{uuid.uuid4().hex}@example.org")])
+    cfg = empty_config(tmp_path, server)
+    args = add_args(
+        server, alice, "--auth", "oauth2", "--oauth-provider", "microsoft365", "--tenant-id", cloud.tenant,
+        "--client-id", cloud.client_id, "--authority", cloud.authority, "--password-stdin", "--yes",
+        "--import-existing", connection=connection, port=server.pop3_port if connection == "pop3" else server.imap_port,
+        security="none",
+    )
+    result = invoke(cfg, *args, input=cloud.client_secret + "\n")
+    assert result.exit_code == 0, result.output
+    text = cfg.read_text()
+    assert 'oauth_provider = "microsoft365"' in text and cloud.client_secret not in text
+    code, (summary,), stderr = run_json(cfg, {})
+    assert code == 0 and summary["created"] >= 1, stderr
+    assert cloud.next_tokens == []  # both logins asked Entra ID
 
 
 def test_add_an_imap_mailbox_with_mark_read_counts_the_unread_emails(

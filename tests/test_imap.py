@@ -14,10 +14,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 from imapclient.imapclient import DELETED, SEEN
 
 from dovecot import Dovecot, User
+from fakecloud import FakeCloud
 from halo_integrator.config import Config, Credential, Mailbox
 from halo_integrator.connectors import make_connector
 from halo_integrator.connectors._net import describe_connect_error
@@ -641,6 +643,59 @@ def test_xoauth2_login(dovecot_server: Dovecot, tmp_path: Path) -> None:
     with pytest.raises(SecretError, match=r"refused the access token for alice@127.0.0.1") as err:
         make_connector(mailbox, cred, config=cfg, secrets=bad.__getitem__, state=MemoryState()).open()
     assert "alicepw" not in str(err.value)
+
+
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+@pytest.mark.parametrize("provider", ["microsoft365", "google"])
+def test_xoauth2_with_a_token_asked_of_entra_id_or_google_at_login(
+    dovecot_server: Dovecot, cloud: FakeCloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, protocol: str,
+    provider: str,
+) -> None:
+    """With oauth_provider, the login asks Entra ID (an app-only token, for the Outlook scope) or Google (a
+    service account acting as the mailbox, for the full-mail scope) for a fresh access token with the
+    credential's own secret, instead of using one stored in the keyring, which would expire within the hour."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", cloud.ca_file)  # the token endpoint's CA, as a system's would be
+    cloud.google_delegated_scopes = {"https://mail.google.com/"}
+    cloud.next_tokens = ["alice-oauth-token"]  # the token this Dovecot takes from alice
+    cloud.requests.clear()
+    cred = Credential(
+        host="127.0.0.1",
+        port=dovecot_server.pop3_port if protocol == "pop3" else dovecot_server.imap_port,
+        security="none",
+        username="alice",
+        auth="oauth2",
+        oauth_provider=provider,
+        tenant_id=cloud.tenant,
+        client_id=cloud.client_id,
+        authority=cloud.authority,
+        timeout=10,
+    )
+    mailbox = Mailbox(name="O", connection=protocol, credentials=(cred,))
+    cfg = Config(mailboxes=(mailbox,), path=tmp_path / "integrator.toml")
+    marker = uuid.uuid4().hex
+    dovecot_server.append(User(name="alice", password="pw-alice"), [message(1).replace(b"Body", marker.encode())])
+    stored = {"client_secret": cloud.client_secret, "service_account_json": json.dumps(cloud.service_account_info())}
+    asked: list[str] = []
+
+    def secrets(kind: str) -> str:
+        asked.append(kind)
+        return stored[kind]
+
+    with make_connector(mailbox, cred, config=cfg, secrets=secrets, state=MemoryState()) as conn:
+        fetched = [raw for _, raw in conn.fetch(conn.list_ids())]
+    assert any(marker.encode() in raw for raw in fetched)
+    assert asked == ["client_secret" if provider == "microsoft365" else "service_account_json"]
+    (request,) = [r for r in cloud.requests if r.method == "POST"]
+    if provider == "microsoft365":
+        assert request.form()["scope"] == "https://outlook.office365.com/.default"
+    else:
+        claims = jwt.decode(request.form()["assertion"], options={"verify_signature": False})
+        assert (claims["sub"], claims["scope"]) == ("alice", "https://mail.google.com/")
+
+    wrong = {**stored, "client_secret": "not-it", "service_account_json": "{}"}
+    with pytest.raises(SecretError) as err:
+        make_connector(mailbox, cred, config=cfg, secrets=wrong.__getitem__, state=MemoryState()).open()
+    assert "not-it" not in str(err.value)
 
 
 @pytest.mark.parametrize("security", ["ssl", "starttls"])

@@ -8,7 +8,6 @@ import email
 import email.policy
 import json
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import jwt
@@ -28,15 +27,6 @@ from halo_integrator.outgoing import (
     make_transport,
 )
 from smtpserver import SmtpServer
-
-
-@pytest.fixture(scope="module")
-def cloud(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeCloud]:
-    ca_file = tmp_path_factory.mktemp("ca") / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    server = FakeCloud(ca, ca_file).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -33,6 +33,7 @@ CONNECTIONS = ("imap", "pop3", "ews", "microsoft365", "google", "folder")
 AFTER_IMPORT = ("move_to_deleted", "delete", "move_to_folder", "mark_read")
 SECURITY = ("ssl", "starttls", "none")
 AUTH = ("password", "oauth2")
+OAUTH_PROVIDERS = ("none", "microsoft365", "google")  # who issues an IMAP / POP3 XOAUTH2 access token
 OUTGOING_METHODS = ("smtp", "microsoft365", "google", "none")
 CLOSED_REPLY = ("reopen", "new_linked", "ignore")
 UNKNOWN_SENDER_ON_TAG = ("new_linked", "update", "ignore")
@@ -110,6 +111,11 @@ class Credential:
     security: str = field(default="ssl", metadata=_choices(*SECURITY))
     username: str = ""
     auth: str = field(default="password", metadata=_choices(*AUTH))
+    # with auth = "oauth2" over IMAP or POP3: "none" uses an access token kept in the keyring as is (renewed
+    # elsewhere); "microsoft365" asks Entra ID for an app-only token at every run (tenant_id, client_id, the
+    # client secret in the keyring); "google" a service account's token acting as the mailbox (its JSON key in
+    # the keyring)
+    oauth_provider: str = field(default="none", metadata=_choices(*OAUTH_PROVIDERS))
     ca_file: str = ""
     tls_verify: bool = True
     timeout: float = 60.0  # seconds, for connect and for every read
@@ -541,6 +547,19 @@ def _check(cfg: Config) -> None:
             names.add(cred.name)
             if mb.connection in ("imap", "pop3") and not cred.host:
                 raise ConfigError(f"{p}: {where}.credentials[{j}].host is required for a {mb.connection} mailbox.")
+            if cred.oauth_provider != "none":
+                at = f"{p}: {where}.credentials[{j}]"
+                if mb.connection not in ("imap", "pop3") or cred.auth != "oauth2":
+                    raise ConfigError(
+                        f"{at}.oauth_provider = {cred.oauth_provider!r} is for an IMAP or POP3 credential with "
+                        'auth = "oauth2"; remove it, or set auth = "oauth2".'
+                    )
+                ms_app = cred.client_id and (cred.tenant_id or cred.authority)
+                if cred.oauth_provider == "microsoft365" and not ms_app:
+                    raise ConfigError(
+                        f'{at}: oauth_provider = "microsoft365" needs client_id and tenant_id (the app registration '
+                        "in Entra ID that holds the IMAP.AccessAsApp or POP.AccessAsApp permission)."
+                    )
 
     from halo_integrator.rules import FIELDS, check_pattern
 

@@ -48,7 +48,11 @@ def needed_kinds(mailbox: Mailbox, credential: Credential) -> list[str]:
         return ["service_account_json"]
     if mailbox.connection in ("microsoft365", "ews") and credential.auth == "oauth2":
         return ["client_secret"]
-    return ["access_token" if credential.auth == "oauth2" else "password"]
+    if credential.auth != "oauth2":
+        return ["password"]
+    # IMAP / POP3 XOAUTH2: the token itself, or what a token is asked for with
+    issued_with = {"microsoft365": "client_secret", "google": "service_account_json"}
+    return [issued_with.get(credential.oauth_provider, "access_token")]
 
 
 def find(mailbox: Mailbox, name: str) -> Credential:

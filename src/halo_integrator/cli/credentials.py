@@ -85,16 +85,21 @@ Examples:
 @click.option("--username", help="Login name (default: the mailbox address).")
 @click.option("--auth", type=click.Choice(["password", "oauth2"]), help="Default: password.")
 @click.option("--ca-file", help="Trust this CA certificate file (PEM) for a private CA.")
+@click.option("--oauth-provider", type=click.Choice(["none", "microsoft365", "google"]),
+              help="IMAP/POP3 with --auth oauth2: who issues the access token at each login (default: none, a "
+              "token kept as is).")
 @click.option("--tenant-id", help="Microsoft 365: the directory (tenant) id.")
 @click.option("--client-id", help="Microsoft 365: the application (client) id.")
-@click.option("--secret-stdin", is_flag=True, help="Read the secret from standard input (one line).")
+@click.option("--authority", help="Microsoft 365: another Entra ID authority URL (a national cloud).")
+@click.option("--secret-stdin", is_flag=True,
+              help="Read the secret from standard input (one line; a JSON key file whole).")
 @click.option("--test/--no-test", "run_test", default=True, show_default=True,
               help="Log in with it before saving (skip when the server is not reachable from here).")
 @click.pass_obj
 def add(
     app: App, mailbox: str, name: str | None, cred_instance: str | None, host: str | None, port: int | None,
-    security: str | None, username: str | None, auth: str | None, ca_file: str | None,
-    tenant_id: str | None, client_id: str | None, secret_stdin: bool, run_test: bool,
+    security: str | None, username: str | None, auth: str | None, ca_file: str | None, oauth_provider: str | None,
+    tenant_id: str | None, client_id: str | None, authority: str | None, secret_stdin: bool, run_test: bool,
 ) -> None:
     """Add a credential to a mailbox, or store a new secret for an existing one.
 
@@ -110,7 +115,8 @@ def add(
     keystore = keystore_for(app)
     keystore.check_backend()  # before asking for a secret that could not be kept
     settings = {"host": host, "port": port, "security": security, "username": username, "auth": auth,
-                "ca_file": ca_file, "tenant_id": tenant_id, "client_id": client_id, "instance": cred_instance}
+                "ca_file": ca_file, "oauth_provider": oauth_provider, "tenant_id": tenant_id, "client_id": client_id,
+                "authority": authority, "instance": cred_instance}
     given = {k: v for k, v in settings.items() if v is not None}
     existing = {c.name: c for c in mb.credentials}
     if name is None and not given:
@@ -143,8 +149,9 @@ def add(
         raise click.UsageError("--host is needed for a new credential of an IMAP or POP3 mailbox.")
     cred = config_mod.Credential(
         name=name, instance=inst, host=host or "", port=port or 0, security=security or "ssl",
-        username=username or "", auth=auth or "password", ca_file=ca_file or "", tenant_id=tenant_id or "",
-        client_id=client_id or "",
+        username=username or "", auth=auth or "password", ca_file=ca_file or "",
+        oauth_provider=oauth_provider or "none", tenant_id=tenant_id or "", client_id=client_id or "",
+        authority=authority or "",
     )
     kinds = svc.needed_kinds(mb, cred)
     secrets = {kind: _read_secret(kind, mb.name, name, secret_stdin) for kind in kinds}
@@ -187,10 +194,19 @@ def smtp_password(app: App, mailbox: str, secret_stdin: bool) -> None:
     click.echo(f"Check it with: integrator mailbox send-test {mb.name} --to you@example.com")
 
 
+def stdin_secret(kind: str) -> str:
+    """A secret piped in: its first line, or for a JSON key file all of standard input."""
+    if kind == "service_account_json":
+        return sys.stdin.read().strip()
+    return sys.stdin.readline().rstrip("\r\n")
+
+
 def _read_secret(kind: str, mailbox: str, credential: str, from_stdin: bool) -> str:
     label = kind.replace("_", " ")
     if from_stdin:
-        value = sys.stdin.readline().rstrip("\r\n")
+        value = stdin_secret(kind)
+    elif kind == "service_account_json":
+        raise click.UsageError(f"Pipe the {label} key file in: --secret-stdin < key.json.")
     elif sys.stdin.isatty():
         value = click.prompt(f"{label.capitalize()} for {mailbox}/{credential}", hide_input=True, default="",
                              show_default=False)

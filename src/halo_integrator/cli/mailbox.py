@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from halo_integrator.cli import output
 from halo_integrator.cli.app import App
-from halo_integrator.cli.credentials import actor_for, keystore_for, secret_lookups, warn_split
+from halo_integrator.cli.credentials import actor_for, keystore_for, secret_lookups, stdin_secret, warn_split
 from halo_integrator.errors import EXIT_USAGE, IntegratorError, SecretError
 
 if TYPE_CHECKING:
@@ -195,7 +194,14 @@ Examples:
 @click.option("--security", type=click.Choice(["ssl", "starttls", "none"]), help="Default: ssl.")
 @click.option("--username", help="Login name (default: the address).")
 @click.option("--auth", type=click.Choice(["password", "oauth2"]), default="password", show_default=True)
-@click.option("--password-stdin", is_flag=True, help="Read the password (or token) from standard input.")
+@click.option("--oauth-provider", type=click.Choice(["none", "microsoft365", "google"]), default="none",
+              show_default=True,
+              help="With --auth oauth2: who issues the access token at each login (none: a token kept as is).")
+@click.option("--tenant-id", default="", help="--oauth-provider microsoft365: the directory (tenant) id.")
+@click.option("--client-id", default="", help="--oauth-provider microsoft365: the application (client) id.")
+@click.option("--authority", default="", help="--oauth-provider microsoft365: another authority URL.")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the password (or token, client secret, JSON key file) from standard input.")
 @click.option("--folder", default="", help="Folder to read (IMAP; default INBOX).")
 @click.option("--move-folder", default="",
               help="With --after-import move_to_folder: the folder (IMAP) or directory (folder) to move to.")
@@ -218,7 +224,8 @@ Examples:
 @click.pass_obj
 def add(
         app: App, name: str | None, connection: str | None, address: str | None, host: str | None,
-        port: int | None, security: str | None, username: str | None, auth: str, password_stdin: bool,
+        port: int | None, security: str | None, username: str | None, auth: str, oauth_provider: str,
+        tenant_id: str, client_id: str, authority: str, password_stdin: bool,
         folder: str, move_folder: str, deleted_folder: str, folder_path: str | None, after_import: str,
         ca_file: str, insecure_skip_verify: bool,
         cred_name: str, credential_instance: str | None, import_existing: bool, only_new: bool, yes: bool) -> None:
@@ -279,12 +286,17 @@ def add(
         cred = config_mod.Credential(
             name=cred_name, instance=inst, host=host or "", port=port or 0, security=security or "ssl",
             username=username or "", auth=auth, ca_file=ca_file, tls_verify=not insecure_skip_verify,
+            oauth_provider=oauth_provider if auth == "oauth2" else "none", tenant_id=tenant_id,
+            client_id=client_id, authority=authority,
         )
         credentials = (cred,)
+        (kind,) = needed_kinds(config_mod.Mailbox(name=name, connection=connection), cred)
         if password_stdin:
-            secret = sys.stdin.readline().rstrip("\r\n")
+            secret = stdin_secret(kind)
+        elif kind == "service_account_json":
+            raise click.UsageError("Pipe the service account's JSON key file in: --password-stdin < key.json.")
         elif interactive:
-            secret = click.prompt("Password" if auth == "password" else "Access token", hide_input=True)
+            secret = click.prompt(kind.replace("_", " ").capitalize(), hide_input=True)
         if not secret:
             raise click.UsageError("No password given: use --password-stdin in scripts.")
     if insecure_skip_verify:

@@ -67,8 +67,20 @@ class ServerConnector(Connector):
 
     @property
     def _secret_kind(self) -> str:
-        """The secret the login needs: ``password``, or ``access_token`` for XOAUTH2."""
+        """What the server checks at login: ``password``, or ``access_token`` for XOAUTH2."""
         return "access_token" if self.cred.auth == "oauth2" else "password"
+
+    def _login_secret(self) -> str:
+        """The password, or for XOAUTH2 an access token: stored as is, or asked of Entra ID or Google with
+        the credential's own secret (``oauth_provider``), once per connector."""
+        if self.cred.auth != "oauth2":
+            return self.secrets("password")
+        tokens = self.__dict__.get("_tokens")
+        if tokens is None:
+            from halo_integrator.outgoing.tokens import for_xoauth2
+
+            tokens = self.__dict__["_tokens"] = for_xoauth2(self.mailbox, self.cred, self.secrets)
+        return str(tokens.token())
 
     def _stored_set(self, key: str) -> set[str] | None:
         """A set of strings kept in ``state`` as a JSON list (the only-new lists); None when there is none or

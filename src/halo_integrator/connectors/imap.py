@@ -164,7 +164,7 @@ class ImapConnector(ServerConnector):
         client = self._need()
         cred = self.cred
         try:
-            self._secret = self.secrets(self._secret_kind)
+            self._secret = self._login_secret()
             if cred.auth == "oauth2":
                 client.oauth2_login(self.user, self._secret)
             else:

@@ -176,7 +176,7 @@ class Pop3Connector(ServerConnector):
         client = self._need_raw()
         cred = self.cred
         try:
-            self._secret = self.secrets(self._secret_kind)
+            self._secret = self._login_secret()
             if cred.auth == "oauth2":
                 self._xoauth2(client, self._secret)
             else:

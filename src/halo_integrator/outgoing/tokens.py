@@ -40,7 +40,7 @@ from halo_integrator.errors import ConnectError, SecretError
 if TYPE_CHECKING:
     import requests
 
-    from halo_integrator.config import Credential
+    from halo_integrator.config import Credential, Mailbox
     from halo_integrator.connectors.base import SecretLookup
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,23 @@ class StaticToken:
 
     def expires_at(self) -> datetime | None:
         return self._expires
+
+
+def for_xoauth2(mailbox: Mailbox, credential: Credential, secrets: SecretLookup) -> TokenProvider:
+    """Where an IMAP or POP3 XOAUTH2 login gets its access token, by the credential's ``oauth_provider``.
+
+    The token endpoints (Entra ID, Google) are checked against the system's trusted CAs (or
+    ``$REQUESTS_CA_BUNDLE``); the credential's ``ca_file`` is the mail server's and is not used for them."""
+    if credential.oauth_provider == "microsoft365":
+        return MsalClientCredentials.from_credential(credential, secrets, scopes=(OUTLOOK_SCOPE,), ca_file="")
+    if credential.oauth_provider == "google":
+        return GoogleServiceAccount(
+            secrets=secrets,
+            subject=credential.username or mailbox.address,
+            scopes=(GMAIL_FULL_SCOPE,),
+            timeout=credential.timeout,
+        )
+    return StaticToken.from_secrets(secrets, "access_token")
 
 
 # ------------------------------------------------------------------------------------------- HTTP session
