@@ -122,6 +122,39 @@ def test_maildir_new_and_cur(tmp_path: Path) -> None:
     ]
 
 
+def test_maildir_mark_read_imports_a_new_email_that_someone_read_first(tmp_path: Path) -> None:
+    """A Maildir with mark_read: the mail read before reading began stays alone; an email that arrives later
+    becomes a ticket even when a mail client has read it first (moved it to cur/ with the S flag); what was
+    imported and marked read is recognised by its id, wherever the file is, and not fetched again."""
+    cfg = write_config(tmp_path, after_import="mark_read")
+    mail = tmp_path / "mail"
+    for sub in ("new", "cur", "tmp"):
+        (mail / sub).mkdir()
+    long_ago = time.time() - 30 * 86400
+    old_read = mail / "cur" / "1600000000.M1P1.host:2,S"
+    old_read.write_bytes(email_bytes("Read long ago", message_id="old@x"))
+    os.utime(old_read, (long_ago, long_ago))
+    unread = mail / "new" / "1600000001.M2P2.host"
+    unread.write_bytes(email_bytes("Still unread", message_id="unread@x"))
+    os.utime(unread, (long_ago, long_ago))
+    (summary,) = invoke_json(cfg, "run")
+    assert summary["created"] == 1
+    assert sorted(p.name for p in (mail / "cur").iterdir()) == ["1600000000.M1P1.host:2,S", "1600000001.M2P2.host:2,S"]
+
+    soon = time.time() + 5  # delivered after reading began
+    read_first = mail / "cur" / "1700000000.M3P3.host:2,RS"  # an agent opened it in their mail client
+    read_first.write_bytes(email_bytes("Opened before the run", message_id="opened@x"))
+    os.utime(read_first, (soon, soon))
+    fresh = mail / "new" / "1700000001.M4P4.host"
+    fresh.write_bytes(email_bytes("Fresh", message_id="fresh@x"))
+    os.utime(fresh, (soon, soon))
+    (summary,) = invoke_json(cfg, "run")
+    assert summary["created"] == 2
+    (summary,) = invoke_json(cfg, "run")
+    assert (summary["created"], summary["fetched"], summary["duplicates"]) == (0, 0, 0)
+    assert sorted(actions_per_message_id(tmp_path / "tickets.db")) == ["fresh@x", "opened@x", "unread@x"]
+
+
 @pytest.mark.parametrize("point", ["before_commit", "after_commit"])
 def test_crash_at_any_point_loses_nothing_and_duplicates_nothing(tmp_path: Path, point: str) -> None:
     cfg = write_config(tmp_path)

@@ -2,15 +2,18 @@
 
 The embedded default that needs no server, and the simplest example of the connector contract.
 
-* ``source_id`` is the file's path relative to the mailbox folder (``new/1700000000.M1.host`` or
-  ``ticket.eml``). Maildir flags after ``:2,`` are left out so that a file renamed by a mail client keeps its id.
+* ``source_id`` is the file's path relative to the mailbox folder (``ticket.eml``). A Maildir message's is
+  ``new/`` and its unique name (``new/1700000000.M1.host``) wherever it is now and whatever its flags: a mail
+  client that reads it moves it to ``cur/`` and adds ``:2,S``, and it keeps its id.
 * "Deleted Items" is a folder beside the mailbox folder: ``incoming.deleted_folder``, default
   ``<path>/../<name> Deleted Items`` for a plain directory and ``<maildir>/.Trash`` for a Maildir. Files move
   there only in :meth:`dispose`, after the commit; a name already taken there gets a numbered suffix, so
   nothing is overwritten.
 * ``delete`` removes the file; ``move_to_folder`` moves it to ``incoming.move_folder``; ``mark_read`` moves a
   Maildir file from ``new/`` to ``cur/`` with the ``S`` flag, and leaves a plain file where it is (the importer
-  remembers it).
+  remembers it). With ``mark_read`` a Maildir message someone has read (``S``) is still listed when it came
+  after reading began (its file time is after the read mark, see :meth:`FolderConnector._read_mark`): only
+  the mail read before then is left alone.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -39,6 +43,7 @@ class FolderConnector(Connector):
         self.root = self.config.resolve(rel)
         self.maildir = (self.root / "new").is_dir() or (self.root / "cur").is_dir()
         self._paths: dict[str, str] = {}
+        self._newest = 0.0  # the file time of the newest message listed
 
     # lifecycle -------------------------------------------------------------------------------------
     def open(self) -> None:
@@ -69,6 +74,7 @@ class FolderConnector(Connector):
     def _candidates(self) -> list[tuple[float, str, str]]:
         """(modification time, file name, path) of every email file waiting."""
         dirs = [self.root / "new", self.root / "cur"] if self.maildir else [self.root]
+        read_mark = self._read_mark(start=True) if self._keeps_read_mail else None
         found: list[tuple[float, str, str]] = []
         for d in dirs:
             try:
@@ -84,27 +90,59 @@ class FolderConnector(Connector):
                     continue
                 if not self.maildir and os.path.splitext(entry.name)[1].lower() not in EMAIL_SUFFIXES:
                     continue
-                if self.maildir and d.name == "cur" and self.mailbox.incoming.after_import == "mark_read":
-                    # already read in a mail client or by us
-                    flags = entry.name.partition(":2,")[2]
-                    if "S" in flags:
-                        continue
                 try:
                     mtime = entry.stat(follow_symlinks=False).st_mtime
                 except OSError:
                     mtime = 0.0
+                read = d.name == "cur" and "S" in entry.name.partition(":2,")[2]
+                if read and read_mark is not None and mtime < read_mark:
+                    continue  # read before reading began: old mail, left alone
                 found.append((mtime, entry.name, entry.path))
         return found
 
     def _source_id(self, path: str) -> str:
-        rel = os.path.relpath(path, self.root).replace(os.sep, "/")
-        return rel.partition(":2,")[0] if self.maildir else rel
+        if self.maildir:
+            return "new/" + os.path.basename(path).partition(":2,")[0]
+        return os.path.relpath(path, self.root).replace(os.sep, "/")
 
     def list_ids(self) -> list[str]:
         # plain strings, not Path objects: a folder of 100,000 emails stays small in memory
         candidates = sorted(self._candidates())
         self._paths = {self._source_id(path): path for _, _, path in candidates}
+        self._newest = max((mtime for mtime, _, _ in candidates), default=0.0)
         return list(self._paths)
+
+    @property
+    def _keeps_read_mail(self) -> bool:
+        return self.maildir and self.mailbox.incoming.after_import == "mark_read"
+
+    def _read_mark(self, *, start: bool = False) -> float:
+        """With ``mark_read`` on a Maildir: the file time before which a message already read is not listed.
+
+        Reading begins with the messages there then: the unread ones are imported, the read ones are left
+        alone. From then on a new message is imported whether or not someone has read it first. The mark
+        moves up once a run has settled every message it listed (:meth:`settled`), but never to within a day
+        of now, so a message whose file time is a little in the past still counts as new. ``start`` stores
+        the present as the mark when there is none yet."""
+        stored = self.state.get("read_mark")
+        try:
+            return float(stored) if stored else self._start_read_mark(start)
+        except ValueError:
+            return self._start_read_mark(start)
+
+    def _start_read_mark(self, start: bool) -> float:
+        if not start:
+            return 0.0
+        now = time.time()
+        self.state.set("read_mark", repr(now))
+        return now
+
+    def settled(self, ids: Sequence[str]) -> None:
+        if not self._keeps_read_mail or not ids:
+            return
+        mark = min(self._newest, time.time() - 86400)
+        if mark > self._read_mark():
+            self.state.set("read_mark", repr(mark))
 
     def _path(self, source_id: str) -> Path | None:
         path = self._paths.get(source_id)
