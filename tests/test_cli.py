@@ -256,6 +256,9 @@ def test_the_first_ctrl_c_or_sigterm_asks_the_run_to_stop_and_later_ones_stop_it
             signal.raise_signal(signal.SIGTERM)
             signal.raise_signal(signal.SIGINT)
             assert settled.stopped_by is None
+            # a second one would stop the process at once, as by default
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+            assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
         assert "Stopping" not in capfd.readouterr().err
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # a run nobody stopped
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

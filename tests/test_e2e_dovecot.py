@@ -1094,6 +1094,64 @@ def test_mark_read_keeps_listing_what_a_run_left_undone_even_once_read(
     assert code == 0 and (summary["created"], summary["fetched"]) == (0, 0), stderr
 
 
+def _read_all(server: Dovecot, user: User) -> None:
+    """An agent opens every email in the inbox in their own mail client."""
+    client = server.imap(user)
+    try:
+        client.select_folder("INBOX")
+        client.add_flags(client.search(["ALL"]), [b"\\Seen"])
+    finally:
+        client.logout()
+
+
+def test_mark_read_keeps_listing_the_first_backlog_until_it_is_all_imported(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    """The unread emails already there on the first run are the backlog: a first run cut short by --limit
+    leaves some, an agent reads them, and the next run still imports them."""
+    server, user = dovecot_server, dovecot_user
+    cfg = config_for(tmp_path, server, user, after_import="mark_read")
+    seed(server, user, mails("b", 3))
+    code, (summary,), stderr = run_json(cfg, secret_env(user), "--limit", "1")
+    assert code == 0 and summary["created"] == 1, stderr
+    _read_all(server, user)
+    code, (summary,), stderr = run_json(cfg, secret_env(user))
+    assert code == 0 and summary["created"] == 2, stderr
+    code, (summary,), stderr = run_json(cfg, secret_env(user))
+    assert code == 0 and (summary["created"], summary["fetched"]) == (0, 0), stderr
+    assert actions_per_message_id(tmp_path / "tickets.db") == {f"b-{n}@example.org": 1 for n in (1, 2, 3)}
+
+
+def test_mark_read_after_a_new_uidvalidity_lists_what_arrived_since_the_last_settled_run(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    """Emails a run left undone, then read by an agent, then renumbered by a server migration (a new
+    UIDVALIDITY): the next run lists what arrived since the read mark was last set, imports the one left and
+    recognises the one imported before."""
+    server, user = dovecot_server, dovecot_user
+    cfg = config_for(tmp_path, server, user, after_import="mark_read")
+    code, _, stderr = run_json(cfg, secret_env(user))  # reading begins with an empty INBOX
+    assert code == 0, stderr
+    seed(server, user, mails("u", 2))
+    code, (summary,), stderr = run_json(cfg, secret_env(user), "--limit", "1")
+    assert code == 0 and summary["created"] == 1, stderr
+    client = server.imap(user)
+    try:
+        client.select_folder("INBOX")
+        uids = client.search(["ALL"])
+        kept = client.fetch(uids, ["BODY.PEEK[]", "INTERNALDATE"])
+        client.delete_messages(uids)
+        client.expunge()
+    finally:
+        client.logout()
+    server.renumber(user, 7070)
+    server.append(user, [d[b"BODY[]"] for d in kept.values()], arrived=[d[b"INTERNALDATE"] for d in kept.values()])
+    _read_all(server, user)
+    code, (summary,), stderr = run_json(cfg, secret_env(user))
+    assert code == 0 and (summary["created"], summary["duplicates"]) == (1, 1), stderr
+    assert actions_per_message_id(tmp_path / "tickets.db") == {"u-1@example.org": 1, "u-2@example.org": 1}
+
+
 def _assert_all_once(server: Dovecot, user: User, db: Path, count: int, prefix: str) -> None:
     assert message_ids_in(server, user, "INBOX") == []
     assert message_ids_in(server, user, "Trash") == sorted(

@@ -212,12 +212,18 @@ def test_debug_logging_never_holds_message_contents(
     assert not [r for r in caplog.records if "Secret-body-7f3a" in r.getMessage()]
 
 
-def test_mark_read_lists_only_unseen(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+def test_mark_read_marks_read_and_lists_what_a_run_has_not_settled(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    """The emails a listing found stay listed, read or not, until a run settles them all; then only the
+    unread and the new ones are."""
     seed(dovecot_server, dovecot_user, 3)
     with connector(dovecot_server, dovecot_user, tmp_path, after_import="mark_read") as conn:
         ids = conn.list_ids()
         conn.dispose(ids[:2])
-        assert conn.list_ids() == ids[2:]
+        assert conn.list_ids() == ids  # not settled: the importer skips the two it knows
+        conn.settled(ids[:2] + ids[2:])
+        assert conn.list_ids() == ids[2:]  # the third is still unread
         assert conn.count() == 1
     flags = [SEEN in d[b"FLAGS"] for _, d in sorted(uids_in(dovecot_server, dovecot_user, "INBOX").items())]
     assert flags == [True, True, False]
@@ -696,6 +702,12 @@ def test_xoauth2_with_a_token_asked_of_entra_id_or_google_at_login(
     with pytest.raises(SecretError) as err:
         make_connector(mailbox, cred, config=cfg, secrets=wrong.__getitem__, state=MemoryState()).open()
     assert "not-it" not in str(err.value)
+
+    cloud.next_tokens = ["a-token-this-server-does-not-take"]  # issued, but the mailbox was never granted
+    with pytest.raises(SecretError) as err:
+        make_connector(mailbox, cred, config=cfg, secrets=secrets, state=MemoryState()).open()
+    grant = "IMAP.AccessAsApp" if provider == "microsoft365" else "domain-wide delegation"
+    assert "refused the access token" in str(err.value) and grant in str(err.value), err.value
 
 
 @pytest.mark.parametrize("security", ["ssl", "starttls"])

@@ -155,6 +155,49 @@ def test_maildir_mark_read_imports_a_new_email_that_someone_read_first(tmp_path:
     assert sorted(actions_per_message_id(tmp_path / "tickets.db")) == ["fresh@x", "opened@x", "unread@x"]
 
 
+def test_maildir_mark_read_keeps_listing_the_first_backlog_until_it_is_all_imported(tmp_path: Path) -> None:
+    """Unread Maildir emails there on the first run: a run cut short by --limit leaves some, a mail client
+    reads them (moves them to cur/ with the S flag), and the next run still imports them."""
+    cfg = write_config(tmp_path, after_import="mark_read")
+    mail = tmp_path / "mail"
+    for sub in ("new", "cur", "tmp"):
+        (mail / sub).mkdir()
+    long_ago = time.time() - 30 * 86400
+    for n in range(3):
+        path = mail / "new" / f"160000000{n}.M{n}P{n}.host"
+        path.write_bytes(email_bytes(f"Backlog {n}", message_id=f"b{n}@x"))
+        os.utime(path, (long_ago + n, long_ago + n))
+    (summary,) = invoke_json(cfg, "run", "--limit", "1")
+    assert summary["created"] == 1
+    for path in list((mail / "new").iterdir()):  # read in a mail client
+        os.rename(path, mail / "cur" / f"{path.name}:2,S")
+    (summary,) = invoke_json(cfg, "run")
+    assert summary["created"] == 2
+    (summary,) = invoke_json(cfg, "run")
+    assert (summary["created"], summary["fetched"]) == (0, 0)
+    assert actions_per_message_id(tmp_path / "tickets.db") == {"b0@x": 1, "b1@x": 1, "b2@x": 1}
+
+
+def test_an_upgrade_keeps_what_only_new_left_alone_in_a_maildir(tmp_path: Path) -> None:
+    """Before migration m007 a Maildir message in cur/ had the id cur/<name>; a database written then, which
+    `mailbox add --only-new` told to leave that message alone, still leaves it alone after the upgrade."""
+    cfg = write_config(tmp_path)
+    mail = tmp_path / "mail"
+    for sub in ("new", "cur", "tmp"):
+        (mail / sub).mkdir()
+    (mail / "cur" / "1500000000.M9P9.host:2,S").write_bytes(email_bytes("Old", message_id="old@x"))
+    db = tmp_path / "tickets.db"
+    with Store.open(db) as store:
+        store.mark_seen("Desk", "", "cur/1500000000.M9P9.host", "skipped")
+        store.db.execute("DELETE FROM _migrations WHERE name = 'm007_maildir_ids_stay_put'")  # as written before
+    (summary,) = invoke_json(cfg, "run")
+    assert (summary["created"], summary["fetched"]) == (0, 0)
+    assert (mail / "cur" / "1500000000.M9P9.host:2,S").exists()
+    with Store.open(db) as store:
+        rows = store.db.execute("SELECT source_id, state FROM seen").fetchall()
+    assert [tuple(r) for r in rows] == [("new/1500000000.M9P9.host", "skipped")]
+
+
 @pytest.mark.parametrize("point", ["before_commit", "after_commit"])
 def test_crash_at_any_point_loses_nothing_and_duplicates_nothing(tmp_path: Path, point: str) -> None:
     cfg = write_config(tmp_path)

@@ -520,7 +520,7 @@ class Importer:
                 finish_oldest()
         while ahead:
             finish_oldest()
-        if not (self.dry_run or cut or res.left or res.errors):
+        if not (self.dry_run or cut or res.left or res.errors or res.fetched < total):
             conn.settled(ids)  # every email listed is imported and disposed of, quarantined or known
 
     def _finish_after_fetch_error(

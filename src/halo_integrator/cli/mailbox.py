@@ -326,7 +326,9 @@ def add(
     where = report.folder or "the mailbox"
     fate = _fate(new_mailbox)
     if count:
-        unread = "unread " if after_import == "mark_read" and connection == "imap" else ""
+        root = cfg.resolve(folder_path or "")
+        maildir = connection == "folder" and ((root / "new").is_dir() or (root / "cur").is_dir())
+        unread = "unread " if after_import == "mark_read" and (connection == "imap" or maildir) else ""
         if count == 1:
             click.echo(f"The one {unread}email in {where} will be turned into a ticket and {fate}.")
         else:

@@ -127,9 +127,9 @@ def _first_signal_stops(importer: Importer) -> Iterator[None]:
 
     def first(signum: int, frame: object) -> None:
         stop, default = known[signum]
+        signal.signal(signum, default)  # a second one stops the process at once, as it would by default
         if not importer.request_stop(stop):
-            return  # the run is over: nothing is left to stop
-        signal.signal(signum, default)
+            return  # the run is over: nothing is left to stop, and its exit code stands
         with suppress(OSError):  # a plain write: the handler may have interrupted a write to stderr
             os.write(2, STOPPING[stop].encode())
 

@@ -100,6 +100,19 @@ class ServerConnector(Connector):
     def _refused(self, said: str) -> SecretError:
         """The server said no to the login (``said``: its answer, secrets scrubbed)."""
         what = self._secret_kind.replace("_", " ")
+        issuer = {"microsoft365": "Entra ID", "google": "Google"}.get(self.cred.oauth_provider)
+        if self.cred.auth == "oauth2" and issuer:  # a fresh token: the grant is what is missing, not a secret
+            grant = (
+                f"that the app {self.cred.client_id} has the IMAP.AccessAsApp / POP.AccessAsApp permission with "
+                "admin consent and that its service principal was given access to this mailbox "
+                "(Add-MailboxPermission)" if issuer == "Entra ID" else
+                "that the service account's client id is granted https://mail.google.com/ under domain-wide "
+                "delegation, and that IMAP or POP is on for this mailbox"
+            )
+            return SecretError(
+                f"The server refused the access token {issuer} issued for {self.user}@{self.cred.host} (it said: "
+                f"{said}). Check {grant}."
+            )
         return SecretError(
             f"The server refused the {what} for {self.user}@{self.cred.host} (it said: {said}). Check the "
             f"username, then store the right {what} with `integrator credentials add {self.mailbox.name}`."

@@ -18,6 +18,7 @@ The embedded default that needs no server, and the simplest example of the conne
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -42,8 +43,8 @@ class FolderConnector(Connector):
         rel = self.mailbox.incoming.folder or self.mailbox.path
         self.root = self.config.resolve(rel)
         self.maildir = (self.root / "new").is_dir() or (self.root / "cur").is_dir()
-        self._paths: dict[str, str] = {}
-        self._newest = 0.0  # the file time of the newest message listed
+        self._paths: dict[str, str] = {}  # id -> where the file is now
+        self._mtimes: dict[str, float] = {}  # id -> its file time
 
     # lifecycle -------------------------------------------------------------------------------------
     def open(self) -> None:
@@ -72,9 +73,8 @@ class FolderConnector(Connector):
         return self.root.parent / f"{self.root.name} Deleted Items"
 
     def _candidates(self) -> list[tuple[float, str, str]]:
-        """(modification time, file name, path) of every email file waiting."""
+        """(modification time, file name, path) of every email file there."""
         dirs = [self.root / "new", self.root / "cur"] if self.maildir else [self.root]
-        read_mark = self._read_mark(start=True) if self._keeps_read_mail else None
         found: list[tuple[float, str, str]] = []
         for d in dirs:
             try:
@@ -94,9 +94,6 @@ class FolderConnector(Connector):
                     mtime = entry.stat(follow_symlinks=False).st_mtime
                 except OSError:
                     mtime = 0.0
-                read = d.name == "cur" and "S" in entry.name.partition(":2,")[2]
-                if read and read_mark is not None and mtime < read_mark:
-                    continue  # read before reading began: old mail, left alone
                 found.append((mtime, entry.name, entry.path))
         return found
 
@@ -105,50 +102,73 @@ class FolderConnector(Connector):
             return "new/" + os.path.basename(path).partition(":2,")[0]
         return os.path.relpath(path, self.root).replace(os.sep, "/")
 
-    def list_ids(self) -> list[str]:
+    def _scan(self) -> list[tuple[float, str, str]]:
+        """Every email file there, oldest first; remembers where each id is now and its file time."""
         # plain strings, not Path objects: a folder of 100,000 emails stays small in memory
         candidates = sorted(self._candidates())
         self._paths = {self._source_id(path): path for _, _, path in candidates}
-        self._newest = max((mtime for mtime, _, _ in candidates), default=0.0)
-        return list(self._paths)
+        self._mtimes = {self._source_id(path): mtime for mtime, _, path in candidates}
+        return candidates
+
+    def list_ids(self) -> list[str]:
+        candidates = self._scan()
+        if not self._keeps_read_mail:
+            return list(self._paths)
+        mark, pending = self._read_state()
+        listed: list[str] = []
+        below: set[str] = set()
+        for mtime, name, path in candidates:
+            source_id = self._source_id(path)
+            if mtime < mark:
+                read = os.path.basename(os.path.dirname(path)) == "cur" and "S" in name.partition(":2,")[2]
+                if read and source_id not in pending:
+                    continue  # read before reading began: old mail, left alone
+                below.add(source_id)
+            listed.append(source_id)
+        if below != pending:
+            self.state.set("read_pending", json.dumps(sorted(below)))
+        return listed
+
+    # mark_read on a Maildir: the read mark ---------------------------------------------------------------
+    # Reading begins with the messages there then: the unread ones are imported, the ones already read are left
+    # alone. From then on a new message is imported whether or not someone has read it first. Kept in
+    # ``state``: ``read_mark``, the file time before which a read message is old (reading began five minutes
+    # before the first listing, for file times a little in the past); ``read_pending``, the ids below it that
+    # a run listed and has not settled, listed until settled even once read. Both move on only when a run has
+    # settled everything it listed (:meth:`settled`), and the mark never to within a day of now, so a message
+    # whose file time is a little in the past still counts as new.
 
     @property
     def _keeps_read_mail(self) -> bool:
         return self.maildir and self.mailbox.incoming.after_import == "mark_read"
 
-    def _read_mark(self, *, start: bool = False) -> float:
-        """With ``mark_read`` on a Maildir: the file time before which a message already read is not listed.
-
-        Reading begins with the messages there then: the unread ones are imported, the read ones are left
-        alone. From then on a new message is imported whether or not someone has read it first. The mark
-        moves up once a run has settled every message it listed (:meth:`settled`), but never to within a day
-        of now, so a message whose file time is a little in the past still counts as new. ``start`` stores
-        the present as the mark when there is none yet."""
-        stored = self.state.get("read_mark")
+    def _read_state(self) -> tuple[float, set[str]]:
         try:
-            return float(stored) if stored else self._start_read_mark(start)
+            mark = float(self.state.get("read_mark") or "")
         except ValueError:
-            return self._start_read_mark(start)
-
-    def _start_read_mark(self, start: bool) -> float:
-        if not start:
-            return 0.0
-        now = time.time()
-        self.state.set("read_mark", repr(now))
-        return now
+            mark = time.time() - 300
+            self.state.set("read_mark", repr(mark))
+            self.state.set("read_pending", "[]")
+            return mark, set()
+        try:
+            pending = {str(i) for i in json.loads(self.state.get("read_pending") or "[]")}
+        except (ValueError, TypeError):
+            pending = set()
+        return mark, pending
 
     def settled(self, ids: Sequence[str]) -> None:
-        if not self._keeps_read_mail or not ids:
+        if not self._keeps_read_mail:
             return
-        mark = min(self._newest, time.time() - 86400)
-        if mark > self._read_mark():
-            self.state.set("read_mark", repr(mark))
+        mark, _ = self._read_state()
+        newest = max((self._mtimes.get(i, 0.0) for i in ids), default=0.0)
+        self.state.set("read_mark", repr(max(mark, min(newest, time.time() - 86400))))
+        self.state.set("read_pending", "[]")
 
     def _path(self, source_id: str) -> Path | None:
         path = self._paths.get(source_id)
         if path is not None and os.path.exists(path):
             return Path(path)
-        self.list_ids()  # a mail client may have renamed it (Maildir flags)
+        self._scan()  # a mail client may have renamed it (Maildir flags)
         path = self._paths.get(source_id)
         return Path(path) if path is not None else None
 

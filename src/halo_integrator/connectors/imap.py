@@ -40,8 +40,9 @@ import contextlib
 import imaplib
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from imapclient import IMAPClient, SocketTimeout
@@ -171,13 +172,14 @@ class ImapConnector(ServerConnector):
                 client.login(self.user, self._secret)
         except LoginError as exc:
             lost = exc.__context__  # imapclient files a connection that dropped during the login as a LoginError
-            if isinstance(lost, imaplib.IMAP4.abort | OSError):
+            said = scrub(_server_text(exc), self._secret)
+            refused = any(word in said.upper() for word in ("AUTHENTICATIONFAILED", "AUTHENTICATION FAILED"))
+            if isinstance(lost, imaplib.IMAP4.abort | OSError) and not refused:  # not a BYE that refuses it
                 self._note_broken(lost)
                 raise ConnectError(
-                    f"The IMAP server {self._where} dropped the connection during login "
-                    f"({scrub(_reason(lost, cred.timeout), self._secret)}); the password was not refused."
+                    f"The IMAP server {self._where} dropped the connection during login, before it answered the "
+                    f"{self._secret_kind.replace('_', ' ')} ({scrub(_reason(lost, cred.timeout), self._secret)})."
                 ) from None
-            said = scrub(_server_text(exc), self._secret)
             if "UNAVAILABLE" in said.upper():
                 raise ConnectError(
                     f"The IMAP server {self._where} could not check the {self._secret_kind.replace('_', ' ')} "
@@ -353,45 +355,85 @@ class ImapConnector(ServerConnector):
         above = ["UID", f"{floor + 1}:*"] if floor else []
         with self._guard(RetrievalError, f"Listing the messages of {self.folder!r}"):
             if self.mailbox.incoming.after_import == "mark_read":
-                # the unread ones, and every one that came after the read mark, read or not (someone may have
-                # opened it before this run), but not the read ones already there when reading began
-                mark = self._read_mark(start=True)
-                uids = [int(u) for u in client.search(["UNSEEN", *above])]
-                uids += [u for u in map(int, client.search(["UID", f"{max(mark, floor) + 1}:*"])) if u > mark]
+                uids = self._list_for_mark_read(above, floor)
             else:
                 uids = [int(u) for u in client.search(above or ["ALL"])]
         # "n:*" always matches the highest UID, even below n: filter again
         extra = self._old_extra()
         return [f"{self._uidvalidity}/{uid}" for uid in sorted(set(uids)) if uid > floor and uid not in extra]
 
-    def _read_mark(self, *, start: bool = False) -> int:
-        """With ``mark_read``: the highest UID below which a message already read is not listed (0: none yet).
+    # mark_read: the read mark -----------------------------------------------------------------------
+    # Reading begins with the messages in the folder then: the unread ones are imported, the ones already read
+    # are left alone. From then on every message that arrives is imported whether or not someone opened it
+    # first in a mail client. Kept in ``state``:
+    #   read_mark:<folder>     "<uidvalidity>/<uid>/<date>": messages above the UID are listed read or not;
+    #                          the date (UTC) is when the mark was last set
+    #   read_pending:<folder>  "<uidvalidity>/<uid set>": messages at or below the mark that a run listed and
+    #                          has not yet settled (the backlog of the first run, say); listed until settled,
+    #                          even once someone has read them
+    # The mark moves up, and the pending list empties, only when a run has settled everything it listed
+    # (:meth:`settled`). A new UIDVALIDITY begins again from the folder as it is then, and also lists every
+    # message that arrived since two days before the old mark was last set, read or not; the run recognises
+    # those it imported before by Message-ID and content.
 
-        Reading begins with the messages in the folder then: the unread ones are imported, the read ones are
-        left alone. From then on every new message is imported whether or not someone has read it first. The
-        mark moves up once a run has settled every message it listed (:meth:`settled`); it is kept per
-        UIDVALIDITY, and a new UIDVALIDITY begins again from the folder as it is then. ``start`` stores the
-        folder's newest UID as the mark when there is none yet."""
+    def _list_for_mark_read(self, above: list[str], floor: int) -> list[int]:
+        client = self._need()
+        mark, pending = self._read_state(start=True)
+        unseen = [int(u) for u in client.search(["UNSEEN", *above])]
+        newer = [u for u in map(int, client.search(["UID", f"{max(mark, floor) + 1}:*"])) if u > mark]
+        still = self._present(pending)
+        waiting = {u for u in unseen if u <= mark} | still
+        if waiting != pending:
+            self.state.set(f"read_pending:{self.folder}", f"{self._uidvalidity}/{_uid_set(waiting)}")
+        return [*unseen, *newer, *still]
+
+    def _present(self, uids: set[int]) -> set[int]:
+        """Which of these UIDs are still in the folder."""
+        found: set[int] = set()
+        ordered = sorted(uids)
+        for start in range(0, len(ordered), _SIZE_CHUNK):
+            found.update(int(u) for u in self._need().search(["UID", _uid_set(ordered[start : start + _SIZE_CHUNK])]))
+        return found & uids  # "n:m" never matches outside the range, but a server may answer loosely
+
+    def _read_mark(self) -> int:
+        """The read mark's UID in this UIDVALIDITY; 0 when reading has not begun in it."""
+        validity, uid, _ = _mark_parts(self.state.get(f"read_mark:{self.folder}"))
+        return int(uid) if validity == str(self._uidvalidity) and uid.isdigit() else 0
+
+    def _read_state(self, *, start: bool) -> tuple[int, set[int]]:
+        """The read mark and the pending UIDs; with ``start``, reading begins when it has not in this
+        UIDVALIDITY."""
         key = f"read_mark:{self.folder}"
-        validity, _, uid = (self.state.get(key) or "").partition("/")
+        stored = self.state.get(key)
+        validity, uid, since = _mark_parts(stored)
         if validity == str(self._uidvalidity) and uid.isdigit():
-            return int(uid)
+            p_validity, _, p_set = (self.state.get(f"read_pending:{self.folder}") or "").partition("/")
+            return int(uid), (_parse_uid_set(p_set) if p_validity == validity else set())
         if not start:
-            return 0
+            return 0, set()
         top = self._uidnext - 1
         if top <= 0:  # a server that gave no UIDNEXT
-            with self._guard(RetrievalError, f"Finding the newest message of {self.folder!r}"):
-                top = max((int(u) for u in self._need().search(["ALL"])), default=0)
-        self.state.set(key, f"{self._uidvalidity}/{top}")
-        return top
+            top = max((int(u) for u in self._need().search(["ALL"])), default=0)
+        pending: set[int] = set()
+        if stored and since:  # a new UIDVALIDITY: what came since the old mark may not all be imported
+            day = date.fromisoformat(since) - timedelta(days=2)
+            pending = {int(u) for u in self._need().search(["SINCE", day])}
+            log.warning(
+                "Mailbox %s: folder %r has a new UIDVALIDITY; the %d message(s) that arrived there since %s are "
+                "listed, read or not, and those already imported are recognised by Message-ID and content.",
+                self.mailbox.name, self.folder, len(pending), day.isoformat(),
+            )
+        self.state.set(f"read_pending:{self.folder}", f"{self._uidvalidity}/{_uid_set(pending)}")
+        self.state.set(key, f"{self._uidvalidity}/{top}/{_today()}")
+        return top, pending
 
     def settled(self, ids: Sequence[str]) -> None:
         if self.mailbox.incoming.after_import != "mark_read":
             return  # the other dispositions take the messages out of the folder
         uids = self._own_uids(ids, "settled")
-        mark = self._read_mark()
-        if uids and max(uids) > mark:
-            self.state.set(f"read_mark:{self.folder}", f"{self._uidvalidity}/{max(uids)}")
+        mark = max([self._read_mark(), *uids])
+        self.state.set(f"read_mark:{self.folder}", f"{self._uidvalidity}/{mark}/{_today()}")
+        self.state.set(f"read_pending:{self.folder}", f"{self._uidvalidity}/")
 
     def count(self) -> int:
         if self._floor() or self._old_extra() or self._read_mark():
@@ -741,3 +783,37 @@ def _bodies_of(data: list[Any]) -> dict[int, bytes] | None:
             return None  # no UID, or two
         bodies[int(uid_first or uid_last)] = head[1]
     return bodies
+
+
+def _mark_parts(stored: str | None) -> tuple[str, str, str]:
+    """(uidvalidity, uid, date) of a stored read mark; the date is "" in a mark written without one."""
+    validity, _, rest = (stored or "").partition("/")
+    uid, _, since = rest.partition("/")
+    return validity, uid, since
+
+
+def _today() -> str:
+    return datetime.now(UTC).date().isoformat()
+
+
+def _uid_set(uids: Iterable[int]) -> str:
+    """UIDs as an IMAP sequence set of ranges: ``1:5,8,10:12``."""
+    out: list[str] = []
+    ordered = sorted(set(uids))
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        out.append(str(ordered[i]) if i == j else f"{ordered[i]}:{ordered[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
+def _parse_uid_set(text: str) -> set[int]:
+    uids: set[int] = set()
+    for part in filter(None, text.split(",")):
+        low, _, high = part.partition(":")
+        if low.isdigit() and (not high or high.isdigit()):
+            uids.update(range(int(low), int(high or low) + 1))
+    return uids

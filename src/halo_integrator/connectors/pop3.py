@@ -186,8 +186,8 @@ class Pop3Connector(ServerConnector):
             if exc.args == ("-ERR EOF",):  # poplib's own word (a str, not the server's bytes) for a closed connection
                 self._broken = True
                 raise ConnectError(
-                    f"The POP3 server {self._where} dropped the connection during login; the password was not "
-                    "refused."
+                    f"The POP3 server {self._where} dropped the connection during login, before it answered the "
+                    f"{self._secret_kind.replace('_', ' ')}."
                 ) from None
             said = scrub(_text(exc), self._secret)
             if "[SYS/" in said.upper() or "[IN-USE]" in said.upper():

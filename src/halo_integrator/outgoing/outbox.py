@@ -316,10 +316,10 @@ class Outbox:
     def _too_old(self, email: ParsedEmail) -> str | None:
         """Why an email is too old to acknowledge (or its age unknown), else None."""
         when = email.date or _newest_received(email)
-        if when is None:  # no Date and no Received: it may as well be years old, as an imported archive is
+        if when is None:  # no usable Date and no Received: it may as well be years old, as an imported archive is
             return (
-                "the email has neither a Date nor a Received header, so its age is unknown (old mail, e.g. a "
-                "first import, is never acknowledged)"
+                "the email has no readable Date header and no Received header, so its age is unknown (old mail, "
+                "e.g. a first import, is never acknowledged)"
             )
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
