@@ -1104,6 +1104,27 @@ def _read_all(server: Dovecot, user: User) -> None:
         client.logout()
 
 
+def test_a_mailbox_switched_to_mark_read_imports_what_an_agent_read_since_the_last_run(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    """Runs with move_to_deleted leave nothing old in the inbox: after `mailbox edit --set
+    incoming.after_import=mark_read`, an email that arrived since the last run becomes a ticket even though an
+    agent read it in the meantime."""
+    server, user = dovecot_server, dovecot_user
+    cfg = config_for(tmp_path, server, user)
+    code, _, stderr = run_json(cfg, secret_env(user))
+    assert code == 0, stderr
+    seed(server, user, mails("s", 1))
+    _read_all(server, user)
+    result = invoke(cfg, "mailbox", "edit", "Support", "--set", "incoming.after_import=mark_read")
+    assert result.exit_code == 0, result.output
+    code, (summary,), stderr = run_json(cfg, secret_env(user))
+    assert code == 0 and summary["created"] == 1, stderr
+    code, (summary,), stderr = run_json(cfg, secret_env(user))
+    assert code == 0 and (summary["created"], summary["fetched"]) == (0, 0), stderr
+    assert message_ids_in(server, user, "INBOX") == ["<s-1@example.org>"]
+
+
 def test_mark_read_keeps_listing_the_first_backlog_until_it_is_all_imported(
     dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
 ) -> None:

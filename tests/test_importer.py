@@ -178,6 +178,26 @@ def test_maildir_mark_read_keeps_listing_the_first_backlog_until_it_is_all_impor
     assert actions_per_message_id(tmp_path / "tickets.db") == {"b0@x": 1, "b1@x": 1, "b2@x": 1}
 
 
+def test_a_maildir_switched_to_mark_read_imports_what_someone_read_since_the_last_run(tmp_path: Path) -> None:
+    """Runs with move_to_deleted leave nothing old in the Maildir: after a switch to mark_read, an email that
+    arrived since the last run is imported even though someone read it first."""
+    cfg = write_config(tmp_path)
+    mail = tmp_path / "mail"
+    for sub in ("new", "cur", "tmp"):
+        (mail / sub).mkdir()
+    (summary,) = invoke_json(cfg, "run")
+    assert summary["fetched"] == 0
+    long_ago = time.time() - 30 * 86400
+    read = mail / "cur" / "1600000000.M1P1.host:2,S"  # it came with an old file time, and was read
+    read.write_bytes(email_bytes("Read before the switch", message_id="read@x"))
+    os.utime(read, (long_ago, long_ago))
+    cfg = write_config(tmp_path, after_import="mark_read")
+    (summary,) = invoke_json(cfg, "run")
+    assert summary["created"] == 1
+    (summary,) = invoke_json(cfg, "run")
+    assert (summary["created"], summary["fetched"]) == (0, 0)
+
+
 def test_an_upgrade_keeps_what_only_new_left_alone_in_a_maildir(tmp_path: Path) -> None:
     """Before migration m007 a Maildir message in cur/ had the id cur/<name>; a database written then, which
     `mailbox add --only-new` told to leave that message alone, still leaves it alone after the upgrade."""
@@ -189,13 +209,16 @@ def test_an_upgrade_keeps_what_only_new_left_alone_in_a_maildir(tmp_path: Path) 
     db = tmp_path / "tickets.db"
     with Store.open(db) as store:
         store.mark_seen("Desk", "", "cur/1500000000.M9P9.host", "skipped")
+        store.log_inbound(mailbox="Desk", credential="", status="ignored", source_id="cur/1500000000.M9P9.host")
         store.db.execute("DELETE FROM _migrations WHERE name = 'm007_maildir_ids_stay_put'")  # as written before
     (summary,) = invoke_json(cfg, "run")
     assert (summary["created"], summary["fetched"]) == (0, 0)
     assert (mail / "cur" / "1500000000.M9P9.host:2,S").exists()
     with Store.open(db) as store:
         rows = store.db.execute("SELECT source_id, state FROM seen").fetchall()
+        logged = store.db.execute("SELECT DISTINCT source_id FROM inbound_log WHERE source_id != ''").fetchall()
     assert [tuple(r) for r in rows] == [("new/1500000000.M9P9.host", "skipped")]
+    assert [tuple(r) for r in logged] == [("new/1500000000.M9P9.host",)]
 
 
 @pytest.mark.parametrize("point", ["before_commit", "after_commit"])

@@ -321,10 +321,12 @@ def m006_committed_seen_index(db: Database) -> None:
 def m007_maildir_ids_stay_put(db: Database) -> None:
     """A Maildir message's id is now ``new/<unique name>`` wherever the file is: before, a message found in
     ``cur/`` had the id ``cur/<unique name>``, and a mail client that read one moved it there and changed its
-    id. The seen and failure rows written under the old form get the new one, so what `mailbox add --only-new`
-    left alone, what was imported and what failed are still recognised. Only the folder connector's Maildir
-    ids start with ``cur/`` (IMAP ids are ``<uidvalidity>/<uid>``, a plain folder's are file names); where a row
-    of both forms exists for one message, the ``new/`` one is kept."""
+    id. The seen, failure and inbound-log rows written under the old form get the new one, so what `mailbox add
+    --only-new` left alone, what was imported, what failed and what is in quarantine are still recognised. Only
+    the folder connector's Maildir ids start with ``cur/`` (IMAP ids are ``<uidvalidity>/<uid>``, a plain
+    folder's are file names); where a seen or failure row of both forms exists for one message, the ``new/``
+    one is kept."""
+    _script(db, "UPDATE inbound_log SET source_id = 'new/' || substr(source_id, 5) WHERE source_id GLOB 'cur/*'")
     for table in ("seen", "failures"):
         _script(
             db,

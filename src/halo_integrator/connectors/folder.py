@@ -12,7 +12,7 @@ The embedded default that needs no server, and the simplest example of the conne
 * ``delete`` removes the file; ``move_to_folder`` moves it to ``incoming.move_folder``; ``mark_read`` moves a
   Maildir file from ``new/`` to ``cur/`` with the ``S`` flag, and leaves a plain file where it is (the importer
   remembers it). With ``mark_read`` a Maildir message someone has read (``S``) is still listed when it came
-  after reading began (its file time is after the read mark, see :meth:`FolderConnector._read_mark`): only
+  after reading began (its file time is after the read mark, see :meth:`FolderConnector.list_ids`): only
   the mail read before then is left alone.
 """
 
@@ -91,7 +91,7 @@ class FolderConnector(Connector):
                 if not self.maildir and os.path.splitext(entry.name)[1].lower() not in EMAIL_SUFFIXES:
                     continue
                 try:
-                    mtime = entry.stat(follow_symlinks=False).st_mtime
+                    mtime = entry.stat(follow_symlinks=False).st_mtime  # delivery time: a rename keeps it
                 except OSError:
                     mtime = 0.0
                 found.append((mtime, entry.name, entry.path))
@@ -113,56 +113,66 @@ class FolderConnector(Connector):
     def list_ids(self) -> list[str]:
         candidates = self._scan()
         if not self._keeps_read_mail:
+            if self.maildir and not self.state.get("listed"):
+                self.state.set("listed", "1")  # read once: a later switch to mark_read finds mail unfinished
             return list(self._paths)
-        mark, pending = self._read_state()
+        stored = self._read_state()
+        mark, pending = stored if stored is not None else self._begin_reading()
         listed: list[str] = []
-        below: set[str] = set()
         for mtime, name, path in candidates:
             source_id = self._source_id(path)
-            if mtime < mark:
-                read = os.path.basename(os.path.dirname(path)) == "cur" and "S" in name.partition(":2,")[2]
-                if read and source_id not in pending:
-                    continue  # read before reading began: old mail, left alone
-                below.add(source_id)
+            read = os.path.basename(os.path.dirname(path)) == "cur" and "S" in name.partition(":2,")[2]
+            if read and mtime < mark and source_id not in pending:
+                continue  # read before reading began: old mail, left alone
             listed.append(source_id)
-        if below != pending:
-            self.state.set("read_pending", json.dumps(sorted(below)))
+        # what this scan did not see stays pending (a file being renamed can be missed once)
+        waiting = pending | set(listed)
+        if waiting != pending or stored is None:
+            self._write_read_state(mark, waiting)
+            self.state.set("listed", "1")
         return listed
 
     # mark_read on a Maildir: the read mark ---------------------------------------------------------------
     # Reading begins with the messages there then: the unread ones are imported, the ones already read are left
-    # alone. From then on a new message is imported whether or not someone has read it first. Kept in
-    # ``state``: ``read_mark``, the file time before which a read message is old (reading began five minutes
-    # before the first listing, for file times a little in the past); ``read_pending``, the ids below it that
-    # a run listed and has not settled, listed until settled even once read. Both move on only when a run has
-    # settled everything it listed (:meth:`settled`), and the mark never to within a day of now, so a message
-    # whose file time is a little in the past still counts as new.
+    # alone (unless earlier runs read the folder with another after_import: then nothing there is old). From
+    # then on a new message is imported whether or not someone has read it first. One state key,
+    # ``read_mark``, written in one go, holds the file time (modification time, which a Maildir keeps as the
+    # delivery time) before which a read message is old (reading begins five minutes before the first
+    # listing), and ``pending``, the ids a run listed and has not settled, listed until settled even once read.
+    # Both move on only when a run has settled everything it listed (:meth:`settled`), and the mark never to
+    # within a day of now, so a message whose file time is a little in the past still counts as new. A Maildir
+    # has no arrival order beyond that: a message moved in from another folder keeps its file time, and if it
+    # is older than the mark and already read it is taken for old mail.
 
     @property
     def _keeps_read_mail(self) -> bool:
         return self.maildir and self.mailbox.incoming.after_import == "mark_read"
 
-    def _read_state(self) -> tuple[float, set[str]]:
+    def _read_state(self) -> tuple[float, set[str]] | None:
         try:
-            mark = float(self.state.get("read_mark") or "")
-        except ValueError:
-            mark = time.time() - 300
-            self.state.set("read_mark", repr(mark))
-            self.state.set("read_pending", "[]")
-            return mark, set()
-        try:
-            pending = {str(i) for i in json.loads(self.state.get("read_pending") or "[]")}
-        except (ValueError, TypeError):
-            pending = set()
-        return mark, pending
+            stored = json.loads(self.state.get("read_mark") or "")
+            return float(stored["mark"]), {str(i) for i in stored["pending"]}
+        except (ValueError, TypeError, KeyError):
+            return None
+
+    def _begin_reading(self) -> tuple[float, set[str]]:
+        """The mark and the pending ids when reading begins (nothing is written)."""
+        if self.state.get("listed"):  # runs with another after_import: everything still there is unfinished
+            return time.time() - 300, set(self._paths)
+        return time.time() - 300, set()
+
+    def _write_read_state(self, mark: float, pending: set[str]) -> None:
+        self.state.set("read_mark", json.dumps({"mark": mark, "pending": sorted(pending)}))
 
     def settled(self, ids: Sequence[str]) -> None:
         if not self._keeps_read_mail:
             return
-        mark, _ = self._read_state()
+        stored = self._read_state()
+        if stored is None:
+            return
+        mark, pending = stored
         newest = max((self._mtimes.get(i, 0.0) for i in ids), default=0.0)
-        self.state.set("read_mark", repr(max(mark, min(newest, time.time() - 86400))))
-        self.state.set("read_pending", "[]")
+        self._write_read_state(max(mark, min(newest, time.time() - 86400)), pending - set(ids))
 
     def _path(self, source_id: str) -> Path | None:
         path = self._paths.get(source_id)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import imaplib
+import json
 import logging
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -90,6 +91,7 @@ class ImapConnector(ServerConnector):
         self._broken = False
         self._caps: set[str] = set()
         self._uidvalidity = 0
+        self._read_before = False  # the folder was read by an earlier run (its UIDVALIDITY was kept)
         self._uidnext = 0
         self._identity_cache: dict[int, str] = {}  # UID -> identity, this selection of the folder
         self._deleted_folder: str | None = None
@@ -225,6 +227,7 @@ class ImapConnector(ServerConnector):
         self._uidnext = int(info.get(b"UIDNEXT", 0))
         key = f"uidvalidity:{folder}"
         before = self.state.get(key)
+        self._read_before = before is not None
         if before and before != str(self._uidvalidity):
             log.warning(
                 "Mailbox %s: the UIDVALIDITY of folder %r changed from %s to %s, so every message there has "
@@ -234,6 +237,8 @@ class ImapConnector(ServerConnector):
                 before,
                 self._uidvalidity,
             )
+        if self.mailbox.incoming.after_import == "mark_read" and self._read_state()[0] is None:
+            return  # written once reading has begun: a run that dies before then leaves the folder as never read
         self.state.set(key, str(self._uidvalidity))
 
     def _folder_names(self) -> str:
@@ -365,27 +370,59 @@ class ImapConnector(ServerConnector):
     # mark_read: the read mark -----------------------------------------------------------------------
     # Reading begins with the messages in the folder then: the unread ones are imported, the ones already read
     # are left alone. From then on every message that arrives is imported whether or not someone opened it
-    # first in a mail client. Kept in ``state``:
-    #   read_mark:<folder>     "<uidvalidity>/<uid>/<date>": messages above the UID are listed read or not;
-    #                          the date (UTC) is when the mark was last set
-    #   read_pending:<folder>  "<uidvalidity>/<uid set>": messages at or below the mark that a run listed and
-    #                          has not yet settled (the backlog of the first run, say); listed until settled,
-    #                          even once someone has read them
-    # The mark moves up, and the pending list empties, only when a run has settled everything it listed
-    # (:meth:`settled`). A new UIDVALIDITY begins again from the folder as it is then, and also lists every
-    # message that arrived since two days before the old mark was last set, read or not; the run recognises
-    # those it imported before by Message-ID and content.
+    # first in a mail client. One state key, ``read_mark:<folder>``, written in one go, holds
+    #   uidvalidity, uid   messages above the UID are listed, read or not;
+    #   date               (UTC) when the mark was last set;
+    #   pending            every message a run listed and has not settled (the first run's backlog, say): listed
+    #                      by later runs until settled, even once someone has read it.
+    # ``read_known:<folder>`` keeps the Message-ID and arrival-time identities of the pending messages, for a new
+    # UIDVALIDITY. The mark moves up, and pending empties, only when a run has settled everything it listed
+    # (:meth:`settled`). A mailbox that switches to mark_read after runs with another after_import has no old
+    # mail left: everything still in the folder is pending. A new UIDVALIDITY begins again from the folder as
+    # it is then, with these pending: the messages whose identity was pending, and every message that arrived
+    # from two days before the old mark was last set; the run recognises those it imported before by
+    # Message-ID and content.
 
     def _list_for_mark_read(self, above: list[str], floor: int) -> list[int]:
         client = self._need()
-        mark, pending = self._read_state(start=True)
+        mark, pending, began = self._read_state()
+        if mark is None:
+            mark, pending = self._begin_reading(floor)
         unseen = [int(u) for u in client.search(["UNSEEN", *above])]
         newer = [u for u in map(int, client.search(["UID", f"{max(mark, floor) + 1}:*"])) if u > mark]
-        still = self._present(pending)
-        waiting = {u for u in unseen if u <= mark} | still
-        if waiting != pending:
-            self.state.set(f"read_pending:{self.folder}", f"{self._uidvalidity}/{_uid_set(waiting)}")
-        return [*unseen, *newer, *still]
+        listed = set(unseen) | set(newer) | self._present(pending)
+        if listed != pending or began is None:
+            known = {found for found in self._identities(sorted(listed)).values() if found}
+            self._store_set(f"read_known:{self.folder}", known)  # before the mark that names them pending
+            self._write_read_mark(mark, listed, began or _today())
+            if began is None:  # deferred by _select until reading had begun: see there
+                self.state.set(f"uidvalidity:{self.folder}", str(self._uidvalidity))
+        return sorted(listed)
+
+    def _begin_reading(self, floor: int) -> tuple[int, set[int]]:
+        """The mark and the pending messages when reading begins in this UIDVALIDITY (nothing is written)."""
+        client = self._need()
+        top = self._uidnext - 1
+        if top <= 0:  # a server that gave no UIDNEXT
+            top = max((int(u) for u in client.search(["ALL"])), default=0)
+        stored = _parse_read_mark(self.state.get(f"read_mark:{self.folder}"))
+        if stored is not None:  # a new UIDVALIDITY: what was pending, and what came since the mark was set
+            known = self._stored_set(f"read_known:{self.folder}") or set()
+            everything = [int(u) for u in client.search(["ALL"])]
+            pending = {uid for uid, found in self._identities(everything).items() if found in known}
+            day = date.fromisoformat(stored[2] or _today()) - timedelta(days=2)
+            pending |= {int(u) for u in client.search(["SINCE", day])}
+            log.warning(
+                "Mailbox %s: folder %r has a new UIDVALIDITY; %d message(s) there that were not yet settled or "
+                "arrived since %s are listed, read or not; those already imported are recognised by Message-ID "
+                "and content.",
+                self.mailbox.name, self.folder, len(pending), day.isoformat(),
+            )
+        elif self._read_before:  # runs with another after_import: everything still there is unfinished
+            pending = {int(u) for u in client.search(["ALL"])}
+        else:  # a new mailbox: the mail read so far is old and stays alone
+            pending = set()
+        return top, {uid for uid in pending if uid > floor}
 
     def _present(self, uids: set[int]) -> set[int]:
         """Which of these UIDs are still in the folder."""
@@ -395,45 +432,29 @@ class ImapConnector(ServerConnector):
             found.update(int(u) for u in self._need().search(["UID", _uid_set(ordered[start : start + _SIZE_CHUNK])]))
         return found & uids  # "n:m" never matches outside the range, but a server may answer loosely
 
+    def _read_state(self) -> tuple[int | None, set[int], str | None]:
+        """(mark UID, pending UIDs, date) in this UIDVALIDITY; (None, set(), None) before reading begins."""
+        stored = _parse_read_mark(self.state.get(f"read_mark:{self.folder}"))
+        if stored is None or stored[0] != self._uidvalidity:
+            return None, set(), None
+        return stored[1], stored[3], stored[2] or _today()
+
     def _read_mark(self) -> int:
         """The read mark's UID in this UIDVALIDITY; 0 when reading has not begun in it."""
-        validity, uid, _ = _mark_parts(self.state.get(f"read_mark:{self.folder}"))
-        return int(uid) if validity == str(self._uidvalidity) and uid.isdigit() else 0
+        return self._read_state()[0] or 0
 
-    def _read_state(self, *, start: bool) -> tuple[int, set[int]]:
-        """The read mark and the pending UIDs; with ``start``, reading begins when it has not in this
-        UIDVALIDITY."""
-        key = f"read_mark:{self.folder}"
-        stored = self.state.get(key)
-        validity, uid, since = _mark_parts(stored)
-        if validity == str(self._uidvalidity) and uid.isdigit():
-            p_validity, _, p_set = (self.state.get(f"read_pending:{self.folder}") or "").partition("/")
-            return int(uid), (_parse_uid_set(p_set) if p_validity == validity else set())
-        if not start:
-            return 0, set()
-        top = self._uidnext - 1
-        if top <= 0:  # a server that gave no UIDNEXT
-            top = max((int(u) for u in self._need().search(["ALL"])), default=0)
-        pending: set[int] = set()
-        if stored and since:  # a new UIDVALIDITY: what came since the old mark may not all be imported
-            day = date.fromisoformat(since) - timedelta(days=2)
-            pending = {int(u) for u in self._need().search(["SINCE", day])}
-            log.warning(
-                "Mailbox %s: folder %r has a new UIDVALIDITY; the %d message(s) that arrived there since %s are "
-                "listed, read or not, and those already imported are recognised by Message-ID and content.",
-                self.mailbox.name, self.folder, len(pending), day.isoformat(),
-            )
-        self.state.set(f"read_pending:{self.folder}", f"{self._uidvalidity}/{_uid_set(pending)}")
-        self.state.set(key, f"{self._uidvalidity}/{top}/{_today()}")
-        return top, pending
+    def _write_read_mark(self, uid: int, pending: set[int], day: str) -> None:
+        self.state.set(
+            f"read_mark:{self.folder}",
+            json.dumps({"uidvalidity": self._uidvalidity, "uid": uid, "date": day, "pending": _uid_set(pending)}),
+        )
 
     def settled(self, ids: Sequence[str]) -> None:
         if self.mailbox.incoming.after_import != "mark_read":
             return  # the other dispositions take the messages out of the folder
         uids = self._own_uids(ids, "settled")
-        mark = max([self._read_mark(), *uids])
-        self.state.set(f"read_mark:{self.folder}", f"{self._uidvalidity}/{mark}/{_today()}")
-        self.state.set(f"read_pending:{self.folder}", f"{self._uidvalidity}/")
+        self._write_read_mark(max([self._read_mark(), *uids]), set(), _today())
+        self._store_set(f"read_known:{self.folder}", ())
 
     def count(self) -> int:
         if self._floor() or self._old_extra() or self._read_mark():
@@ -785,11 +806,15 @@ def _bodies_of(data: list[Any]) -> dict[int, bytes] | None:
     return bodies
 
 
-def _mark_parts(stored: str | None) -> tuple[str, str, str]:
-    """(uidvalidity, uid, date) of a stored read mark; the date is "" in a mark written without one."""
-    validity, _, rest = (stored or "").partition("/")
-    uid, _, since = rest.partition("/")
-    return validity, uid, since
+def _parse_read_mark(stored: str | None) -> tuple[int, int, str, set[int]] | None:
+    """(uidvalidity, uid, date, pending) of a stored read mark; None when there is none (or it is unreadable)."""
+    if not stored:
+        return None
+    try:
+        mark = json.loads(stored)
+        return int(mark["uidvalidity"]), int(mark["uid"]), str(mark.get("date", "")), _parse_uid_set(mark["pending"])
+    except (ValueError, TypeError, KeyError):
+        return None
 
 
 def _today() -> str:
