@@ -1125,6 +1125,27 @@ def test_a_mailbox_switched_to_mark_read_imports_what_an_agent_read_since_the_la
     assert message_ids_in(server, user, "INBOX") == ["<s-1@example.org>"]
 
 
+def test_a_mark_read_mailbox_from_a_version_without_read_marks_leaves_its_old_read_mail_alone(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    """An older version read a mark_read inbox by its unread emails only, and kept no read mark: after the
+    upgrade, the read mail there (imported or never meant to be) stays alone."""
+    server, user = dovecot_server, dovecot_user
+    cfg = config_for(tmp_path, server, user, after_import="mark_read")
+    seed(server, user, mails("h", 2))
+    _read_all(server, user)  # history, read long before
+    code, (summary,), stderr = run_json(cfg, secret_env(user))
+    assert code == 0 and summary["created"] == 0, stderr
+    con = sqlite3.connect(tmp_path / "tickets.db")
+    try:  # what the older version kept of this mailbox: its UIDVALIDITY, nothing of read marks
+        con.execute("DELETE FROM connector_state WHERE key NOT LIKE 'uidvalidity:%'")
+        con.commit()
+    finally:
+        con.close()
+    code, (summary,), stderr = run_json(cfg, secret_env(user))
+    assert code == 0 and (summary["created"], summary["fetched"]) == (0, 0), stderr
+
+
 def test_mark_read_keeps_listing_the_first_backlog_until_it_is_all_imported(
     dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
 ) -> None:

@@ -187,15 +187,34 @@ def test_a_maildir_switched_to_mark_read_imports_what_someone_read_since_the_las
         (mail / sub).mkdir()
     (summary,) = invoke_json(cfg, "run")
     assert summary["fetched"] == 0
-    long_ago = time.time() - 30 * 86400
-    read = mail / "cur" / "1600000000.M1P1.host:2,S"  # it came with an old file time, and was read
+    an_hour_ago = time.time() - 3600  # after the last run's day, before the read mark the switch will set
+    read = mail / "cur" / "1600000000.M1P1.host:2,S"  # delivered since, and read
     read.write_bytes(email_bytes("Read before the switch", message_id="read@x"))
-    os.utime(read, (long_ago, long_ago))
+    os.utime(read, (an_hour_ago, an_hour_ago))
     cfg = write_config(tmp_path, after_import="mark_read")
     (summary,) = invoke_json(cfg, "run")
     assert summary["created"] == 1
     (summary,) = invoke_json(cfg, "run")
     assert (summary["created"], summary["fetched"]) == (0, 0)
+
+
+def test_a_mark_read_maildir_from_a_version_without_read_marks_leaves_its_old_read_mail_alone(
+    tmp_path: Path,
+) -> None:
+    """A mark_read Maildir that an older version read (no read mark, no settled date in its state): the mail
+    read there stays alone after the upgrade, as it did before, while unread mail is imported."""
+    cfg = write_config(tmp_path, after_import="mark_read")
+    mail = tmp_path / "mail"
+    for sub in ("new", "cur", "tmp"):
+        (mail / sub).mkdir()
+    long_ago = time.time() - 30 * 86400
+    for name, subject, message_id in (("cur/1600000000.M1P1.host:2,S", "Old and read", "old@x"),
+                                      ("new/1600000001.M2P2.host", "Unread", "unread@x")):
+        (mail / name).write_bytes(email_bytes(subject, message_id=message_id))
+        os.utime(mail / name, (long_ago, long_ago))
+    (summary,) = invoke_json(cfg, "run")
+    assert summary["created"] == 1
+    assert sorted(actions_per_message_id(tmp_path / "tickets.db")) == ["unread@x"]
 
 
 def test_an_upgrade_keeps_what_only_new_left_alone_in_a_maildir(tmp_path: Path) -> None:

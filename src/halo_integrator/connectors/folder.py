@@ -24,6 +24,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from halo_integrator.connectors.base import Check, Connector, TestReport
@@ -113,8 +114,6 @@ class FolderConnector(Connector):
     def list_ids(self) -> list[str]:
         candidates = self._scan()
         if not self._keeps_read_mail:
-            if self.maildir and not self.state.get("listed"):
-                self.state.set("listed", "1")  # read once: a later switch to mark_read finds mail unfinished
             return list(self._paths)
         stored = self._read_state()
         mark, pending = stored if stored is not None else self._begin_reading()
@@ -129,12 +128,12 @@ class FolderConnector(Connector):
         waiting = pending | set(listed)
         if waiting != pending or stored is None:
             self._write_read_state(mark, waiting)
-            self.state.set("listed", "1")
         return listed
 
     # mark_read on a Maildir: the read mark ---------------------------------------------------------------
     # Reading begins with the messages there then: the unread ones are imported, the ones already read are left
-    # alone (unless earlier runs read the folder with another after_import: then nothing there is old). From
+    # alone (unless earlier runs read the folder with another after_import: then what came since two days
+    # before the last of them settled, ``settled`` in state, is unfinished, read or not). From
     # then on a new message is imported whether or not someone has read it first. One state key,
     # ``read_mark``, written in one go, holds the file time (modification time, which a Maildir keeps as the
     # delivery time) before which a read message is old (reading begins five minutes before the first
@@ -157,14 +156,21 @@ class FolderConnector(Connector):
 
     def _begin_reading(self) -> tuple[float, set[str]]:
         """The mark and the pending ids when reading begins (nothing is written)."""
-        if self.state.get("listed"):  # runs with another after_import: everything still there is unfinished
-            return time.time() - 300, set(self._paths)
+        last = self.state.get("settled")
+        if self.maildir and last:  # runs with another after_import took out what they imported
+            since = datetime.fromisoformat(last).replace(tzinfo=UTC).timestamp() - 2 * 86400
+            return time.time() - 300, {i for i, mtime in self._mtimes.items() if mtime >= since}
         return time.time() - 300, set()
 
     def _write_read_state(self, mark: float, pending: set[str]) -> None:
         self.state.set("read_mark", json.dumps({"mark": mark, "pending": sorted(pending)}))
 
     def settled(self, ids: Sequence[str]) -> None:
+        if not self.maildir:
+            return
+        today = datetime.now(UTC).date().isoformat()
+        if self.state.get("settled") != today:  # once a day: a switch to mark_read reads from it
+            self.state.set("settled", today)
         if not self._keeps_read_mail:
             return
         stored = self._read_state()

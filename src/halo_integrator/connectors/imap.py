@@ -91,7 +91,6 @@ class ImapConnector(ServerConnector):
         self._broken = False
         self._caps: set[str] = set()
         self._uidvalidity = 0
-        self._read_before = False  # the folder was read by an earlier run (its UIDVALIDITY was kept)
         self._uidnext = 0
         self._identity_cache: dict[int, str] = {}  # UID -> identity, this selection of the folder
         self._deleted_folder: str | None = None
@@ -227,7 +226,6 @@ class ImapConnector(ServerConnector):
         self._uidnext = int(info.get(b"UIDNEXT", 0))
         key = f"uidvalidity:{folder}"
         before = self.state.get(key)
-        self._read_before = before is not None
         if before and before != str(self._uidvalidity):
             log.warning(
                 "Mailbox %s: the UIDVALIDITY of folder %r changed from %s to %s, so every message there has "
@@ -378,7 +376,8 @@ class ImapConnector(ServerConnector):
     # ``read_known:<folder>`` keeps the Message-ID and arrival-time identities of the pending messages, for a new
     # UIDVALIDITY. The mark moves up, and pending empties, only when a run has settled everything it listed
     # (:meth:`settled`). A mailbox that switches to mark_read after runs with another after_import has no old
-    # mail left: everything still in the folder is pending. A new UIDVALIDITY begins again from the folder as
+    # mail left: what arrived since two days before the last of them settled (``settled:<folder>``, the date)
+    # is pending. A new UIDVALIDITY begins again from the folder as
     # it is then, with these pending: the messages whose identity was pending, and every message that arrived
     # from two days before the old mark was last set; the run recognises those it imported before by
     # Message-ID and content.
@@ -418,9 +417,12 @@ class ImapConnector(ServerConnector):
                 "and content.",
                 self.mailbox.name, self.folder, len(pending), day.isoformat(),
             )
-        elif self._read_before:  # runs with another after_import: everything still there is unfinished
-            pending = {int(u) for u in client.search(["ALL"])}
-        else:  # a new mailbox: the mail read so far is old and stays alone
+        elif last := self.state.get(f"settled:{self.folder}"):
+            # runs with another after_import took what they imported out of the folder: what came since the
+            # last of them settled is unfinished, read or not
+            day = date.fromisoformat(last) - timedelta(days=2)
+            pending = {int(u) for u in client.search(["SINCE", day])}
+        else:  # a new mailbox (or one read as mark_read by a version without marks): what was read stays alone
             pending = set()
         return top, {uid for uid in pending if uid > floor}
 
@@ -450,10 +452,13 @@ class ImapConnector(ServerConnector):
         )
 
     def settled(self, ids: Sequence[str]) -> None:
+        today = _today()
+        if self.state.get(f"settled:{self.folder}") != today:  # once a day: a switch to mark_read reads from it
+            self.state.set(f"settled:{self.folder}", today)
         if self.mailbox.incoming.after_import != "mark_read":
             return  # the other dispositions take the messages out of the folder
         uids = self._own_uids(ids, "settled")
-        self._write_read_mark(max([self._read_mark(), *uids]), set(), _today())
+        self._write_read_mark(max([self._read_mark(), *uids]), set(), today)
         self._store_set(f"read_known:{self.folder}", ())
 
     def count(self) -> int:
