@@ -122,32 +122,39 @@ def test_maildir_new_and_cur(tmp_path: Path) -> None:
     ]
 
 
+def _maildir(tmp_path: Path) -> Path:
+    mail = tmp_path / "mail"
+    for sub in ("new", "cur", "tmp"):
+        (mail / sub).mkdir(parents=True, exist_ok=True)
+    return mail
+
+
+def _deliver(mail: Path, name: str, subject: str, message_id: str, when: float) -> Path:
+    """A Maildir message (``name`` under the Maildir: ``new/<unique>`` or ``cur/<unique>:2,<flags>``) whose file
+    time says when it arrived."""
+    path = mail / name
+    path.write_bytes(email_bytes(subject, message_id=message_id))
+    os.utime(path, (when, when))
+    return path
+
+
 def test_maildir_mark_read_imports_a_new_email_that_someone_read_first(tmp_path: Path) -> None:
     """A Maildir with mark_read: the mail read before reading began stays alone; an email that arrives later
     becomes a ticket even when a mail client has read it first (moved it to cur/ with the S flag); what was
     imported and marked read is recognised by its id, wherever the file is, and not fetched again."""
     cfg = write_config(tmp_path, after_import="mark_read")
-    mail = tmp_path / "mail"
-    for sub in ("new", "cur", "tmp"):
-        (mail / sub).mkdir()
+    mail = _maildir(tmp_path)
     long_ago = time.time() - 30 * 86400
-    old_read = mail / "cur" / "1600000000.M1P1.host:2,S"
-    old_read.write_bytes(email_bytes("Read long ago", message_id="old@x"))
-    os.utime(old_read, (long_ago, long_ago))
-    unread = mail / "new" / "1600000001.M2P2.host"
-    unread.write_bytes(email_bytes("Still unread", message_id="unread@x"))
-    os.utime(unread, (long_ago, long_ago))
+    _deliver(mail, "cur/1600000000.M1P1.host:2,S", "Read long ago", "old@x", long_ago)
+    _deliver(mail, "new/1600000001.M2P2.host", "Still unread", "unread@x", long_ago)
     (summary,) = invoke_json(cfg, "run")
     assert summary["created"] == 1
     assert sorted(p.name for p in (mail / "cur").iterdir()) == ["1600000000.M1P1.host:2,S", "1600000001.M2P2.host:2,S"]
 
     soon = time.time() + 5  # delivered after reading began
-    read_first = mail / "cur" / "1700000000.M3P3.host:2,RS"  # an agent opened it in their mail client
-    read_first.write_bytes(email_bytes("Opened before the run", message_id="opened@x"))
-    os.utime(read_first, (soon, soon))
-    fresh = mail / "new" / "1700000001.M4P4.host"
-    fresh.write_bytes(email_bytes("Fresh", message_id="fresh@x"))
-    os.utime(fresh, (soon, soon))
+    # an agent opened the first in their mail client
+    _deliver(mail, "cur/1700000000.M3P3.host:2,RS", "Opened before the run", "opened@x", soon)
+    _deliver(mail, "new/1700000001.M4P4.host", "Fresh", "fresh@x", soon)
     (summary,) = invoke_json(cfg, "run")
     assert summary["created"] == 2
     (summary,) = invoke_json(cfg, "run")
@@ -159,14 +166,10 @@ def test_maildir_mark_read_keeps_listing_the_first_backlog_until_it_is_all_impor
     """Unread Maildir emails there on the first run: a run cut short by --limit leaves some, a mail client
     reads them (moves them to cur/ with the S flag), and the next run still imports them."""
     cfg = write_config(tmp_path, after_import="mark_read")
-    mail = tmp_path / "mail"
-    for sub in ("new", "cur", "tmp"):
-        (mail / sub).mkdir()
+    mail = _maildir(tmp_path)
     long_ago = time.time() - 30 * 86400
     for n in range(3):
-        path = mail / "new" / f"160000000{n}.M{n}P{n}.host"
-        path.write_bytes(email_bytes(f"Backlog {n}", message_id=f"b{n}@x"))
-        os.utime(path, (long_ago + n, long_ago + n))
+        _deliver(mail, f"new/160000000{n}.M{n}P{n}.host", f"Backlog {n}", f"b{n}@x", long_ago + n)
     (summary,) = invoke_json(cfg, "run", "--limit", "1")
     assert summary["created"] == 1
     for path in list((mail / "new").iterdir()):  # read in a mail client
@@ -182,15 +185,11 @@ def test_a_maildir_switched_to_mark_read_imports_what_someone_read_since_the_las
     """Runs with move_to_deleted leave nothing old in the Maildir: after a switch to mark_read, an email that
     arrived since the last run is imported even though someone read it first."""
     cfg = write_config(tmp_path)
-    mail = tmp_path / "mail"
-    for sub in ("new", "cur", "tmp"):
-        (mail / sub).mkdir()
+    mail = _maildir(tmp_path)
     (summary,) = invoke_json(cfg, "run")
     assert summary["fetched"] == 0
     an_hour_ago = time.time() - 3600  # after the last run's day, before the read mark the switch will set
-    read = mail / "cur" / "1600000000.M1P1.host:2,S"  # delivered since, and read
-    read.write_bytes(email_bytes("Read before the switch", message_id="read@x"))
-    os.utime(read, (an_hour_ago, an_hour_ago))
+    _deliver(mail, "cur/1600000000.M1P1.host:2,S", "Read before the switch", "read@x", an_hour_ago)  # and read
     cfg = write_config(tmp_path, after_import="mark_read")
     (summary,) = invoke_json(cfg, "run")
     assert summary["created"] == 1
@@ -198,32 +197,11 @@ def test_a_maildir_switched_to_mark_read_imports_what_someone_read_since_the_las
     assert (summary["created"], summary["fetched"]) == (0, 0)
 
 
-def test_a_mark_read_maildir_from_a_version_without_read_marks_leaves_its_old_read_mail_alone(
-    tmp_path: Path,
-) -> None:
-    """A mark_read Maildir that an older version read (no read mark, no settled date in its state): the mail
-    read there stays alone after the upgrade, as it did before, while unread mail is imported."""
-    cfg = write_config(tmp_path, after_import="mark_read")
-    mail = tmp_path / "mail"
-    for sub in ("new", "cur", "tmp"):
-        (mail / sub).mkdir()
-    long_ago = time.time() - 30 * 86400
-    for name, subject, message_id in (("cur/1600000000.M1P1.host:2,S", "Old and read", "old@x"),
-                                      ("new/1600000001.M2P2.host", "Unread", "unread@x")):
-        (mail / name).write_bytes(email_bytes(subject, message_id=message_id))
-        os.utime(mail / name, (long_ago, long_ago))
-    (summary,) = invoke_json(cfg, "run")
-    assert summary["created"] == 1
-    assert sorted(actions_per_message_id(tmp_path / "tickets.db")) == ["unread@x"]
-
-
 def test_an_upgrade_keeps_what_only_new_left_alone_in_a_maildir(tmp_path: Path) -> None:
     """Before migration m007 a Maildir message in cur/ had the id cur/<name>; a database written then, which
     `mailbox add --only-new` told to leave that message alone, still leaves it alone after the upgrade."""
     cfg = write_config(tmp_path)
-    mail = tmp_path / "mail"
-    for sub in ("new", "cur", "tmp"):
-        (mail / sub).mkdir()
+    mail = _maildir(tmp_path)
     (mail / "cur" / "1500000000.M9P9.host:2,S").write_bytes(email_bytes("Old", message_id="old@x"))
     db = tmp_path / "tickets.db"
     with Store.open(db) as store:
