@@ -116,6 +116,16 @@ def flags_in(server: Dovecot, user: User, folder: str) -> list[tuple[bytes, ...]
     return [tuple(d[b"FLAGS"]) for d in fetched_in(server, user, folder, ["FLAGS"]).values()]
 
 
+def _read_all(server: Dovecot, user: User, *, read: bool = True) -> None:
+    """An agent opens every email in the inbox in their own mail client (or marks them all unread again)."""
+    client = server.imap(user)
+    try:
+        client.select_folder("INBOX")
+        (client.add_flags if read else client.remove_flags)(client.search(["ALL"]), [b"\\Seen"])
+    finally:
+        client.logout()
+
+
 def inbound_statuses(db: Path) -> list[str]:
     con = sqlite3.connect(db)
     try:
@@ -539,18 +549,6 @@ def test_add_a_pop3_mailbox_with_mark_read_says_the_mail_stays(
     assert "marked as read" not in result.output
 
 
-def test_add_yes_without_a_choice_is_a_usage_error(
-    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
-) -> None:
-    server, user = dovecot_server, dovecot_user
-    cfg = empty_config(tmp_path, server)
-    seed(server, user, mails("old", 1))
-    result = add_scripted(cfg, server, user)
-    assert result.exit_code == 2
-    assert "--import-existing or --only-new" in result.stderr
-    assert "Support" not in cfg.read_text()
-
-
 def test_add_with_move_to_folder_names_the_folder_and_the_run_moves_there(
     dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
 ) -> None:
@@ -592,11 +590,14 @@ def test_add_with_a_deleted_items_folder_of_its_own(
 @pytest.mark.parametrize(
     ("extra", "connection", "says"),
     [
-        (["--after-import", "move_to_folder", "--move-folder", "Done"], "pop3", "POP3 has no folders"),
-        (["--folder", "Support"], "pop3", "--folder: POP3 has no folders"),
-        (["--deleted-folder", "Bin"], "pop3", "--deleted-folder: POP3 has no folders"),
-        (["--move-folder", "Done"], "imap", "--move-folder goes with --after-import move_to_folder"),
+        (["--import-existing", "--after-import", "move_to_folder", "--move-folder", "Done"], "pop3",
+         "POP3 has no folders"),
+        (["--import-existing", "--folder", "Support"], "pop3", "--folder: POP3 has no folders"),
+        (["--import-existing", "--deleted-folder", "Bin"], "pop3", "--deleted-folder: POP3 has no folders"),
+        (["--import-existing", "--move-folder", "Done"], "imap",
+         "--move-folder goes with --after-import move_to_folder"),
         (["--only-new", "--import-existing"], "imap", "exclude each other"),
+        ([], "imap", "--import-existing or --only-new"),  # --yes, but nothing says what to do with the mail there
     ],
 )
 def test_add_refuses_options_that_cannot_work_together(
@@ -604,8 +605,8 @@ def test_add_refuses_options_that_cannot_work_together(
 ) -> None:
     server, user = dovecot_server, dovecot_user
     cfg = empty_config(tmp_path, server)
-    choice = [] if "--only-new" in extra else ["--import-existing"]
-    result = add_scripted(cfg, server, user, *choice, *extra, connection=connection)
+    seed(server, user, mails("old", 1))
+    result = add_scripted(cfg, server, user, *extra, connection=connection)
     assert result.exit_code == 2, result.output
     assert says in result.stderr
     assert "Support" not in cfg.read_text()
@@ -995,12 +996,7 @@ def test_mark_read_never_imports_an_email_twice(
     seed(server, user, mails("r", 2))
     code, (summary,), stderr = run_json(cfg, secret_env(user))
     assert code == 0 and summary["created"] == 2, stderr
-    client = server.imap(user)
-    try:
-        client.select_folder("INBOX")
-        client.remove_flags(client.search(["ALL"]), [b"\\Seen"])
-    finally:
-        client.logout()
+    _read_all(server, user, read=False)
     code, (summary,), stderr = run_json(cfg, secret_env(user))
     assert code == 0, stderr
     assert summary["created"] == 0 and summary["updated"] == 0
@@ -1046,12 +1042,7 @@ def test_mark_read_imports_a_new_email_that_an_agent_read_before_the_run(
     code, (summary,), stderr = run_json(cfg, secret_env(user))
     assert code == 0 and summary["created"] == 1, stderr
     seed(server, user, mails("n", 2))
-    client = server.imap(user)
-    try:
-        client.select_folder("INBOX")
-        client.add_flags(client.search(["ALL"]), [b"\\Seen"])  # an agent read both new ones first
-    finally:
-        client.logout()
+    _read_all(server, user)  # an agent read both new ones first
     code, (summary,), stderr = run_json(cfg, secret_env(user))
     assert code == 0 and summary["created"] == 2, stderr
     code, (summary,), stderr = run_json(cfg, secret_env(user))
@@ -1081,27 +1072,12 @@ def test_mark_read_keeps_listing_what_a_run_left_undone_even_once_read(
         code, (summary,), stderr = run_json(cfg, secret_env(user))
         assert code == 5 and (summary["created"], summary["errors"]) == (2, 1), stderr
         refuse_storing(tmp_path / "tickets.db", "0")  # storing works again
-    client = server.imap(user)
-    try:
-        client.select_folder("INBOX")
-        client.add_flags(client.search(["ALL"]), [b"\\Seen"])  # an agent reads what is left
-    finally:
-        client.logout()
+    _read_all(server, user)  # an agent reads what is left
     code, (summary,), stderr = run_json(cfg, secret_env(user))
     assert code == 0 and summary["created"] == (2 if cut_short_by == "--limit" else 1), stderr
     assert actions_per_message_id(tmp_path / "tickets.db") == {f"n-{n}@example.org": 1 for n in (1, 2, 3)}
     code, (summary,), stderr = run_json(cfg, secret_env(user))
     assert code == 0 and (summary["created"], summary["fetched"]) == (0, 0), stderr
-
-
-def _read_all(server: Dovecot, user: User) -> None:
-    """An agent opens every email in the inbox in their own mail client."""
-    client = server.imap(user)
-    try:
-        client.select_folder("INBOX")
-        client.add_flags(client.search(["ALL"]), [b"\\Seen"])
-    finally:
-        client.logout()
 
 
 def test_a_mailbox_switched_to_mark_read_imports_what_an_agent_read_since_the_last_run(
