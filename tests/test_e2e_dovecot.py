@@ -290,6 +290,31 @@ def empty_config(tmp_path: Path, server: Dovecot) -> Path:
     return write_config(tmp_path, server)
 
 
+def test_a_mailbox_added_under_a_removed_ones_name_starts_afresh(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    """`mailbox remove`, then `mailbox add` of the same name for another account: what the store knew of the
+    first account (its ids, its read marks) is forgotten, so the new mailbox's old read mail stays alone and
+    none of its emails passes for one already seen."""
+    server, first = dovecot_server, dovecot_user
+    cfg = empty_config(tmp_path, server)
+    seed(server, first, mails("a", 1))
+    result = add_scripted(cfg, server, first, "--import-existing", "--after-import", "mark_read")
+    assert result.exit_code == 0, result.output
+    code, (summary,), stderr = run_json(cfg, {})
+    assert code == 0 and summary["created"] == 1, stderr
+    assert invoke(cfg, "mailbox", "remove", "Support", "--yes").exit_code == 0
+
+    second = server.new_user()
+    seed(server, second, mails("b", 2))
+    _read_all(server, second)  # the new account's history: read long ago, never meant as tickets
+    result = add_scripted(cfg, server, second, "--import-existing", "--after-import", "mark_read")
+    assert result.exit_code == 0, result.output
+    assert "an earlier mailbox named Support had seen; they are forgotten" in result.stderr
+    code, (summary,), stderr = run_json(cfg, {})
+    assert code == 0 and (summary["created"], summary["fetched"]) == (0, 0), stderr
+
+
 def test_add_only_new_leaves_existing_mail_alone(
     dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
 ) -> None:

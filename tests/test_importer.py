@@ -181,6 +181,24 @@ def test_maildir_mark_read_keeps_listing_the_first_backlog_until_it_is_all_impor
     assert actions_per_message_id(tmp_path / "tickets.db") == {"b0@x": 1, "b1@x": 1, "b2@x": 1}
 
 
+def test_maildir_mark_read_forgets_a_pending_email_once_its_file_is_gone(tmp_path: Path) -> None:
+    """A backlog email left pending by a run cut short, then deleted by someone: the next run that settles
+    everything drops it from the pending list, which does not grow with files long gone."""
+    cfg = write_config(tmp_path, after_import="mark_read")
+    mail = _maildir(tmp_path)
+    long_ago = time.time() - 30 * 86400
+    _deliver(mail, "new/1600000000.M1P1.host", "Kept", "kept@x", long_ago)
+    gone = _deliver(mail, "new/1600000001.M2P2.host", "Deleted by someone", "gone@x", long_ago + 1)
+    (summary,) = invoke_json(cfg, "run", "--limit", "1")
+    assert summary["created"] == 1
+    gone.unlink()
+    (summary,) = invoke_json(cfg, "run")
+    assert (summary["created"], summary["fetched"]) == (0, 0)
+    with Store.open(tmp_path / "tickets.db") as store:
+        mark = json.loads(store.state_view("Desk", "").get("read_mark") or "{}")
+    assert mark["pending"] == []
+
+
 def test_a_maildir_switched_to_mark_read_imports_what_someone_read_since_the_last_run(tmp_path: Path) -> None:
     """Runs with move_to_deleted leave nothing old in the Maildir: after a switch to mark_read, an email that
     arrived since the last run is imported even though someone read it first."""

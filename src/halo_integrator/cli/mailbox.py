@@ -347,6 +347,13 @@ def add(
             ctx.exit(0)
         choice = "all" if answer == "a" else "new"
     stored = {kind: secret for kind in needed_kinds(new_mailbox, cred)} if cred is not None else {}
+    if cfg.database_path.exists():  # a mailbox removed earlier under this name read another account, maybe
+        forgotten = app.store().forget_mailbox(name)
+        if forgotten:
+            output.warn(
+                f"The store still knew {forgotten:,} email id(s) an earlier mailbox named {name} had seen; they are "
+                "forgotten, so this one starts afresh (its tickets and logs stay)."
+            )
     if choice != "new":
         svc.add_mailbox(cfg, new_mailbox, secrets=stored, keystore=keystore_for(app), actor=actor_for(app))
         click.echo(f"Saved. The next `integrator run` imports {count:,} email(s) from {name}.")

@@ -12,8 +12,8 @@ The embedded default that needs no server, and the simplest example of the conne
 * ``delete`` removes the file; ``move_to_folder`` moves it to ``incoming.move_folder``; ``mark_read`` moves a
   Maildir file from ``new/`` to ``cur/`` with the ``S`` flag, and leaves a plain file where it is (the importer
   remembers it). With ``mark_read`` a Maildir message someone has read (``S``) is still listed when it came
-  after reading began (its file time is after the read mark, see :meth:`FolderConnector.list_ids`): only
-  the mail read before then is left alone.
+  after reading began (its file time is after the read mark) or a run listed it and has not settled it: only
+  the mail read before reading began is left alone (see the read-mark section of :class:`FolderConnector`).
 """
 
 from __future__ import annotations
@@ -178,7 +178,13 @@ class FolderConnector(Connector):
             return
         mark, pending = stored
         newest = max((self._mtimes.get(i, 0.0) for i in ids), default=0.0)
-        self._write_read_state(max(mark, min(newest, time.time() - 86400)), pending - set(ids))
+        left = pending - set(ids)
+        if left:
+            self._scan()  # a pending file that is gone for good leaves the list too (a missed one is back)
+            left &= set(self._paths)
+        new_mark = max(mark, min(newest, time.time() - 86400))
+        if (new_mark, left) != (mark, pending):
+            self._write_read_state(new_mark, left)
 
     def _path(self, source_id: str) -> Path | None:
         path = self._paths.get(source_id)

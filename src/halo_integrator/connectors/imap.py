@@ -18,8 +18,9 @@ The only-new watermark survives a UIDVALIDITY change
     Message-ID, is imported too, as a new ticket, rather than risk leaving a new one behind.
 
 Reading never changes the server
-    ``list_ids`` SEARCHes (with ``after_import = "mark_read"``: the unread messages, and every message above
-    the read mark, read or not: see :meth:`ImapConnector._read_mark`), ``fetch`` first asks for
+    ``list_ids`` SEARCHes (with ``after_import = "mark_read"``: the unread messages, every message above the
+    read mark and every message a run listed and has not settled, read or not: see the read-mark section of
+    :class:`ImapConnector`), ``fetch`` first asks for
     ``RFC822.SIZE`` and then FETCHes ``BODY.PEEK[]`` in batches bounded by ``incoming.batch_size`` and
     ``incoming.batch_mb``, yielding each batch as it arrives.
 
@@ -458,8 +459,12 @@ class ImapConnector(ServerConnector):
         if self.mailbox.incoming.after_import != "mark_read":
             return  # the other dispositions take the messages out of the folder
         uids = self._own_uids(ids, "settled")
-        self._write_read_mark(max([self._read_mark(), *uids]), set(), today)
-        self._store_set(f"read_known:{self.folder}", ())
+        mark, pending, day = self._read_state()
+        new_mark = max([mark or 0, *uids])
+        if (new_mark, pending, day) != (mark, set(), today):
+            self._write_read_mark(new_mark, set(), today)
+        if self.state.get(f"read_known:{self.folder}") not in (None, "[]"):
+            self._store_set(f"read_known:{self.folder}", ())
 
     def count(self) -> int:
         if self._floor() or self._old_extra() or self._read_mark():
