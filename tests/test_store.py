@@ -71,6 +71,27 @@ def test_has_history_is_per_mailbox_and_credential(tmp_path: Path) -> None:
         assert not store.has_history("Sales", "prod")
 
 
+def test_forget_mailbox_drops_what_was_known_of_reading_it_and_keeps_the_rest(tmp_path: Path) -> None:
+    """A mailbox (or one credential) added again under a name the store knows: its seen ids, failure counts
+    and connector state go; other mailboxes' and credentials' stay, and so do tickets and logs."""
+    with Store.open(tmp_path / "t.db") as store:
+        with store.transaction():
+            for mailbox, credential in (("Support", "prod"), ("Support", "uat"), ("Sales", "prod")):
+                store.mark_seen(mailbox, credential, "7/1", "disposed")
+                store.record_failure(mailbox, credential, "7/2", "broken", None, None)
+                store.state_view(mailbox, credential).set("uidvalidity:INBOX", "7")
+                store.log_inbound(mailbox=mailbox, credential=credential, status="ignored", source_id="7/1")
+
+        def left(table: str) -> list[tuple[str, str]]:
+            return sorted(store.db.execute(f"SELECT mailbox, credential FROM {table}").fetchall())
+
+        assert store.forget_mailbox("Support", "uat") == 1
+        assert left("seen") == left("failures") == left("connector_state") == [("Sales", "prod"), ("Support", "prod")]
+        assert store.forget_mailbox("Support") == 1
+        assert left("seen") == left("failures") == left("connector_state") == [("Sales", "prod")]
+        assert len(left("inbound_log")) == 3
+
+
 def test_settle_disposed_records_only_the_committed_emails_the_server_no_longer_lists(tmp_path: Path) -> None:
     """A committed email still listed waits for its disposal (after a crash before the move, or with mark_read
     kept on the server); other states, and other mailboxes or credentials, are left as they are."""

@@ -587,15 +587,19 @@ class Store:
     def state_view(self, mailbox: str, credential: str) -> StoreState:
         return StoreState(self, mailbox, credential)
 
-    def forget_mailbox(self, mailbox: str) -> int:
-        """Drop what the store knew of reading a mailbox of this name: its connectors' state (read marks,
-        watermarks, UIDVALIDITY), the ids it saw and its failure counts. Tickets and logs stay. For a name
-        being added anew: a mailbox removed earlier under it may have read another account, whose ids would
-        pass for this one's. Returns how many seen ids were dropped."""
+    def forget_mailbox(self, mailbox: str, credential: str | None = None) -> int:
+        """Drop what the store knew of reading a mailbox of this name (or one credential of it): its
+        connectors' state (read marks, watermarks, UIDVALIDITY), the ids it saw and its failure counts.
+        Tickets and logs stay. For a name being added anew: a mailbox or credential removed earlier under it
+        may have read another account, whose ids would pass for this one's. Returns how many seen ids were
+        dropped."""
+        where, params = "mailbox = ?", [mailbox]
+        if credential is not None:
+            where, params = "mailbox = ? AND credential = ?", [mailbox, credential]
         with self.transaction():
-            seen = int(self._one("SELECT count(*) FROM seen WHERE mailbox = ?", [mailbox]) or 0)
+            seen = int(self._one(f"SELECT count(*) FROM seen WHERE {where}", params) or 0)
             for table in ("connector_state", "seen", "failures"):
-                self.db.execute(f"DELETE FROM {table} WHERE mailbox = ?", [mailbox])
+                self.db.execute(f"DELETE FROM {table} WHERE {where}", params)
         return seen
 
     # ------------------------------------------------------------------------------------- runs

@@ -157,6 +157,13 @@ def add(
     secrets = {kind: _read_secret(kind, mb.name, name, secret_stdin) for kind in kinds}
     if run_test:
         _test_or_exit(app, mb.name, cred, secrets)
+    if cfg.database_path.exists():  # a credential removed earlier under this name read another account, maybe
+        forgotten = app.store().forget_mailbox(mb.name, name)
+        if forgotten:
+            output.warn(
+                f"The store still knew {forgotten:,} email id(s) an earlier credential {mb.name}/{name} had seen; "
+                "they are forgotten, so this one starts afresh."
+            )
     new_cfg = svc.add(cfg, mb.name, cred, secrets, keystore=keystore, actor=actor_for(app))
     app.reload()
     click.echo(
