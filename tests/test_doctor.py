@@ -156,6 +156,22 @@ def test_missing_secret(tmp_path: Path) -> None:
     assert find(data, "connection", "Support/prod")["status"] == "skip"
 
 
+@pytest.mark.parametrize(("provider", "status"), [("none", "warn"), ("microsoft365", "skip")])
+def test_an_xoauth2_token_nothing_renews_is_a_warning(tmp_path: Path, provider: str, status: str) -> None:
+    """An IMAP credential whose XOAUTH2 token is kept as is: it expires within the hour and nothing renews
+    it, which doctor says, with the fix; one whose token comes from Entra ID draws no warning."""
+    config = imap_config(tmp_path, port=free_port(), user="someone")
+    extra = 'auth = "oauth2"\n' + (
+        f'oauth_provider = "{provider}"\ntenant_id = "t"\nclient_id = "c"\n' if provider != "none" else ""
+    )
+    config.write_text(config.read_text(encoding="utf-8") + extra, encoding="utf-8")
+    _, data = doctor(config, "--offline")
+    finding = find(data, "tokens", "Support/prod") if status == "warn" else find(data, "tokens")
+    assert finding["status"] == status, data
+    if status == "warn":
+        assert "nothing renews it" in finding["reason"] and "oauth_provider=microsoft365" in finding["fix"]
+
+
 def test_environment_secret_needs_no_keyring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = imap_config(tmp_path, port=free_port(), user="someone")
     monkeypatch.setenv("INTEGRATOR_SECRET_SUPPORT_PROD_PASSWORD", "s3cret-value")

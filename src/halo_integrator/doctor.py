@@ -380,15 +380,25 @@ class Doctor:
     def _tokens(self, cfg: Config, instance: str) -> None:
         """Token health. Extend here when OAuth connectors store tokens: one finding per credential with the
         expiry of its refresh token / client secret (warn when near, fail when expired)."""
-        oauth = [
-            _pair(mb, cred)
-            for mb, cred in self._pairs(cfg, instance)
-            if cred is not None and (cred.auth == "oauth2" or mb.connection in OAUTH_CONNECTIONS)
-        ]
+        pairs = [(mb, cred) for mb, cred in self._pairs(cfg, instance) if cred is not None]
+        oauth = [_pair(mb, cred) for mb, cred in pairs if cred.auth == "oauth2" or mb.connection in OAUTH_CONNECTIONS]
         if not oauth:
             self.report.add("tokens", "skip", "no OAuth credentials")
-        else:
-            self.report.add("tokens", "skip", f"token expiry is not checked yet ({', '.join(oauth)})")
+            return
+        for mb, cred in pairs:
+            if mb.connection in ("imap", "pop3") and cred.auth == "oauth2" and cred.oauth_provider == "none":
+                # a token kept as is: nothing here renews it, and Microsoft's and Google's last about an hour
+                self.report.add(
+                    "tokens",
+                    "warn",
+                    "XOAUTH2 uses the access token stored in the keyring as is; nothing renews it, and tokens "
+                    "from Microsoft 365 or Google expire within about an hour",
+                    f"integrator mailbox edit {mb.name} --set credentials.{cred.name}.oauth_provider=microsoft365 "
+                    "(with tenant_id and client_id; or google), then `integrator credentials add` the client "
+                    "secret or key; keep `none` only when something else renews the stored token",
+                    subject=_pair(mb, cred),
+                )
+        self.report.add("tokens", "skip", f"token expiry is not checked yet ({', '.join(oauth)})")
 
     def _schedule(self) -> int | None:
         """Whether `integrator run` is scheduled for this config; returns the interval in minutes if known."""
