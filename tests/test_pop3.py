@@ -250,6 +250,14 @@ def test_stalled_server_times_out(dovecot_server: Dovecot, dovecot_user: User, t
             assert time.monotonic() - started < 3
 
 
+def test_stalled_greeting_is_a_connect_error(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+    """A server that takes the connection but never greets: the connect timeout ends the wait."""
+    with NetProxy(dovecot_server.pop3_port) as proxy:
+        proxy.stall()
+        with pytest.raises(ConnectError, match=r"No answer"):
+            connector(dovecot_server, dovecot_user, tmp_path, port=proxy.port, timeout=1).open()
+
+
 def test_report(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
     seed(dovecot_server, dovecot_user, 2)
     report = connector(dovecot_server, dovecot_user, tmp_path, security="ssl").test()
