@@ -68,7 +68,9 @@ def parse_every(text: str) -> int:
     n = int(m.group(1))
     minutes = n * 60 if (m.group(2) or "m").lower() == "h" else n
     if minutes < 60 and 60 % minutes:
-        raise ScheduleError(f"--every {text!r}: minutes must divide an hour evenly (1, 2, 3, 5, 10, 15, 20, 30).")
+        raise ScheduleError(
+            f"--every {text!r}: minutes must divide an hour evenly (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30)."
+        )
     if minutes >= 60 and (minutes % 60 or 24 % (minutes // 60)):
         raise ScheduleError(f"--every {text!r}: hours must divide a day evenly (1, 2, 3, 4, 6, 8, 12, 24).")
     return minutes

@@ -145,8 +145,8 @@ def outbox() -> None:
     """Emails waiting to be sent (acknowledgements and replies), and retrying them.
 
     Every outgoing email is queued with its ticket change and sent after the commit; one that could not be
-    sent is retried by `integrator run` with back-off (1, 5, 15, 60 minutes, then every 3 to 6 hours, for up
-    to 5 days). A rejected email stays `failed` here until `outbox retry` sends it again.
+    sent is retried by `integrator run` with back-off (after 1, 5, 15 and 60 minutes, 3 hours, then every 6
+    hours, for up to 5 days). A rejected email stays `failed` here until `outbox retry` sends it again.
     """
 
 
