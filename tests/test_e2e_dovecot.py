@@ -1105,6 +1105,27 @@ def test_mark_read_keeps_listing_what_a_run_left_undone_even_once_read(
     assert code == 0 and (summary["created"], summary["fetched"]) == (0, 0), stderr
 
 
+def test_mark_read_begins_reading_at_mailbox_add(dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path) -> None:
+    """`mailbox add --import-existing` with mark_read sets the read mark then: an email that arrives before the
+    first run is imported by it even though an agent read it meanwhile; the mail read before stays alone."""
+    server, user = dovecot_server, dovecot_user
+    seed(server, user, mails("old", 2))
+    client = server.imap(user)
+    try:
+        client.select_folder("INBOX")
+        client.add_flags([min(client.search(["ALL"]))], [b"\\Seen"])  # old-1: read long ago
+    finally:
+        client.logout()
+    cfg = empty_config(tmp_path, server)
+    result = add_scripted(cfg, server, user, "--import-existing", "--after-import", "mark_read")
+    assert result.exit_code == 0, result.output
+    seed(server, user, mails("new", 1))
+    _read_all(server, user)  # before the first run
+    code, (summary,), stderr = run_json(cfg, {})
+    assert code == 0 and summary["created"] == 2, stderr
+    assert sorted(actions_per_message_id(tmp_path / "tickets.db")) == ["new-1@example.org", "old-2@example.org"]
+
+
 def test_a_mailbox_switched_to_mark_read_imports_what_an_agent_read_since_the_last_run(
     dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
 ) -> None:

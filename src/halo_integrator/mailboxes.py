@@ -102,6 +102,21 @@ def add_mailbox_only_new(
             raise
 
 
+def begin_reading(cfg: Config, name: str, *, secrets: Mapping[str, str], store: Store) -> None:
+    """With ``after_import = "mark_read"``: begin reading a mailbox just added, rather than at its first run.
+    The read mark is set on the mailbox as it is now (its unread emails wait to be imported), so an email that
+    arrives before the first run is imported even if someone reads it meanwhile. Under the run lock; a run
+    holding it begins reading itself."""
+    from halo_integrator.lock import RunLock
+
+    mailbox = cfg.mailbox(name)
+    credential = mailbox.credentials[0] if mailbox.credentials else None
+    with RunLock(cfg.database_path), connector_for(
+        cfg, mailbox, credential, lambda kind: secrets.get(kind, ""), store
+    ) as conn:
+        conn.list_ids()
+
+
 def _mark_old(cfg: Config, mailbox: Mailbox, credential: Credential | None, secrets: Callable[[str], str],
               store: Store) -> int:
     """The connector records its own watermark (IMAP UIDs and Message-IDs, POP3 ids and headers); every id

@@ -355,7 +355,12 @@ def add(
                 "forgotten, so this one starts afresh (its tickets and logs stay)."
             )
     if choice != "new":
-        svc.add_mailbox(cfg, new_mailbox, secrets=stored, keystore=keystore_for(app), actor=actor_for(app))
+        added = svc.add_mailbox(cfg, new_mailbox, secrets=stored, keystore=keystore_for(app), actor=actor_for(app))
+        if after_import == "mark_read" and connection != "pop3":
+            try:
+                svc.begin_reading(added, name, secrets=stored, store=app.store())
+            except IntegratorError as exc:  # the mailbox is added; its first run begins reading instead
+                output.warn(f"Reading begins at the first run instead of now: {exc}")
         click.echo(f"Saved. The next `integrator run` imports {count:,} email(s) from {name}.")
         return
     if connection == "pop3" and count:
