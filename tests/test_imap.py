@@ -215,18 +215,26 @@ def test_debug_logging_never_holds_message_contents(
 def test_mark_read_marks_read_and_lists_what_a_run_has_not_settled(
     dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
 ) -> None:
-    """The emails a listing found stay listed, read or not, until a run settles them all; then only the
-    unread and the new ones are."""
+    """The emails a listing found stay listed, read or not, until a run has settled them; one a run left stays
+    listed even once read."""
     seed(dovecot_server, dovecot_user, 3)
     with connector(dovecot_server, dovecot_user, tmp_path, after_import="mark_read") as conn:
         ids = conn.list_ids()
         conn.dispose(ids[:2])
-        assert conn.list_ids() == ids  # not settled: the importer skips the two it knows
-        conn.settled(ids[:2] + ids[2:])
-        assert conn.list_ids() == ids[2:]  # the third is still unread
+        assert conn.list_ids() == ids  # not settled yet: the importer skips the two it knows
+        conn.settled(ids[:2], ids[2:])  # the third failed
+        flags = [SEEN in d[b"FLAGS"] for _, d in sorted(uids_in(dovecot_server, dovecot_user, "INBOX").items())]
+        assert flags == [True, True, False]  # dispose marked the two read
+        client = dovecot_server.imap(dovecot_user)
+        client.select_folder("INBOX")
+        client.add_flags(client.search(["ALL"]), [SEEN])  # and then someone read it
+        client.logout()
+        assert conn.list_ids() == ids[2:]
         assert conn.count() == 1
-    flags = [SEEN in d[b"FLAGS"] for _, d in sorted(uids_in(dovecot_server, dovecot_user, "INBOX").items())]
-    assert flags == [True, True, False]
+        conn.settled(ids[2:], [])
+        assert conn.list_ids() == []
+    # every email stays in the INBOX: mark_read moves nothing
+    assert len(uids_in(dovecot_server, dovecot_user, "INBOX")) == 3
 
 
 def test_mark_read_lists_new_mail_that_someone_read_first_but_not_what_was_read_before(
@@ -246,7 +254,7 @@ def test_mark_read_lists_new_mail_that_someone_read_first_but_not_what_was_read_
         ids = conn.list_ids()
         assert [int(i.partition("/")[2]) for i in ids] == [first + 1]
         conn.dispose(ids)
-        conn.settled(ids)
+        conn.settled(ids, [])
     dovecot_server.append(dovecot_user, [message(3), message(4)], "INBOX")
     client = dovecot_server.imap(dovecot_user)
     client.select_folder("INBOX")
@@ -257,11 +265,11 @@ def test_mark_read_lists_new_mail_that_someone_read_first_but_not_what_was_read_
         ids = conn.list_ids()
         assert [int(i.partition("/")[2]) for i in ids] == [newest - 1, newest]
         assert conn.count() == 2
-        conn.dispose(ids[:1])  # the run failed on the other one: nothing is settled, both are listed again
+        conn.dispose(ids[:1])  # a run that died on the other one: nothing is settled, both are listed again
     with connector(dovecot_server, dovecot_user, tmp_path, state=state, after_import="mark_read") as conn:
         assert conn.list_ids() == ids
         conn.dispose(ids)
-        conn.settled(ids)
+        conn.settled(ids, [])
     with connector(dovecot_server, dovecot_user, tmp_path, state=state, after_import="mark_read") as conn:
         assert conn.list_ids() == [] and conn.count() == 0
 

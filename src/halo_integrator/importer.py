@@ -486,7 +486,6 @@ class Importer:
         if known:
             self._finish_known(conn, mailbox, cred, ids, known, res)
         new_ids = [i for i in ids if i not in known]
-        cut = self.limit is not None and len(new_ids) > self.limit
         if self.limit is not None:
             new_ids = new_ids[: self.limit]
         total = len(new_ids)
@@ -496,11 +495,12 @@ class Importer:
         # the oldest one, disposes of it on the server and fetches the next.
         ahead: deque[tuple[int, Iterator[tuple[str, Prepared]]]] = deque()  # (emails asked for, parsed)
         done = 0
+        finished = set(known)  # known, or committed and disposed of, or quarantined
 
         def finish_oldest() -> None:
             nonlocal done
             count, prepared = ahead.popleft()
-            self._finish_batch(conn, mailbox, cred, res, prepared)
+            finished.update(self._finish_batch(conn, mailbox, cred, res, prepared))
             done += count
             if self.progress:
                 self.progress(mailbox.name, done, total)
@@ -520,8 +520,8 @@ class Importer:
                 finish_oldest()
         while ahead:
             finish_oldest()
-        if not (self.dry_run or cut or res.left or res.errors or res.fetched < total):
-            conn.settled(ids)  # every email listed is imported and disposed of, quarantined or known
+        if not self.dry_run:  # what was left (--limit, a stop, a failure, not fetched) is listed again
+            conn.settled([i for i in ids if i in finished], [i for i in ids if i not in finished])
 
     def _finish_after_fetch_error(
         self, conn: Connector, mailbox: Mailbox, cred: str, res: MailboxResult,
@@ -539,12 +539,13 @@ class Importer:
     def _finish_batch(
         self, conn: Connector, mailbox: Mailbox, cred: str, res: MailboxResult,
         prepared_batch: Iterator[tuple[str, Prepared]],
-    ) -> None:
-        """Store one batch in one transaction, then dispose of what was committed (never before)."""
+    ) -> list[str]:
+        """Store one batch in one transaction, then dispose of what was committed (never before). Returns the
+        ids now settled: committed and disposed of, or quarantined."""
         if self.dry_run:
             for source_id, prepared in prepared_batch:
                 res.decisions.append(self._dry_decision(mailbox, source_id, prepared))
-            return
+            return []
         committed: list[str] = []
         quarantine: list[str] = []
         with self.store.transaction():
@@ -572,6 +573,7 @@ class Importer:
             except IntegratorError as exc:
                 log.warning("%s: could not move quarantined emails: %s", mailbox.name, exc)
         self._send_outgoing(mailbox.name)  # this batch's acknowledgements, now that they are committed
+        return [*committed, *quarantine]
 
     def _finish_known(
         self,

@@ -173,9 +173,11 @@ class Connector(ABC):
     def set_watermark(self) -> None:  # noqa: B027 - optional
         """Remember that every message now in the folder is old (`mailbox add --only-new`)."""
 
-    def settled(self, ids: Sequence[str]) -> None:  # noqa: B027 - optional
-        """Every message of this listing is imported and disposed of, quarantined, or was known already: a
-        connector that keeps messages on the server (``mark_read``) may stop listing them."""
+    def settled(self, done: Sequence[str], left: Sequence[str]) -> None:  # noqa: B027 - optional
+        """The end of a run's pass over this listing: ``done`` are imported and disposed of, quarantined, or
+        were known already; ``left`` are not (--limit, a stop, a failure, not fetched). A connector that keeps
+        messages on the server (``mark_read``) may stop listing the done ones, and must keep listing the others,
+        read or not."""
 
     # diagnostics -----------------------------------------------------------------------------------
     def test(self) -> TestReport:

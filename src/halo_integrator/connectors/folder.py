@@ -138,10 +138,11 @@ class FolderConnector(Connector):
     # ``read_mark``, written in one go, holds the file time (modification time, which a Maildir keeps as the
     # delivery time) before which a read message is old (reading begins five minutes before the first
     # listing), and ``pending``, the ids a run listed and has not settled, listed until settled even once read.
-    # Both move on only when a run has settled everything it listed (:meth:`settled`), and the mark never to
-    # within a day of now, so a message whose file time is a little in the past still counts as new. A Maildir
-    # has no arrival order beyond that: a message moved in from another folder keeps its file time, and if it
-    # is older than the mark and already read it is taken for old mail.
+    # At the end of each run (:meth:`settled`) the mark moves up to the newest file time it settled, but never
+    # to within a day of now (a message whose file time is a little in the past still counts as new), and
+    # pending becomes what it left (--limit, a stop, a failure, not fetched). A Maildir has no arrival order
+    # beyond that: a message moved in from another folder keeps its file time, and if it is older than the
+    # mark and already read it is taken for old mail.
 
     @property
     def _keeps_read_mail(self) -> bool:
@@ -165,11 +166,11 @@ class FolderConnector(Connector):
     def _write_read_state(self, mark: float, pending: set[str]) -> None:
         self.state.set("read_mark", json.dumps({"mark": mark, "pending": sorted(pending)}))
 
-    def settled(self, ids: Sequence[str]) -> None:
+    def settled(self, done: Sequence[str], left: Sequence[str]) -> None:
         if not self.maildir:
             return
         today = datetime.now(UTC).date().isoformat()
-        if self.state.get("settled") != today:  # once a day: a switch to mark_read reads from it
+        if not left and self.state.get("settled") != today:  # once a day: a switch to mark_read reads from it
             self.state.set("settled", today)
         if not self._keeps_read_mail:
             return
@@ -177,14 +178,16 @@ class FolderConnector(Connector):
         if stored is None:
             return
         mark, pending = stored
-        newest = max((self._mtimes.get(i, 0.0) for i in ids), default=0.0)
-        left = pending - set(ids)
-        if left:
-            self._scan()  # a pending file that is gone for good leaves the list too (a missed one is back)
-            left &= set(self._paths)
+        newest = max((self._mtimes.get(i, 0.0) for i in done), default=0.0)
+        # what is left stays pending; so does a pending file this listing missed, while it is still there
+        missed = pending - set(done) - set(left)
+        if missed:
+            self._scan()
+            missed &= set(self._paths)
+        waiting = set(left) | missed
         new_mark = max(mark, min(newest, time.time() - 86400))
-        if (new_mark, left) != (mark, pending):
-            self._write_read_state(new_mark, left)
+        if (new_mark, waiting) != (mark, pending):
+            self._write_read_state(new_mark, waiting)
 
     def _path(self, source_id: str) -> Path | None:
         path = self._paths.get(source_id)

@@ -375,10 +375,10 @@ class ImapConnector(ServerConnector):
     #   pending            every message a run listed and has not settled (the first run's backlog, say): listed
     #                      by later runs until settled, even once someone has read it.
     # ``read_known:<folder>`` keeps the Message-ID and arrival-time identities of the pending messages, for a new
-    # UIDVALIDITY. The mark moves up, and pending empties, only when a run has settled everything it listed
-    # (:meth:`settled`). A mailbox that switches to mark_read after runs with another after_import has no old
-    # mail left: what arrived since two days before the last of them settled (``settled:<folder>``, the date)
-    # is pending. A new UIDVALIDITY begins again from the folder as
+    # UIDVALIDITY. At the end of each run (:meth:`settled`) the mark moves up to the newest message it settled,
+    # and pending becomes what it left (--limit, a stop, a failure, not fetched). A mailbox that switches to mark_read after runs with another after_import has no old
+    # mail left: what arrived since two days before the last of them that settled everything it listed
+    # (``settled:<folder>``, the date) is pending. A new UIDVALIDITY begins again from the folder as
     # it is then, with these pending: the messages whose identity was pending, and every message that arrived
     # from two days before the old mark was last set; the run recognises those it imported before by
     # Message-ID and content.
@@ -452,19 +452,25 @@ class ImapConnector(ServerConnector):
             json.dumps({"uidvalidity": self._uidvalidity, "uid": uid, "date": day, "pending": _uid_set(pending)}),
         )
 
-    def settled(self, ids: Sequence[str]) -> None:
+    def settled(self, done: Sequence[str], left: Sequence[str]) -> None:
         today = _today()
-        if self.state.get(f"settled:{self.folder}") != today:  # once a day: a switch to mark_read reads from it
-            self.state.set(f"settled:{self.folder}", today)
+        if not left and self.state.get(f"settled:{self.folder}") != today:
+            self.state.set(f"settled:{self.folder}", today)  # once a day: a switch to mark_read reads from it
         if self.mailbox.incoming.after_import != "mark_read":
             return  # the other dispositions take the messages out of the folder
-        uids = self._own_uids(ids, "settled")
         mark, pending, day = self._read_state()
-        new_mark = max([mark or 0, *uids])
-        if (new_mark, pending, day) != (mark, set(), today):
-            self._write_read_mark(new_mark, set(), today)
-        if self.state.get(f"read_known:{self.folder}") not in (None, "[]"):
-            self._store_set(f"read_known:{self.folder}", ())
+        # the mark passes what is left below it: that stays pending, listed whether read or not
+        new_mark = max([mark or 0, *self._own_uids(done, "settled")])
+        waiting = set(self._own_uids(left, "settled"))
+        if (new_mark, waiting, today) == (mark, pending, day):
+            return
+        try:
+            known = {found for found in self._identities(sorted(waiting)).values() if found}
+        except RetrievalError as exc:  # only for a new UIDVALIDITY; the run's imports are done and stand
+            log.info("Mailbox %s: could not read the Message-IDs of what is left (%s).", self.mailbox.name, exc)
+            known = set()
+        self._store_set(f"read_known:{self.folder}", known)  # before the mark that names them pending
+        self._write_read_mark(new_mark, waiting, today)
 
     def count(self) -> int:
         if self._floor() or self._old_extra() or self._read_mark():
