@@ -376,12 +376,12 @@ class ImapConnector(ServerConnector):
     #                      by later runs until settled, even once someone has read it.
     # ``read_known:<folder>`` keeps the Message-ID and arrival-time identities of the pending messages, for a new
     # UIDVALIDITY. At the end of each run (:meth:`settled`) the mark moves up to the newest message it settled,
-    # and pending becomes what it left (--limit, a stop, a failure, not fetched). A mailbox that switches to mark_read after runs with another after_import has no old
-    # mail left: what arrived since two days before the last of them that settled everything it listed
-    # (``settled:<folder>``, the date) is pending. A new UIDVALIDITY begins again from the folder as
-    # it is then, with these pending: the messages whose identity was pending, and every message that arrived
-    # from two days before the old mark was last set; the run recognises those it imported before by
-    # Message-ID and content.
+    # and pending becomes what it left (--limit, a stop, a failure, not fetched). A mailbox that switches to
+    # mark_read after runs with another after_import has no old mail left: what arrived since two days before
+    # the last of them that settled everything it listed (``settled:<folder>``, the date) is pending. A new
+    # UIDVALIDITY begins again from the folder as it is then, with these pending: the messages whose identity
+    # was pending, and every message that arrived from two days before the old mark was last set; the run
+    # recognises those it imported before by Message-ID and content.
 
     def _list_for_mark_read(self, above: list[str], floor: int) -> list[int]:
         client = self._need()
