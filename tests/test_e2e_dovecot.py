@@ -116,12 +116,14 @@ def flags_in(server: Dovecot, user: User, folder: str) -> list[tuple[bytes, ...]
     return [tuple(d[b"FLAGS"]) for d in fetched_in(server, user, folder, ["FLAGS"]).values()]
 
 
-def _read_all(server: Dovecot, user: User, *, read: bool = True) -> None:
-    """An agent opens every email in the inbox in their own mail client (or marks them all unread again)."""
+def _read_all(server: Dovecot, user: User, *, read: bool = True, oldest_only: bool = False) -> None:
+    """An agent opens every email in the inbox (or only the oldest) in their own mail client, or marks them
+    unread again."""
     client = server.imap(user)
     try:
         client.select_folder("INBOX")
-        (client.add_flags if read else client.remove_flags)(client.search(["ALL"]), [b"\\Seen"])
+        uids = sorted(client.search(["ALL"]))
+        (client.add_flags if read else client.remove_flags)(uids[:1] if oldest_only else uids, [b"\\Seen"])
     finally:
         client.logout()
 
@@ -1058,12 +1060,7 @@ def test_mark_read_imports_a_new_email_that_an_agent_read_before_the_run(
     server, user = dovecot_server, dovecot_user
     cfg = config_for(tmp_path, server, user, after_import="mark_read")
     seed(server, user, mails("r", 2))
-    client = server.imap(user)
-    try:
-        client.select_folder("INBOX")
-        client.add_flags([min(client.search(["ALL"]))], [b"\\Seen"])  # r-1: read long before
-    finally:
-        client.logout()
+    _read_all(server, user, oldest_only=True)  # r-1: read long before
     code, (summary,), stderr = run_json(cfg, secret_env(user))
     assert code == 0 and summary["created"] == 1, stderr
     seed(server, user, mails("n", 2))
@@ -1110,12 +1107,7 @@ def test_mark_read_begins_reading_at_mailbox_add(dovecot_server: Dovecot, doveco
     first run is imported by it even though an agent read it meanwhile; the mail read before stays alone."""
     server, user = dovecot_server, dovecot_user
     seed(server, user, mails("old", 2))
-    client = server.imap(user)
-    try:
-        client.select_folder("INBOX")
-        client.add_flags([min(client.search(["ALL"]))], [b"\\Seen"])  # old-1: read long ago
-    finally:
-        client.logout()
+    _read_all(server, user, oldest_only=True)  # old-1: read long ago
     cfg = empty_config(tmp_path, server)
     result = add_scripted(cfg, server, user, "--import-existing", "--after-import", "mark_read")
     assert result.exit_code == 0, result.output
