@@ -521,7 +521,11 @@ class Importer:
         while ahead:
             finish_oldest()
         if not self.dry_run:  # what was left (--limit, a stop, a failure, not fetched) is listed again
-            conn.settled([i for i in ids if i in finished], [i for i in ids if i not in finished])
+            try:
+                conn.settled([i for i in ids if i in finished], [i for i in ids if i not in finished])
+            except IntegratorError as exc:  # the listing's own record keeps it all listed: nothing is lost
+                log.warning("%s: could not record what this run settled (%s); the next run lists it again.",
+                            mailbox.name, exc)
 
     def _finish_after_fetch_error(
         self, conn: Connector, mailbox: Mailbox, cred: str, res: MailboxResult,

@@ -9,7 +9,7 @@ import click
 from halo_integrator.cli import output
 from halo_integrator.cli.app import App
 from halo_integrator.cli.credentials import actor_for, keystore_for, secret_lookups, stdin_secret, warn_split
-from halo_integrator.errors import EXIT_USAGE, IntegratorError, SecretError
+from halo_integrator.errors import EXIT_USAGE, IntegratorError, LockHeld, SecretError
 
 if TYPE_CHECKING:
 
@@ -359,6 +359,8 @@ def add(
         if after_import == "mark_read" and connection != "pop3":
             try:
                 svc.begin_reading(added, name, secrets=stored, store=app.store())
+            except LockHeld:
+                output.warn("A run is in progress, so reading this mailbox begins at the next run instead of now.")
             except IntegratorError as exc:  # the mailbox is added; its first run begins reading instead
                 output.warn(f"Reading begins at the first run instead of now: {exc}")
         click.echo(f"Saved. The next `integrator run` imports {count:,} email(s) from {name}.")

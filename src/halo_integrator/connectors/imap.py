@@ -464,12 +464,10 @@ class ImapConnector(ServerConnector):
         waiting = set(self._own_uids(left, "settled"))
         if (new_mark, waiting, today) == (mark, pending, day):
             return
-        try:
-            known = {found for found in self._identities(sorted(waiting)).values() if found}
-        except RetrievalError as exc:  # only for a new UIDVALIDITY; the run's imports are done and stand
-            log.info("Mailbox %s: could not read the Message-IDs of what is left (%s).", self.mailbox.name, exc)
-            known = set()
-        self._store_set(f"read_known:{self.folder}", known)  # before the mark that names them pending
+        # read_known already holds the identities of everything this run listed (written with the listing),
+        # so of what is left too: kept as it is while anything is left, emptied when nothing is
+        if not waiting and self.state.get(f"read_known:{self.folder}") not in (None, "[]"):
+            self._store_set(f"read_known:{self.folder}", ())
         self._write_read_mark(new_mark, waiting, today)
 
     def count(self) -> int:
