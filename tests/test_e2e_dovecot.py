@@ -1118,6 +1118,20 @@ def test_mark_read_begins_reading_at_mailbox_add(dovecot_server: Dovecot, doveco
     assert sorted(actions_per_message_id(tmp_path / "tickets.db")) == ["new-1@example.org", "old-2@example.org"]
 
 
+def test_mark_read_add_while_a_run_holds_the_lock_says_reading_begins_at_the_next_run(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    from halo_integrator.lock import RunLock
+
+    server, user = dovecot_server, dovecot_user
+    cfg = empty_config(tmp_path, server)
+    with RunLock(tmp_path / "tickets.db"):  # a run of the other mailboxes is in progress
+        result = add_scripted(cfg, server, user, "--import-existing", "--after-import", "mark_read")
+    assert result.exit_code == 0, result.output
+    assert "A run is in progress, so reading this mailbox begins at the next run" in result.stderr
+    assert "Support" in cfg.read_text()
+
+
 def test_a_mailbox_switched_to_mark_read_imports_what_an_agent_read_since_the_last_run(
     dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
 ) -> None:
