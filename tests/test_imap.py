@@ -636,6 +636,22 @@ def test_wrong_password_is_a_secret_error(
     assert err.value.exit_code == 4
 
 
+def test_a_bye_that_refuses_the_login_is_a_refused_password(
+    dovecot_server: Dovecot, dovecot_user: User, tmp_path: Path
+) -> None:
+    """Some servers answer a wrong password by closing the session with an untagged BYE, which imaplib
+    reports like a dropped connection; its AUTHENTICATIONFAILED code still makes it a refused password."""
+
+    def bye_instead_of_no(data: bytes) -> bytes:
+        return re.sub(rb"(?m)^\S+ NO (\[AUTHENTICATIONFAILED\])", rb"* BYE \1", data)
+
+    with NetProxy(dovecot_server.imap_port, server_filter=bye_instead_of_no) as proxy:
+        conn = connector(dovecot_server, dovecot_user, tmp_path, port=proxy.port, password="not-the-password")
+        with pytest.raises(SecretError) as err:
+            conn.open()
+    assert "refused the password" in str(err.value) and "BYE" not in str(err.value).split("said:")[0]
+
+
 def test_xoauth2_login(dovecot_server: Dovecot, tmp_path: Path) -> None:
     cred = Credential(
         host="127.0.0.1",

@@ -13,6 +13,11 @@ def stamp(when: datetime) -> str:
     return when.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
+def utc_today() -> str:
+    """Today's date in UTC, ISO 8601 (``2026-11-28``)."""
+    return datetime.now(UTC).date().isoformat()
+
+
 def since_to_iso(value: str) -> str:
     """``"2h"``, ``"3d"``, ``"45m"``, ``"1w"`` or a date / datetime → the stored time format."""
     v = value.strip().lower()

@@ -42,6 +42,20 @@ def actor_for(app: App) -> Actor:
     return Actor(agent=app.acting_name, instance=app.instance, open_store=app.store)
 
 
+def forget_earlier(app: App, mailbox: str, credential: str | None = None) -> None:
+    """Before a mailbox (or a credential of one) is added under a name: drop what the store still knows of
+    reading an earlier one of that name (Store.forget_mailbox), and say so when it knew anything."""
+    if not app.config.database_path.exists():  # no store yet: nothing to forget, and none is made for it
+        return
+    forgotten = app.store().forget_mailbox(mailbox, credential)
+    if forgotten:
+        earlier = f"credential {mailbox}/{credential}" if credential is not None else f"mailbox named {mailbox}"
+        output.warn(
+            f"The store still knew {forgotten:,} email id(s) an earlier {earlier} had seen; they are forgotten, so "
+            "this one starts afresh (its tickets and logs stay)."
+        )
+
+
 def warn_split(app: App, mailboxes: list[str] | None = None) -> None:
     """Print the "mail will be split between the instances" warnings for these mailboxes (all if None)."""
     from halo_integrator.credentials import split_warnings
@@ -157,13 +171,7 @@ def add(
     secrets = {kind: _read_secret(kind, mb.name, name, secret_stdin) for kind in kinds}
     if run_test:
         _test_or_exit(app, mb.name, cred, secrets)
-    if cfg.database_path.exists():  # a credential removed earlier under this name read another account, maybe
-        forgotten = app.store().forget_mailbox(mb.name, name)
-        if forgotten:
-            output.warn(
-                f"The store still knew {forgotten:,} email id(s) an earlier credential {mb.name}/{name} had seen; "
-                "they are forgotten, so this one starts afresh."
-            )
+    forget_earlier(app, mb.name, name)  # a credential removed earlier under this name read another account, maybe
     new_cfg = svc.add(cfg, mb.name, cred, secrets, keystore=keystore, actor=actor_for(app))
     app.reload()
     click.echo(

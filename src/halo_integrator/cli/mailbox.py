@@ -8,7 +8,14 @@ import click
 
 from halo_integrator.cli import output
 from halo_integrator.cli.app import App
-from halo_integrator.cli.credentials import actor_for, keystore_for, secret_lookups, stdin_secret, warn_split
+from halo_integrator.cli.credentials import (
+    actor_for,
+    forget_earlier,
+    keystore_for,
+    secret_lookups,
+    stdin_secret,
+    warn_split,
+)
 from halo_integrator.errors import EXIT_USAGE, IntegratorError, LockHeld, SecretError
 
 if TYPE_CHECKING:
@@ -326,8 +333,9 @@ def add(
     where = report.folder or "the mailbox"
     fate = _fate(new_mailbox)
     if count:
-        root = cfg.resolve(folder_path or "")
-        maildir = connection == "folder" and ((root / "new").is_dir() or (root / "cur").is_dir())
+        from halo_integrator.connectors.folder import is_maildir
+
+        maildir = connection == "folder" and is_maildir(cfg.resolve(folder_path or ""))
         unread = "unread " if after_import == "mark_read" and (connection == "imap" or maildir) else ""
         if count == 1:
             click.echo(f"The one {unread}email in {where} will be turned into a ticket and {fate}.")
@@ -347,13 +355,7 @@ def add(
             ctx.exit(0)
         choice = "all" if answer == "a" else "new"
     stored = {kind: secret for kind in needed_kinds(new_mailbox, cred)} if cred is not None else {}
-    if cfg.database_path.exists():  # a mailbox removed earlier under this name read another account, maybe
-        forgotten = app.store().forget_mailbox(name)
-        if forgotten:
-            output.warn(
-                f"The store still knew {forgotten:,} email id(s) an earlier mailbox named {name} had seen; they are "
-                "forgotten, so this one starts afresh (its tickets and logs stay)."
-            )
+    forget_earlier(app, name)  # a mailbox removed earlier under this name read another account, maybe
     if choice != "new":
         added = svc.add_mailbox(cfg, new_mailbox, secrets=stored, keystore=keystore_for(app), actor=actor_for(app))
         if after_import == "mark_read" and connection != "pop3":

@@ -33,9 +33,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from halo_integrator.errors import SecretError
+from halo_integrator.timeutil import utc_today
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -178,6 +180,19 @@ class Connector(ABC):
         were known already; ``left`` are not (--limit, a stop, a failure, not fetched). A connector that keeps
         messages on the server (``mark_read``) may stop listing the done ones, and must keep listing the others,
         read or not."""
+
+    def _note_settled(self, key: str, left: Sequence[str]) -> None:
+        """Keep in ``state[key]`` the date of the last run that settled everything it listed (written once a
+        day): a switch to ``mark_read`` reads from two days before it (:meth:`_settled_since`)."""
+        today = utc_today()
+        if not left and self.state.get(key) != today:
+            self.state.set(key, today)
+
+    def _settled_since(self, key: str) -> date | None:
+        """Two days before the last run that settled everything it listed, or None when none did: what arrived
+        since may not be imported yet, read or not."""
+        last = self.state.get(key)
+        return date.fromisoformat(last) - timedelta(days=2) if last else None
 
     # diagnostics -----------------------------------------------------------------------------------
     def test(self) -> TestReport:

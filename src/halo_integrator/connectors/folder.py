@@ -43,7 +43,7 @@ class FolderConnector(Connector):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         rel = self.mailbox.incoming.folder or self.mailbox.path
         self.root = self.config.resolve(rel)
-        self.maildir = (self.root / "new").is_dir() or (self.root / "cur").is_dir()
+        self.maildir = is_maildir(self.root)
         self._paths: dict[str, str] = {}  # id -> where the file is now
         self._mtimes: dict[str, float] = {}  # id -> its file time
 
@@ -107,8 +107,10 @@ class FolderConnector(Connector):
         """Every email file there, oldest first; remembers where each id is now and its file time."""
         # plain strings, not Path objects: a folder of 100,000 emails stays small in memory
         candidates = sorted(self._candidates())
-        self._paths = {self._source_id(path): path for _, _, path in candidates}
-        self._mtimes = {self._source_id(path): mtime for mtime, _, path in candidates}
+        self._paths, self._mtimes = {}, {}
+        for mtime, _, path in candidates:
+            source_id = self._source_id(path)
+            self._paths[source_id], self._mtimes[source_id] = path, mtime
         return candidates
 
     def list_ids(self) -> list[str]:
@@ -157,10 +159,10 @@ class FolderConnector(Connector):
 
     def _begin_reading(self) -> tuple[float, set[str]]:
         """The mark and the pending ids when reading begins (nothing is written)."""
-        last = self.state.get("settled")
-        if self.maildir and last:  # runs with another after_import took out what they imported
-            since = datetime.fromisoformat(last).replace(tzinfo=UTC).timestamp() - 2 * 86400
-            return time.time() - 300, {i for i, mtime in self._mtimes.items() if mtime >= since}
+        since = self._settled_since("settled")
+        if since:  # runs with another after_import took out what they imported
+            start = datetime.combine(since, datetime.min.time(), UTC).timestamp()
+            return time.time() - 300, {i for i, mtime in self._mtimes.items() if mtime >= start}
         return time.time() - 300, set()
 
     def _write_read_state(self, mark: float, pending: set[str]) -> None:
@@ -169,9 +171,7 @@ class FolderConnector(Connector):
     def settled(self, done: Sequence[str], left: Sequence[str]) -> None:
         if not self.maildir:
             return
-        today = datetime.now(UTC).date().isoformat()
-        if not left and self.state.get("settled") != today:  # once a day: a switch to mark_read reads from it
-            self.state.set("settled", today)
+        self._note_settled("settled", left)
         if not self._keeps_read_mail:
             return
         stored = self._read_state()
@@ -281,3 +281,8 @@ def _move_unique(path: Path, target_dir: Path) -> Path:
         n += 1
     shutil.move(path, target)  # a rename on one file system, copy + delete across file systems
     return target
+
+
+def is_maildir(root: Path) -> bool:
+    """Whether a mailbox folder is a Maildir (it has ``new/`` or ``cur/``) rather than a folder of email files."""
+    return (root / "new").is_dir() or (root / "cur").is_dir()

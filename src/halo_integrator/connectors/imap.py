@@ -44,7 +44,7 @@ import logging
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from imapclient import IMAPClient, SocketTimeout
@@ -68,6 +68,7 @@ from halo_integrator.errors import (
     IntegratorError,
     RetrievalError,
 )
+from halo_integrator.timeutil import utc_today
 
 log = logging.getLogger(__name__)
 
@@ -394,7 +395,7 @@ class ImapConnector(ServerConnector):
         if listed != pending or began is None:
             known = {found for found in self._identities(sorted(listed)).values() if found}
             self._store_set(f"read_known:{self.folder}", known)  # before the mark that names them pending
-            self._write_read_mark(mark, listed, began or _today())
+            self._write_read_mark(mark, listed, began or utc_today())
             if began is None:  # deferred by _select until reading had begun: see there
                 self.state.set(f"uidvalidity:{self.folder}", str(self._uidvalidity))
         return sorted(listed)
@@ -402,15 +403,22 @@ class ImapConnector(ServerConnector):
     def _begin_reading(self, floor: int) -> tuple[int, set[int]]:
         """The mark and the pending messages when reading begins in this UIDVALIDITY (nothing is written)."""
         client = self._need()
+        everything: list[int] | None = None  # SEARCH ALL, once, when needed
+
+        def all_uids() -> list[int]:
+            nonlocal everything
+            if everything is None:
+                everything = [int(u) for u in client.search(["ALL"])]
+            return everything
+
         top = self._uidnext - 1
         if top <= 0:  # a server that gave no UIDNEXT
-            top = max((int(u) for u in client.search(["ALL"])), default=0)
+            top = max(all_uids(), default=0)
         stored = _parse_read_mark(self.state.get(f"read_mark:{self.folder}"))
         if stored is not None:  # a new UIDVALIDITY: what was pending, and what came since the mark was set
             known = self._stored_set(f"read_known:{self.folder}") or set()
-            everything = [int(u) for u in client.search(["ALL"])]
-            pending = {uid for uid, found in self._identities(everything).items() if found in known}
-            day = date.fromisoformat(stored[2] or _today()) - timedelta(days=2)
+            pending = {uid for uid, found in self._identities(all_uids()).items() if found in known}
+            day = date.fromisoformat(stored[2] or utc_today()) - timedelta(days=2)
             pending |= {int(u) for u in client.search(["SINCE", day])}
             log.warning(
                 "Mailbox %s: folder %r has a new UIDVALIDITY; %d message(s) there that were not yet settled or "
@@ -418,11 +426,10 @@ class ImapConnector(ServerConnector):
                 "and content.",
                 self.mailbox.name, self.folder, len(pending), day.isoformat(),
             )
-        elif last := self.state.get(f"settled:{self.folder}"):
+        elif since := self._settled_since(f"settled:{self.folder}"):
             # runs with another after_import took what they imported out of the folder: what came since the
             # last of them settled is unfinished, read or not
-            day = date.fromisoformat(last) - timedelta(days=2)
-            pending = {int(u) for u in client.search(["SINCE", day])}
+            pending = {int(u) for u in client.search(["SINCE", since])}
         else:  # a new mailbox (or one read as mark_read by a version without marks): what was read stays alone
             pending = set()
         return top, {uid for uid in pending if uid > floor}
@@ -440,7 +447,7 @@ class ImapConnector(ServerConnector):
         stored = _parse_read_mark(self.state.get(f"read_mark:{self.folder}"))
         if stored is None or stored[0] != self._uidvalidity:
             return None, set(), None
-        return stored[1], stored[3], stored[2] or _today()
+        return stored[1], stored[3], stored[2] or utc_today()
 
     def _read_mark(self) -> int:
         """The read mark's UID in this UIDVALIDITY; 0 when reading has not begun in it."""
@@ -453,15 +460,14 @@ class ImapConnector(ServerConnector):
         )
 
     def settled(self, done: Sequence[str], left: Sequence[str]) -> None:
-        today = _today()
-        if not left and self.state.get(f"settled:{self.folder}") != today:
-            self.state.set(f"settled:{self.folder}", today)  # once a day: a switch to mark_read reads from it
+        self._note_settled(f"settled:{self.folder}", left)
         if self.mailbox.incoming.after_import != "mark_read":
             return  # the other dispositions take the messages out of the folder
         mark, pending, day = self._read_state()
         # the mark passes what is left below it: that stays pending, listed whether read or not
         new_mark = max([mark or 0, *self._own_uids(done, "settled")])
         waiting = set(self._own_uids(left, "settled"))
+        today = utc_today()
         if (new_mark, waiting, today) == (mark, pending, day):
             return
         # read_known already holds the identities of everything this run listed (written with the listing),
@@ -829,10 +835,6 @@ def _parse_read_mark(stored: str | None) -> tuple[int, int, str, set[int]] | Non
         return int(mark["uidvalidity"]), int(mark["uid"]), str(mark.get("date", "")), _parse_uid_set(mark["pending"])
     except (ValueError, TypeError, KeyError):
         return None
-
-
-def _today() -> str:
-    return datetime.now(UTC).date().isoformat()
 
 
 def _uid_set(uids: Iterable[int]) -> str:
